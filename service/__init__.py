@@ -1,0 +1,16 @@
+"""Conveyor: a background-job service with a killable process pool, REST and live events.
+
+What task authors import::
+
+    from service import task, progress
+
+    @task
+    def add(x: int, y: int) -> int:
+        return x + y
+"""
+
+from .context import progress
+from .jobs import JobState
+from .tasks import task
+
+__all__ = ["JobState", "progress", "task"]

@@ -1,0 +1,399 @@
+"""The HTTP face of the service: ``create_app()`` builds the Quart app, its routes and lifecycle.
+
+Run it with ``hypercorn --config hypercorn.toml "service.app:create_app()"``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import sys
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, cast
+
+import orjson
+import pydantic_core
+from pydantic import BaseModel, ConfigDict, Field
+from quart import Quart, Request, Response, current_app, request
+from quart.json.provider import JSONProvider
+from quart_schema import (
+    QuartSchema,
+    RequestSchemaValidationError,
+    validate_querystring,
+    validate_request,
+)
+from werkzeug.exceptions import HTTPException
+
+from .db import Database
+from .errors import (
+    InvalidArguments,
+    InvalidTransition,
+    JobNotFound,
+    ServiceError,
+    SettingsError,
+    TaskLoadError,
+    UnknownTask,
+)
+from .events import Broker
+from .jobs import Job, JobState, isoformat
+from .pool import ProcessPool
+from .scheduler import Scheduler
+from .settings import Settings
+from .streams import event_stream
+from .tasks import load_tasks
+
+log = logging.getLogger("conveyor")
+
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json"})
+
+
+# -- wire formats ---------------------------------------------------------------------------
+
+
+class SubmitJob(BaseModel):
+    """``POST /jobs``: which task to run, with which arguments."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    task: str = Field(min_length=1, max_length=200)
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobsQuery(BaseModel):
+    """``GET /jobs``: filters and the page."""
+
+    model_config = ConfigDict(extra="forbid")
+    state: str | None = Field(None, description="comma-separated states")
+    task: str | None = None
+    limit: int = Field(50, ge=1, le=500)
+    cursor: str | None = None
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "task": job.task,
+        "args": job.args,
+        "kwargs": job.kwargs,
+        "state": job.state.value,
+        "progress": None if job.progress is None else job.progress.as_dict(),
+        "result": job.result if job.state is JobState.SUCCEEDED else None,
+        "error": None if job.error is None else job.error.as_dict(),
+        "attempt": job.attempt,
+        "created_at": isoformat(job.created_at),
+        "started_at": isoformat(job.started_at),
+        "finished_at": isoformat(job.finished_at),
+    }
+
+
+def error_response(
+    status: int, error: str, detail: str, **extra: Any
+) -> tuple[dict[str, Any], int]:
+    return {"error": error, "detail": detail, **extra}, status
+
+
+class OrjsonProvider(JSONProvider):
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        return orjson.dumps(obj, default=pydantic_core.to_jsonable_python).decode()
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return orjson.loads(s)
+
+
+class JsonRequest(Request):
+    def on_json_loading_failed(self, error: Exception | None) -> Any:
+        raise _BadJson(f"the body is not valid JSON: {error}")
+
+
+class _BadJson(HTTPException):
+    code = 400
+
+
+# -- the running service --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything the routes use, built at start-up and kept on the app."""
+
+    settings: Settings
+    broker: Broker
+    db: Database
+    pool: ProcessPool
+    scheduler: Scheduler
+
+
+def runtime() -> Runtime:
+    return cast(Runtime, current_app.extensions["conveyor"])
+
+
+def create_app(settings: Settings | None = None) -> Quart:
+    """Build the service; without ``settings`` they come from ``CONVEYOR_*`` variables."""
+    try:
+        settings = Settings.from_env() if settings is None else settings
+        tasks = load_tasks(settings.tasks)
+    except (SettingsError, TaskLoadError) as exc:
+        if settings is not None and not isinstance(exc, TaskLoadError):
+            raise
+        print(f"conveyor: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    _configure_logging()
+    app = Quart(__name__)
+    app.request_class = JsonRequest
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    QuartSchema(
+        app,
+        info={"title": "Conveyor", "version": "0.1.0"},
+        swagger_ui_path=None,  # the UIs load scripts from CDNs; the service may be offline
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+    )
+    app.json = OrjsonProvider(app)  # after QuartSchema, which installs its own
+
+    @app.while_serving
+    async def lifecycle() -> AsyncGenerator[None, None]:
+        broker = Broker()
+        async with AsyncExitStack() as stack:
+            db = await stack.enter_async_context(
+                Database(settings.database, on_commit=broker.publish)
+            )
+            scheduler: Scheduler | None = None
+
+            def on_progress(job_id: str, progress: Any) -> None:
+                if scheduler is not None:
+                    scheduler.on_progress(job_id, progress)
+
+            pool = await stack.enter_async_context(
+                ProcessPool(
+                    settings.concurrency, settings.tasks,
+                    grace_s=settings.cancel_grace_s, on_progress=on_progress,
+                )
+            )  # fmt: skip
+            scheduler = await stack.enter_async_context(
+                Scheduler(db, pool, tasks, max_interruptions=settings.max_interruptions)
+            )
+            app.extensions["conveyor"] = Runtime(settings, broker, db, pool, scheduler)
+            log.info(
+                "serving %d task(s) from %s on %d worker(s); database %s",
+                len(tasks), ", ".join(settings.tasks), settings.concurrency, settings.database,
+            )  # fmt: skip
+            yield
+            log.info("stopping: running jobs are stopped and requeued")
+
+    _add_auth(app, settings)
+    _add_error_handlers(app)
+    _add_routes(app)
+    return app
+
+
+def _configure_logging() -> None:
+    logger = logging.getLogger("conveyor")
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def _add_auth(app: Quart, settings: Settings) -> None:
+    if settings.token is None:
+        return
+    expected = f"Bearer {settings.token}".encode()
+
+    @app.before_request
+    async def require_token() -> Any:
+        if request.path in PUBLIC_PATHS:
+            return None
+        given = request.headers.get("Authorization", "").encode()
+        if hmac.compare_digest(given, expected):
+            return None
+        body, status = error_response(
+            401, "unauthorized", "send the token as 'Authorization: Bearer <token>'"
+        )
+        return body, status, {"WWW-Authenticate": 'Bearer realm="conveyor"'}
+
+
+def _add_error_handlers(app: Quart) -> None:
+    @app.errorhandler(RequestSchemaValidationError)
+    async def invalid_request(exc: RequestSchemaValidationError) -> Any:
+        return _validation_error(exc.validation_error)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Any:
+        code = exc.code or 500
+        name = (exc.name or "error").lower().replace(" ", "_")
+        return error_response(code, name, exc.description or name)
+
+    @app.errorhandler(UnknownTask)
+    async def unknown_task(exc: UnknownTask) -> Any:
+        return error_response(422, "unknown_task", str(exc), task=exc.name)
+
+    @app.errorhandler(InvalidArguments)
+    async def invalid_arguments(exc: InvalidArguments) -> Any:
+        return error_response(422, "invalid_arguments", str(exc), task=exc.task)
+
+    @app.errorhandler(JobNotFound)
+    async def job_not_found(exc: JobNotFound) -> Any:
+        return error_response(404, "not_found", str(exc))
+
+    @app.errorhandler(InvalidTransition)
+    async def conflict(exc: InvalidTransition) -> Any:
+        return error_response(409, "conflict", str(exc), state=exc.current)
+
+    @app.errorhandler(ServiceError)
+    async def service_error(exc: ServiceError) -> Any:
+        return error_response(503, "unavailable", str(exc))
+
+
+def _validation_error(error: Exception) -> Any:
+    fields = []
+    if isinstance(error, pydantic_core.ValidationError):
+        for item in error.errors(include_url=False):
+            where = ".".join(str(part) for part in item["loc"]) or "body"
+            fields.append({"field": where, "message": item["msg"]})
+    detail = "; ".join(f"{f['field']}: {f['message']}" for f in fields) or str(error)
+    return error_response(400, "invalid_request", detail, fields=fields)
+
+
+def require_json(handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """415 unless the body is declared JSON: browsers cannot send that cross-site unasked."""
+
+    @wraps(handler)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not request.is_json:
+            return error_response(
+                415,
+                "unsupported_media_type",
+                "send a JSON body with 'Content-Type: application/json'",
+            )
+        return await handler(*args, **kwargs)
+
+    return wrapper
+
+
+def _last_event_id() -> int | None:
+    text = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
+    if text is None or text == "":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise _BadEventId(f"Last-Event-ID must be a non-negative integer, got {text!r}")
+    return value
+
+
+class _BadEventId(HTTPException):
+    code = 400
+
+
+def _sse(body: Any) -> Response:
+    response = Response(
+        body,
+        200,
+        {
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # proxies must not hold events back
+        },
+    )
+    response.timeout = None  # else RESPONSE_TIMEOUT cuts the stream after 60 s
+    return response
+
+
+def _add_routes(app: Quart) -> None:  # noqa: C901 — a flat route table reads best in one place
+    @app.post("/jobs")
+    @require_json
+    @validate_request(SubmitJob)
+    async def submit(data: SubmitJob) -> Any:
+        job = await runtime().scheduler.submit(data.task, data.args, data.kwargs)
+        return job_json(job), 202, {"Location": f"/jobs/{job.id}"}
+
+    @app.get("/jobs")
+    @validate_querystring(JobsQuery)
+    async def list_jobs(query_args: JobsQuery) -> Any:
+        states = []
+        for name in (query_args.state or "").split(","):
+            if name.strip():
+                try:
+                    states.append(JobState(name.strip()))
+                except ValueError:
+                    known = ", ".join(s.value for s in JobState)
+                    return error_response(
+                        400, "invalid_request", f"state: unknown state {name!r}; known: {known}"
+                    )
+        before = None
+        if query_args.cursor is not None:
+            if not query_args.cursor.isdigit():
+                return error_response(400, "invalid_request", "cursor: not a cursor from 'next'")
+            before = int(query_args.cursor)
+        jobs, next_cursor = await runtime().db.list_jobs(
+            states=states, task=query_args.task, limit=query_args.limit, before=before
+        )
+        return {
+            "jobs": [job_json(j) for j in jobs],
+            "next": None if next_cursor is None else str(next_cursor),
+        }
+
+    @app.get("/jobs/<job_id>")
+    async def get_job(job_id: str) -> Any:
+        return job_json(await runtime().db.get_job(job_id))
+
+    @app.post("/jobs/<job_id>/cancel")
+    async def cancel(job_id: str) -> Any:
+        try:
+            job = await runtime().scheduler.cancel(job_id)
+        except InvalidTransition as exc:
+            current = await runtime().db.get_job(job_id)
+            return error_response(
+                409, "conflict", f"job {job_id} is already {exc.current}; it cannot be canceled",
+                state=exc.current, job=job_json(current),
+            )  # fmt: skip
+        return job_json(job)
+
+    @app.get("/jobs/<job_id>/events")
+    async def job_events(job_id: str) -> Any:
+        rt = runtime()
+        after_id = _last_event_id() or 0
+        job = await rt.db.get_job(job_id)
+        if job.is_terminal and not await rt.db.events_after(after_id, job_id=job_id, limit=1):
+            return Response("", 204)  # nothing more will come: EventSource stops reconnecting
+        return _sse(
+            event_stream(rt.db, rt.broker, after_id=after_id, job_id=job_id,
+                         keepalive_s=rt.settings.sse_keepalive_s)
+        )  # fmt: skip
+
+    @app.get("/events")
+    async def all_events() -> Any:
+        rt = runtime()
+        stream = event_stream(
+            rt.db, rt.broker, after_id=_last_event_id(), keepalive_s=rt.settings.sse_keepalive_s
+        )
+        return _sse(stream)
+
+    @app.get("/tasks")
+    async def list_tasks() -> Any:
+        tasks = runtime().scheduler.tasks
+        return {"tasks": [tasks[name].describe() for name in sorted(tasks)]}
+
+    @app.get("/health")
+    async def health() -> Any:
+        rt = runtime()
+        try:
+            await rt.db.ping()
+            database: dict[str, Any] = {"ok": True}
+        except Exception as exc:  # report, don't crash: this is what health checks are for
+            database = {"ok": False, "error": str(exc)}
+        workers = rt.pool.status()
+        ok = database["ok"] and workers["alive"] > 0
+        body = {
+            "status": "ok" if ok else "degraded",
+            "database": database,
+            "workers": workers,
+            "jobs": rt.scheduler.status(),
+        }
+        return body, 200 if ok else 503

@@ -1,0 +1,94 @@
+"""The running job's link back to the service: ``progress()``.
+
+Inside a worker process the worker installs a reporter; anywhere else (a task called directly,
+in a unit test) ``progress()`` checks its arguments and does nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+Send = Callable[[dict[str, Any]], None]
+
+
+class ProgressReporter:
+    """Sends a job's progress, at most one message per ``interval_s``; the latest value wins.
+
+    A task may call ``progress()`` in a tight loop; coalescing here keeps the pipe, the store
+    and every browser from paying for each call, while the last value always gets through.
+    """
+
+    def __init__(self, send: Send, job_id: str, interval_s: float = 0.05) -> None:
+        self._send = send
+        self._job_id = job_id
+        self._interval_s = interval_s
+        self._lock = threading.Lock()
+        self._pending: dict[str, Any] | None = None
+        self._sent_at = 0.0
+        self._timer: threading.Timer | None = None
+
+    def update(self, done: float, total: float | None, message: str | None) -> None:
+        payload = {
+            "t": "progress",
+            "job": self._job_id,
+            "done": done,
+            "total": total,
+            "message": message,
+        }
+        with self._lock:
+            self._pending = payload
+            wait_s = self._sent_at + self._interval_s - time.monotonic()
+            if wait_s <= 0:
+                self._flush_locked()
+            elif self._timer is None:
+                self._timer = threading.Timer(wait_s, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def close(self) -> None:
+        """Send what is pending now: called before the job's result, which must come last."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        self._timer = None
+        if self._pending is not None:
+            self._send(self._pending)
+            self._pending = None
+            self._sent_at = time.monotonic()
+
+
+_reporter: ProgressReporter | None = None
+
+
+def set_reporter(reporter: ProgressReporter | None) -> None:
+    global _reporter
+    _reporter = reporter
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def progress(done: float, total: float | None = None, message: str | None = None) -> None:
+    """Report how far the running job is: ``done`` out of ``total``, with an optional message.
+
+    Shown live on ``GET /jobs/<id>``, on the event streams and in the dashboard.
+    """
+    if not _is_number(done):
+        raise TypeError(f"progress(): done must be a number, got {type(done).__name__}")
+    if total is not None and not _is_number(total):
+        raise TypeError(f"progress(): total must be a number or None, got {type(total).__name__}")
+    if message is not None and not isinstance(message, str):
+        raise TypeError(f"progress(): message must be a str or None, got {type(message).__name__}")
+    if _reporter is not None:
+        _reporter.update(done, total, message)

@@ -1,0 +1,447 @@
+"""The store: SQLite through aiosqlite; every query of the service lives here.
+
+Writes go through one writer task that groups whatever arrives together into one transaction
+(group commit): a burst of submits or state changes costs one fsync, not one each. Reads use a
+second connection, which WAL lets run beside the writer. Every change of a job appends a row to
+``events``, whose id is the SSE id that clients resume from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiosqlite
+import orjson
+
+from .errors import JobNotFound, ServiceError
+from .jobs import Event, Job, JobError, JobState, Progress, state_event_data
+
+T = TypeVar("T")
+
+log = logging.getLogger("conveyor.db")
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE jobs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- submission order: list order and cursor
+        id TEXT NOT NULL UNIQUE,
+        task TEXT NOT NULL,
+        args TEXT NOT NULL,                     -- JSON
+        kwargs TEXT NOT NULL,                   -- JSON
+        state TEXT NOT NULL,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        interruptions INTEGER NOT NULL DEFAULT 0,
+        progress TEXT,                          -- JSON or NULL
+        result TEXT,                            -- JSON or NULL (no result)
+        error TEXT,                             -- JSON or NULL
+        created_at REAL NOT NULL,               -- epoch seconds
+        started_at REAL,
+        finished_at REAL
+    );
+    CREATE INDEX jobs_state_seq ON jobs (state, seq);
+    CREATE INDEX jobs_task_seq ON jobs (task, seq);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,   -- never reused: the SSE id
+        job_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        at REAL NOT NULL,
+        data TEXT NOT NULL                      -- JSON
+    );
+    CREATE INDEX events_job_id ON events (job_id, id);
+    """,
+)
+
+PRAGMAS = (
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",  # durable across process crashes; one fsync per checkpoint
+    "PRAGMA busy_timeout = 5000",
+    "PRAGMA foreign_keys = ON",
+)
+
+_JOB_COLUMNS = (
+    "id, task, args, kwargs, state, attempt, interruptions, progress, result, error, "
+    "created_at, started_at, finished_at, seq"
+)
+SELECT_JOB = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?"
+SELECT_IDS_IN_STATE = "SELECT id FROM jobs WHERE state = ? ORDER BY seq"
+INSERT_JOB = (
+    "INSERT INTO jobs (id, task, args, kwargs, state, attempt, interruptions, progress, result, "
+    "error, created_at, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+UPDATE_JOB = (
+    "UPDATE jobs SET state = ?, attempt = ?, interruptions = ?, progress = ?, result = ?, "
+    "error = ?, started_at = ?, finished_at = ? WHERE id = ?"
+)
+INSERT_EVENT = "INSERT INTO events (id, job_id, kind, at, data) VALUES (?, ?, ?, ?, ?)"
+SELECT_EVENTS_AFTER = (
+    "SELECT id, job_id, kind, at, data FROM events WHERE id > ? ORDER BY id LIMIT ?"
+)
+SELECT_JOB_EVENTS_AFTER = (
+    "SELECT id, job_id, kind, at, data FROM events WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?"
+)
+LAST_EVENT_ID = (
+    "SELECT max(coalesce((SELECT max(id) FROM events), 0), "
+    "coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0))"
+)
+
+MAX_BATCH = 1000  # operations per transaction
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def job_to_row(job: Job) -> tuple[Any, ...]:
+    return (
+        job.id, job.task, _dumps(job.args), _dumps(job.kwargs), job.state.value, job.attempt,
+        job.interruptions,
+        None if job.progress is None else _dumps(job.progress.as_dict()),
+        None if job.state is not JobState.SUCCEEDED else _dumps(job.result),
+        None if job.error is None else _dumps(job.error.as_dict()),
+        job.created_at, job.started_at, job.finished_at,
+    )  # fmt: skip
+
+
+def _update_params(job: Job) -> tuple[Any, ...]:
+    row = job_to_row(job)
+    return (*row[4:10], job.started_at, job.finished_at, job.id)
+
+
+def row_to_job(row: Sequence[Any]) -> Job:
+    progress = None if row[7] is None else Progress(**orjson.loads(row[7]))
+    error = None if row[9] is None else JobError(**orjson.loads(row[9]))
+    return Job(
+        id=row[0], task=row[1], args=orjson.loads(row[2]), kwargs=orjson.loads(row[3]),
+        state=JobState(row[4]), attempt=row[5], interruptions=row[6], progress=progress,
+        result=None if row[8] is None else orjson.loads(row[8]), error=error,
+        created_at=row[10], started_at=row[11], finished_at=row[12],
+    )  # fmt: skip
+
+
+def row_to_event(row: Sequence[Any]) -> Event:
+    return Event(id=row[0], job_id=row[1], kind=row[2], at=row[3], data=orjson.loads(row[4]))
+
+
+class Batch:
+    """What one transaction will write; operations read through it, so they see each other."""
+
+    def __init__(self, conn: aiosqlite.Connection, cache: dict[str, Job], next_id: int) -> None:
+        self._conn = conn
+        self._cache = cache  # RUNNING jobs as last committed: no read needed to finish one
+        self.rows: dict[str, Job] = {}
+        self.inserted: set[str] = set()
+        self.events: list[Event] = []
+        self.next_event_id = next_id
+
+    async def get(self, job_id: str) -> Job | None:
+        job = self.rows.get(job_id) or self._cache.get(job_id)
+        if job is None:
+            rows = await self._conn.execute_fetchall(SELECT_JOB, (job_id,))
+            job = row_to_job(next(iter(rows))) if rows else None
+        return job
+
+    async def ids_in_state(self, state: JobState) -> list[str]:
+        rows = await self._conn.execute_fetchall(SELECT_IDS_IN_STATE, (state.value,))
+        return [row[0] for row in rows]
+
+    def put(self, job: Job, *, new: bool = False, kind: str | None = "state") -> None:
+        self.rows[job.id] = job
+        if new:
+            self.inserted.add(job.id)
+        if kind == "state":
+            self._event(job, kind, state_event_data(job))
+        elif kind == "progress":
+            progress = None if job.progress is None else job.progress.as_dict()
+            self._event(job, kind, {"job_id": job.id, "task": job.task, "progress": progress})
+
+    def _event(self, job: Job, kind: str, data: dict[str, Any]) -> None:
+        self.events.append(Event(self.next_event_id, job.id, kind, time.time(), data))
+        self.next_event_id += 1
+
+    async def flush(self) -> None:
+        inserts = [job_to_row(j) for i, j in self.rows.items() if i in self.inserted]
+        updates = [_update_params(j) for i, j in self.rows.items() if i not in self.inserted]
+        if inserts:
+            await self._conn.executemany(INSERT_JOB, inserts)
+        if updates:
+            await self._conn.executemany(UPDATE_JOB, updates)
+        if self.events:
+            await self._conn.executemany(
+                INSERT_EVENT, [(e.id, e.job_id, e.kind, e.at, _dumps(e.data)) for e in self.events]
+            )
+
+
+@dataclass
+class _Pending:
+    operation: Callable[[Batch], Awaitable[Any]]
+    future: asyncio.Future[Any] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Database:
+    """The job store. ``on_commit`` receives the events of each transaction, in id order."""
+
+    def __init__(self, path: str, *, on_commit: Callable[[list[Event]], None]) -> None:
+        self.path = path
+        self._on_commit = on_commit
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._pending: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._cache: dict[str, Job] = {}
+        self._next_event_id = 1
+
+    async def __aenter__(self) -> Database:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        self._writer = await _connect(self.path)
+        try:
+            await _migrate(self._writer)
+            rows = await self._writer.execute_fetchall(LAST_EVENT_ID)
+            self._next_event_id = int(next(iter(rows))[0]) + 1
+            self._reader = await _connect(self.path)
+        except BaseException:
+            await self.close()
+            raise
+        self._loop_task = asyncio.get_running_loop().create_task(self._write_loop())
+
+    async def close(self) -> None:
+        """Finish the writes already asked for, then close both connections; idempotent."""
+        if self._loop_task is not None:
+            await self._pending.join()
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+
+    @property
+    def last_event_id(self) -> int:
+        """The id of the newest committed event (0 when there is none)."""
+        return self._next_event_id - 1
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def transact_soon(self, operation: Callable[[Batch], Awaitable[T]]) -> asyncio.Future[T]:
+        """Queue ``operation`` for the next group-committed transaction, in call order.
+
+        The future resolves once it is committed (or with the operation's own error).
+        """
+        if self._loop_task is None:
+            raise RuntimeError("the database is not open")
+        pending = _Pending(operation)
+        self._pending.put_nowait(pending)
+        return pending.future
+
+    async def transact(self, operation: Callable[[Batch], Awaitable[T]]) -> T:
+        """Run ``operation`` inside the next group-committed transaction; return once committed."""
+        # shielded: a caller that goes away (a client hanging up) does not undo a queued write
+        return await asyncio.shield(self.transact_soon(operation))
+
+    async def insert(self, job: Job) -> None:
+        async def operation(batch: Batch) -> None:
+            batch.put(job, new=True)
+
+        await self.transact(operation)
+
+    def update_soon(
+        self, job_id: str, change: Callable[[Job], Job | None], *, kind: str = "state"
+    ) -> asyncio.Future[Job | None]:
+        """Queue ``change`` of a job now, in call order; see ``update``."""
+
+        async def operation(batch: Batch) -> Job | None:
+            job = await batch.get(job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            changed = change(job)
+            if changed is not None:
+                batch.put(changed, kind=kind)
+            return changed
+
+        return self.transact_soon(operation)
+
+    async def update(
+        self, job_id: str, change: Callable[[Job], Job | None], *, kind: str = "state"
+    ) -> Job | None:
+        """Apply ``change`` to the job as stored and write the result, with a ``kind`` event.
+
+        ``change`` is pure: it returns the new job, or None to leave the job as it is (then
+        None is returned). Raises JobNotFound for an unknown id.
+        """
+        return await asyncio.shield(self.update_soon(job_id, change, kind=kind))
+
+    async def update_all(self, state: JobState, change: Callable[[Job], Job]) -> list[Job]:
+        """Apply ``change`` to every job in ``state``, in submission order (used at start)."""
+
+        async def operation(batch: Batch) -> list[Job]:
+            changed = []
+            for job_id in await batch.ids_in_state(state):
+                job = await batch.get(job_id)
+                if job is not None:
+                    changed.append(change(job))
+                    batch.put(changed[-1])
+            return changed
+
+        return await self.transact(operation)
+
+    async def _write_loop(self) -> None:
+        while True:
+            pendings = [await self._pending.get()]
+            while len(pendings) < MAX_BATCH and not self._pending.empty():
+                pendings.append(self._pending.get_nowait())
+            try:
+                await self._commit_isolating(pendings)
+            finally:
+                for _ in pendings:
+                    self._pending.task_done()
+
+    async def _commit_isolating(self, pendings: list[_Pending]) -> None:
+        try:
+            await self._commit(pendings)
+        except Exception as exc:
+            if len(pendings) == 1:
+                log.error("a database write failed: %s", exc)
+                if not pendings[0].future.done():
+                    pendings[0].future.set_exception(exc)
+                return
+            # one bad write must not sink the others: retry each in its own transaction
+            for pending in pendings:
+                await self._commit_isolating([pending])
+
+    async def _commit(self, pendings: list[_Pending]) -> None:
+        conn = self._connection(self._writer)
+        batch = Batch(conn, self._cache, self._next_event_id)
+        outcomes: list[tuple[bool, Any]] = []
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            for pending in pendings:
+                try:
+                    outcomes.append((True, await pending.operation(batch)))
+                except ServiceError as exc:  # the operation's own refusal; it staged nothing
+                    outcomes.append((False, exc))
+            await batch.flush()
+            await conn.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.rollback()
+            raise
+        self._next_event_id = batch.next_event_id
+        for job_id, job in batch.rows.items():
+            if job.state is JobState.RUNNING:
+                self._cache[job_id] = job
+            else:
+                self._cache.pop(job_id, None)
+        for pending, (ok, value) in zip(pendings, outcomes, strict=True):
+            if not pending.future.done():
+                if ok:
+                    pending.future.set_result(value)
+                else:
+                    pending.future.set_exception(value)
+        if batch.events:
+            self._on_commit(batch.events)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job:
+        rows = await self._connection(self._reader).execute_fetchall(SELECT_JOB, (job_id,))
+        if not rows:
+            raise JobNotFound(job_id)
+        return row_to_job(next(iter(rows)))
+
+    async def list_jobs(
+        self,
+        *,
+        states: Sequence[JobState] = (),
+        task: str | None = None,
+        limit: int = 50,
+        before: int | None = None,
+    ) -> tuple[list[Job], int | None]:
+        """Jobs newest first; returns them and the cursor of the next page (None at the end)."""
+        where: list[str] = []
+        params: list[Any] = []
+        if states:
+            where.append(f"state IN ({', '.join('?' * len(states))})")
+            params.extend(s.value for s in states)
+        if task is not None:
+            where.append("task = ?")
+            params.append(task)
+        if before is not None:
+            where.append("seq < ?")
+            params.append(before)
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        rows = list(
+            await self._connection(self._reader).execute_fetchall(sql, (*params, limit + 1))
+        )
+        next_cursor = rows[limit - 1][13] if len(rows) > limit else None
+        return [row_to_job(r) for r in rows[:limit]], next_cursor
+
+    async def events_after(
+        self, after_id: int, *, job_id: str | None = None, limit: int = 500
+    ) -> list[Event]:
+        conn = self._connection(self._reader)
+        if job_id is None:
+            rows = await conn.execute_fetchall(SELECT_EVENTS_AFTER, (after_id, limit))
+        else:
+            rows = await conn.execute_fetchall(SELECT_JOB_EVENTS_AFTER, (job_id, after_id, limit))
+        return [row_to_event(r) for r in rows]
+
+    async def ids_in_state(self, state: JobState) -> list[str]:
+        rows = await self._connection(self._reader).execute_fetchall(
+            SELECT_IDS_IN_STATE, (state.value,)
+        )
+        return [row[0] for row in rows]
+
+    async def ping(self) -> None:
+        """Raise unless the database answers a query."""
+        await self._connection(self._reader).execute_fetchall("SELECT 1")
+
+    @staticmethod
+    def _connection(conn: aiosqlite.Connection | None) -> aiosqlite.Connection:
+        if conn is None:
+            raise RuntimeError("the database is not open")
+        return conn
+
+
+async def _connect(path: str) -> aiosqlite.Connection:
+    # isolation_level=None: we issue BEGIN IMMEDIATE ourselves (a deferred read-then-write
+    # transaction can fail with SQLITE_BUSY_SNAPSHOT despite busy_timeout)
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        for pragma in PRAGMAS:
+            await conn.execute(pragma)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+async def _migrate(conn: aiosqlite.Connection) -> None:
+    rows = await conn.execute_fetchall("PRAGMA user_version")
+    version = int(next(iter(rows))[0])
+    if version > len(MIGRATIONS):
+        raise RuntimeError(
+            f"the database is at schema version {version}, newer than this service "
+            f"({len(MIGRATIONS)}); upgrade the service"
+        )
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        await conn.executescript(
+            f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;"
+        )

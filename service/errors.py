@@ -1,0 +1,70 @@
+"""The service's exceptions: one base class, each message built from its fields.
+
+A job that fails is data (its state and error record), never one of these.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base class of every error the service raises on purpose."""
+
+
+class SettingsError(ServiceError):
+    """A ``CONVEYOR_*`` environment variable is unknown or malformed."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{key}: {problem}")
+
+
+class TaskLoadError(ServiceError):
+    """A configured task module could not be imported."""
+
+    def __init__(self, module: str, reason: str) -> None:
+        self.module = module
+        self.reason = reason
+        super().__init__(f"cannot import task module {module!r}: {reason}")
+
+
+class UnknownTask(ServiceError):
+    """No task is registered under this name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"unknown task {name!r}")
+
+
+class InvalidArguments(ServiceError):
+    """The arguments do not bind to the task's signature."""
+
+    def __init__(self, task: str, reason: str) -> None:
+        self.task = task
+        self.reason = reason
+        super().__init__(f"arguments do not match task {task!r}: {reason}")
+
+
+class JobNotFound(ServiceError):
+    """No job has this id."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job with id {job_id!r}")
+
+
+class InvalidTransition(ServiceError):
+    """A job cannot move from its state to the requested one."""
+
+    def __init__(self, job_id: str, current: str, target: str) -> None:
+        self.job_id = job_id
+        self.current = current
+        self.target = target
+        super().__init__(f"job {job_id} is {current}; it cannot become {target}")
+
+
+class PoolClosed(ServiceError):
+    """The worker pool is shutting down and takes no more jobs."""
+
+    def __init__(self) -> None:
+        super().__init__("the worker pool is closed")

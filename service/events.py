@@ -1,0 +1,84 @@
+"""In-process fan-out of job events to stream subscribers, and their SSE encoding.
+
+Each subscriber has a bounded queue: a client too slow to keep up is cut loose instead of
+holding up everyone else; it then catches up from the database, so it loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+import orjson
+
+from .jobs import Event, isoformat
+
+SUBSCRIBER_QUEUE_SIZE = 1000
+
+
+class Subscription:
+    """The live events of one stream: every job's, or just ``job_id``'s."""
+
+    def __init__(self, job_id: str | None, maxsize: int) -> None:
+        self.job_id = job_id
+        self.overflowed = False
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+
+    def offer(self, event: Event) -> bool:
+        """Queue ``event``; False (and the subscription is spent) when the queue is full."""
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            return False
+        return True
+
+    async def get(self, timeout_s: float) -> Event | None:
+        """The next event, or None after ``timeout_s`` of silence or once overflowed and drained."""
+        if self.overflowed and self._queue.empty():
+            return None
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout_s)
+        except TimeoutError:
+            return None
+
+
+class Broker:
+    def __init__(self, maxsize: int = SUBSCRIBER_QUEUE_SIZE) -> None:
+        self._maxsize = maxsize
+        self._subscriptions: set[Subscription] = set()
+
+    def subscribe(self, job_id: str | None = None) -> Subscription:
+        subscription = Subscription(job_id, self._maxsize)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscriptions.discard(subscription)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscriptions)
+
+    def publish(self, events: Iterable[Event]) -> None:
+        """Hand committed events, in id order, to every interested subscriber; never blocks."""
+        for event in events:
+            for subscription in list(self._subscriptions):
+                if subscription.job_id not in (None, event.job_id):
+                    continue
+                if not subscription.offer(event):
+                    self._subscriptions.discard(subscription)
+
+
+def event_payload(event: Event) -> dict[str, object]:
+    return {**event.data, "job_id": event.job_id, "at": isoformat(event.at)}
+
+
+def encode_event(event: Event) -> bytes:
+    """One SSE message: ``id:``, ``event:`` and a single-line JSON ``data:``."""
+    data = orjson.dumps(event_payload(event))  # JSON escapes newlines: one data line suffices
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.id, event.kind.encode(), data)
+
+
+KEEPALIVE = b": keep-alive\n\n"
+RETRY = b"retry: 2000\n\n"

@@ -1,0 +1,250 @@
+"""The asyncio heart of the service: the ready queue, dispatch, cancel and recovery.
+
+The database is the source of truth; the ready queue holds only ids of due jobs and is rebuilt
+from the database at start. A job leaves the queue only when a worker is free to run it now
+(no prefetch). Every state change goes through ``jobs.transition`` inside a database update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from .db import Database
+from .errors import InvalidTransition, JobNotFound, PoolClosed
+from .jobs import TERMINAL, Job, JobState, Progress, interrupt, transition
+from .pool import Outcome, ProcessPool, Worker
+from .tasks import Task, lookup
+
+log = logging.getLogger("conveyor.scheduler")
+
+Clock = Callable[[], float]
+
+
+@dataclass(eq=False)
+class _Run:
+    """A job between leaving the ready queue and reaching its next state."""
+
+    job_id: str
+    worker: Worker | None = None
+    cancel_requested: bool = False
+    interrupted: bool = False  # stopped by the service's shutdown: requeue it
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Scheduler:
+    """Owns the ready queue and the jobs in flight; the app talks only to this."""
+
+    def __init__(
+        self,
+        db: Database,
+        pool: ProcessPool,
+        tasks: dict[str, Task],
+        *,
+        max_interruptions: int,
+        clock: Clock = time.time,
+    ) -> None:
+        self._db = db
+        self._pool = pool
+        self._tasks = tasks
+        self._max_interruptions = max_interruptions
+        self._clock = clock
+        self._ready: asyncio.Queue[str] = asyncio.Queue()
+        self._runs: dict[str, _Run] = {}
+        self._owned: set[asyncio.Task[Any]] = set()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def __aenter__(self) -> Scheduler:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Requeue what a dead service left running, queue what is due, start dispatching."""
+        now = self._clock()
+        recovered = await self._db.update_all(
+            JobState.RUNNING, lambda job: interrupt(job, now, self._max_interruptions)
+        )
+        if recovered:
+            log.warning("recovered %d job(s) left running by a previous run", len(recovered))
+        for job_id in await self._db.ids_in_state(JobState.QUEUED):
+            self._ready.put_nowait(job_id)
+        self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+
+    async def close(self) -> None:
+        """Stop dispatching; stop the running jobs and requeue them for the next start."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
+        for run in list(self._runs.values()):
+            run.interrupted = True
+            if run.worker is not None:
+                self._own(self._pool.kill(run.worker))
+        await asyncio.gather(*list(self._owned), return_exceptions=True)
+
+    # -- what the app asks for ----------------------------------------------------------------
+
+    async def submit(self, task: str, args: list[Any], kwargs: dict[str, Any]) -> Job:
+        """Create a queued job; it exists (committed) when this returns."""
+        lookup(self._tasks, task).check_arguments(args, kwargs)
+        job = Job(
+            id=str(uuid.uuid4()), task=task, args=args, kwargs=kwargs,
+            state=JobState.QUEUED, created_at=self._clock(),
+        )  # fmt: skip
+        await self._db.insert(job)
+        self._ready.put_nowait(job.id)
+        return job
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a queued or running job; return it once it is canceled and its process gone.
+
+        Raises JobNotFound, or InvalidTransition when the job has already finished.
+        """
+        run = self._runs.get(job_id)
+        if run is None:
+            now = self._clock()
+            canceled = await self._db.update(job_id, lambda job: _cancel_waiting(job, now))
+            if canceled is not None:
+                return canceled
+            run = self._runs.get(job_id)  # it started while we asked
+            if run is None:
+                job = await self._db.get_job(job_id)
+                raise InvalidTransition(job_id, job.state, JobState.CANCELED)
+        run.cancel_requested = True
+        if run.worker is not None:
+            await self._pool.kill(run.worker)
+        await run.done.wait()
+        job = await self._db.get_job(job_id)
+        if job.state is not JobState.CANCELED:  # it finished before the cancel could land
+            raise InvalidTransition(job_id, job.state, JobState.CANCELED)
+        return job
+
+    def status(self) -> dict[str, Any]:
+        return {"queued": self._ready.qsize(), "running": len(self._runs)}
+
+    @property
+    def tasks(self) -> dict[str, Task]:
+        return self._tasks
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        while True:
+            try:
+                worker = await self._pool.acquire()
+            except PoolClosed:
+                return
+            try:
+                job_id = await self._ready.get()
+            except asyncio.CancelledError:
+                self._pool.release(worker)
+                raise
+            run = _Run(job_id)
+            self._runs[job_id] = run  # before any await: a cancel from now on finds it
+            self._own(self._run(run, worker))
+
+    async def _run(self, run: _Run, worker: Worker) -> None:
+        try:
+            job = await self._start(run, worker)
+            if job is not None:
+                outcome = await self._pool.run(worker, job.id, _job_message(job))
+                await self._settle(run, outcome)
+        except Exception:
+            log.exception("job %s: unexpected error in the scheduler", run.job_id)
+        finally:
+            del self._runs[run.job_id]
+            run.done.set()
+
+    async def _start(self, run: _Run, worker: Worker) -> Job | None:
+        """Move the job to running and hand it the worker; None if it should not run."""
+        if self._closing:  # leave it queued for the next start
+            self._pool.release(worker)
+            return None
+        now = self._clock()
+        try:
+            job = await self._db.update(run.job_id, lambda j: _claim(j, now))
+        except JobNotFound:
+            job = None
+        if job is None or run.cancel_requested or run.interrupted:
+            self._pool.release(worker)
+            if job is not None:
+                await self._settle(run, Outcome())
+            return None
+        run.worker = worker
+        return job
+
+    async def _settle(self, run: _Run, outcome: Outcome) -> None:
+        """Record how a running job ended: the reason the service stopped it comes first."""
+        now = self._clock()
+        if run.cancel_requested:
+            change = _ending(JobState.CANCELED, now)
+        elif run.interrupted:
+            change = functools.partial(interrupt, at=now, max_interruptions=self._max_interruptions)
+        elif outcome.ok:
+            change = _ending(JobState.SUCCEEDED, now, result=outcome.result)
+        else:
+            change = _ending(JobState.FAILED, now, error=outcome.error)
+        await self._db.update(run.job_id, change)
+
+    def on_progress(self, job_id: str, progress: Progress) -> None:
+        """Called by the pool, in order with the job's other messages."""
+
+        def change(job: Job) -> Job | None:
+            if job.state is not JobState.RUNNING:
+                return None
+            return _with_progress(job, progress)
+
+        future = self._db.update_soon(job_id, change, kind="progress")
+        future.add_done_callback(_log_failure)
+
+    def _own(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._owned.add(task)
+        task.add_done_callback(self._owned.discard)
+
+
+def _job_message(job: Job) -> dict[str, Any]:
+    return {"job": job.id, "task": job.task, "args": job.args, "kwargs": job.kwargs}
+
+
+def _claim(job: Job, at: float) -> Job | None:
+    if job.state is JobState.QUEUED:
+        return transition(job, JobState.RUNNING, at)
+    return None
+
+
+def _cancel_waiting(job: Job, at: float) -> Job | None:
+    if job.state is JobState.QUEUED:
+        return transition(job, JobState.CANCELED, at)
+    return None
+
+
+def _ending(state: JobState, at: float, **changes: Any) -> Callable[[Job], Job | None]:
+    def change(job: Job) -> Job | None:
+        if job.state in TERMINAL:
+            return None
+        return transition(job, state, at, **changes)
+
+    return change
+
+
+def _with_progress(job: Job, progress: Progress) -> Job:
+    return dataclasses.replace(job, progress=progress)
+
+
+def _log_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("progress update failed: %s", future.exception())

@@ -1,0 +1,108 @@
+"""Every knob of the service, read once from ``CONVEYOR_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .errors import SettingsError
+
+PREFIX = "CONVEYOR_"
+DEMO_TASKS = "service.demo"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise ValueError
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError
+    return value
+
+
+def _modules(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names or not all(all(p.isidentifier() for p in n.split(".")) for n in names):
+        raise ValueError
+    return names
+
+
+def _path(text: str) -> str:
+    if not text.strip():
+        raise ValueError
+    return text
+
+
+def _token(text: str) -> str:
+    if not text.strip() or any(c.isspace() for c in text):
+        raise ValueError
+    return text
+
+
+# field name → (parser, what a valid value looks like)
+_PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "database": (_path, "a file path"),
+    "tasks": (_modules, "comma-separated module names, e.g. 'myapp.tasks,other'"),
+    "concurrency": (_positive_int, "a whole number >= 1"),
+    "cancel_grace_s": (_non_negative_float, "a number of seconds >= 0"),
+    "token": (_token, "a non-empty string without spaces"),
+    "max_interruptions": (_non_negative_int, "a whole number >= 0"),
+    "max_body_bytes": (_positive_int, "a whole number of bytes >= 1"),
+    "sse_keepalive_s": (_positive_float, "a number of seconds > 0"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database: str = "conveyor.db"  # SQLite file
+    tasks: tuple[str, ...] = (DEMO_TASKS,)  # modules whose @task functions are served
+    concurrency: int = os.cpu_count() or 1  # worker processes
+    cancel_grace_s: float = 2.0  # SIGTERM → SIGKILL
+    token: str | None = None  # when set, data endpoints need "Authorization: Bearer <token>"
+    max_interruptions: int = 3  # restarts under a running job before it fails as Interrupted
+    max_body_bytes: int = 1024 * 1024  # larger request bodies get 413
+    sse_keepalive_s: float = 15.0  # comment sent on idle event streams
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``CONVEYOR_*`` variables; raise SettingsError naming a bad one."""
+        environ = os.environ if environ is None else environ
+        known = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key in sorted(environ):
+            if not key.startswith(PREFIX):
+                continue
+            name = key[len(PREFIX) :].lower()
+            if name not in known:
+                raise SettingsError(key, f"unknown setting; known: {_known_keys()}")
+            parse, expected = _PARSERS[name]
+            try:
+                values[name] = parse(environ[key])
+            except ValueError:
+                raise SettingsError(key, f"expected {expected}, got {environ[key]!r}") from None
+        return cls(**values)
+
+
+def _known_keys() -> str:
+    return ", ".join(PREFIX + name.upper() for name in _PARSERS)

@@ -1,0 +1,149 @@
+"""The ``@task`` decorator, the registry it fills and the loading of task modules.
+
+Imported by worker processes too, so it stays free of anything heavy.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
+
+from .errors import InvalidArguments, TaskLoadError, UnknownTask
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_MISSING = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A registered task: a plain function or coroutine function with a unique name."""
+
+    name: str
+    fn: Callable[..., Any]
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.fn)
+
+    @property
+    def signature(self) -> inspect.Signature:
+        return inspect.signature(self.fn)
+
+    def check_arguments(self, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """Raise InvalidArguments unless ``fn(*args, **kwargs)`` would bind."""
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidArguments(self.name, str(exc)) from None
+
+    def describe(self) -> dict[str, Any]:
+        """The task as ``GET /tasks`` shows it: name, docstring, parameters."""
+        doc = inspect.getdoc(self.fn)
+        return {
+            "name": self.name,
+            "doc": doc,
+            "is_async": self.is_async,
+            "params": [_describe_param(p) for p in self.signature.parameters.values()],
+        }
+
+
+def _describe_param(param: inspect.Parameter) -> dict[str, Any]:
+    described: dict[str, Any] = {
+        "name": param.name,
+        "kind": param.kind.name.lower(),
+        "type": _annotation_text(param.annotation),
+        "required": param.default is inspect.Parameter.empty
+        and param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD),
+    }
+    if param.default is not inspect.Parameter.empty and _is_json_value(param.default):
+        described["default"] = param.default
+    return described
+
+
+def _annotation_text(annotation: Any) -> str | None:
+    if annotation is inspect.Parameter.empty:
+        return None
+    if isinstance(annotation, str):  # postponed annotations stay text
+        return annotation
+    if isinstance(annotation, type):
+        return annotation.__qualname__
+    return str(annotation).replace("typing.", "")
+
+
+def _is_json_value(value: Any) -> bool:
+    if value is None or isinstance(value, str | int | float | bool):
+        return True
+    if isinstance(value, list | tuple):
+        return all(_is_json_value(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json_value(v) for k, v in value.items())
+    return False
+
+
+# Filled by @task as modules are imported; one per process, like a logging registry.
+_registry: dict[str, Task] = {}
+
+
+@overload
+def task(fn: F, /) -> F: ...
+@overload
+def task(*, name: str | None = None) -> Callable[[F], F]: ...
+def task(fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
+    """Register a function as a task, named ``"<module>.<function>"`` unless ``name`` is given.
+
+    The function itself is returned unchanged, so it can still be called directly::
+
+        @task
+        def add(x: int, y: int) -> int:
+            return x + y
+
+        @task(name="reports.build")
+        async def build(pages: int) -> dict: ...
+    """
+
+    def register(fn: F) -> F:
+        if not callable(fn):
+            raise TypeError(f"@task needs a function, got {type(fn).__name__}")
+        task_name = name or f"{fn.__module__}.{fn.__qualname__}"
+        known = _registry.get(task_name)
+        if known is not None and _origin(known.fn) != _origin(fn):
+            raise ValueError(
+                f"task name {task_name!r} is taken by {_origin(known.fn)}; "
+                f"give {_origin(fn)} another name with @task(name=...)"
+            )
+        _registry[task_name] = Task(task_name, fn)
+        return fn
+
+    return register if fn is None else register(fn)
+
+
+def _origin(fn: Callable[..., Any]) -> str:
+    return f"{fn.__module__}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def load_tasks(modules: Iterable[str]) -> dict[str, Task]:
+    """Import the task modules (the current directory is importable) and return the registry."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # any error in a user's module is reported, not crashed on
+            reason = "".join(traceback.format_exception_only(exc)).strip()
+            raise TaskLoadError(module, reason) from exc
+    return dict(_registry)
+
+
+def lookup(tasks: dict[str, Task], name: str) -> Task:
+    try:
+        return tasks[name]
+    except KeyError:
+        raise UnknownTask(name) from None

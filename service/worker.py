@@ -1,0 +1,189 @@
+"""The entry point of a worker process: ``python -m service.worker``.
+
+It imports the task modules once, then runs one job at a time as the service sends them, and
+reports progress and the outcome back on a private pipe. It leads its own session, so the service
+can stop a job together with every process the job started by signalling the group.
+Nothing heavy is imported here: a worker is ready in a few tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import orjson
+
+from . import context, protocol
+from .errors import ServiceError
+from .tasks import Task, load_tasks
+
+# How often a worker checks that the service is still alive.
+PARENT_CHECK_INTERVAL_S = 0.2
+
+
+class Terminated(BaseException):
+    """Raised in the job by SIGTERM, so its ``finally`` blocks run before the worker exits."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Take the whole process group down once the service is gone, even by ``kill -9``.
+
+    PR_SET_PDEATHSIG would kill only this process and orphan the job's children; a thread that
+    notices the re-parenting and kills the group takes them all.
+    """
+    while True:
+        if os.getppid() != parent_pid:
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+        time.sleep(PARENT_CHECK_INTERVAL_S)
+
+
+class Channel:
+    """Writes protocol messages to the service; shared by the main and progress threads."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.write(protocol.encode(message))
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        with self._lock:
+            while view:
+                view = view[os.write(self._fd, view) :]
+
+
+def _error(exc: BaseException, type_name: str | None = None) -> dict[str, Any]:
+    return {
+        "type": type_name or type(exc).__qualname__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+class Runner:
+    """Runs jobs in this process; ``async def`` tasks share one event loop kept for its life."""
+
+    def __init__(self, tasks: dict[str, Task], channel: Channel) -> None:
+        self._tasks = tasks
+        self._channel = channel
+        self._loop: Any = None
+
+    def run(self, message: dict[str, Any]) -> None:
+        job_id = message["job"]
+        reporter = context.ProgressReporter(self._channel.send, job_id)
+        context.set_reporter(reporter)
+        try:
+            reply = self._call(job_id, message)
+        finally:
+            context.set_reporter(None)
+            reporter.close()
+            signal.signal(signal.SIGTERM, _on_sigterm)  # the job may have replaced it
+            sys.stdout.flush()
+            sys.stderr.flush()
+        self._channel.write(reply)
+
+    def _call(self, job_id: str, message: dict[str, Any]) -> bytes:
+        task = self._tasks.get(message["task"])
+        if task is None:
+            error = {
+                "type": "UnknownTask",
+                "message": f"unknown task {message['task']!r}",
+                "traceback": None,
+            }
+            return protocol.encode({"t": protocol.ERROR, "job": job_id, "error": error})
+        try:
+            result = self._invoke(task.fn, message["args"], message["kwargs"])
+        except Exception as exc:
+            return protocol.encode({"t": protocol.ERROR, "job": job_id, "error": _error(exc)})
+        return encode_result(job_id, result)
+
+    def _invoke(self, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
+        value = fn(*args, **kwargs)
+        if hasattr(value, "__await__"):
+            if self._loop is None:
+                import asyncio  # only workers that run async tasks pay for it
+
+                self._loop = asyncio.new_event_loop()
+                asyncio.set_event_loop(self._loop)
+            value = self._loop.run_until_complete(value)
+        return value
+
+
+def encode_result(job_id: str, result: Any) -> bytes:
+    """The result message, or an error message when the result is not JSON or too large."""
+    try:
+        data = protocol.encode({"t": protocol.RESULT, "job": job_id, "result": result})
+    except TypeError as exc:
+        error = {
+            "type": "UnserializableResult",
+            "message": f"the task returned a {type(result).__name__}, which is not JSON: {exc}",
+            "traceback": None,
+        }
+        return protocol.encode({"t": protocol.ERROR, "job": job_id, "error": error})
+    if len(data) > protocol.MAX_MESSAGE_BYTES:
+        error = {
+            "type": "ResultTooLarge",
+            "message": f"the result is {len(data)} bytes as JSON; "
+            f"the limit is {protocol.MAX_MESSAGE_BYTES}",
+            "traceback": None,
+        }
+        return protocol.encode({"t": protocol.ERROR, "job": job_id, "error": error})
+    return data
+
+
+def _private_fd(fd: int) -> int:
+    """A copy of ``fd`` that the job's own child processes do not inherit."""
+    private = os.dup(fd)  # os.dup makes non-inheritable descriptors
+    os.close(fd)
+    return private
+
+
+def _parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="service.worker")
+    parser.add_argument("--jobs-fd", type=int, required=True)
+    parser.add_argument("--results-fd", type=int, required=True)
+    parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--tasks", default="")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = _parse_args(sys.argv[1:] if argv is None else argv)
+    faulthandler.enable()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the service, which decides
+    threading.Thread(target=_watch_parent, args=(options.parent,), daemon=True).start()
+    jobs = os.fdopen(_private_fd(options.jobs_fd), "rb")
+    channel = Channel(_private_fd(options.results_fd))
+    try:
+        try:
+            tasks = load_tasks(m for m in options.tasks.split(",") if m)
+        except ServiceError as exc:
+            channel.send({"t": protocol.ERROR, "job": None, "error": _error(exc, "TaskLoadError")})
+            return 3
+        channel.send({"t": protocol.READY, "pid": os.getpid()})
+        runner = Runner(tasks, channel)
+        for line in jobs:  # ends when the service closes the pipe
+            runner.run(orjson.loads(line))
+    except Terminated:
+        os._exit(128 + signal.SIGTERM)  # skip interpreter teardown: the service is waiting
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
