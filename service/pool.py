@@ -51,6 +51,7 @@ class Worker:
     proc: asyncio.subprocess.Process
     writer: asyncio.WriteTransport
     reader: asyncio.StreamReader
+    read_transport: asyncio.ReadTransport
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     job_id: str | None = None
@@ -133,6 +134,7 @@ class ProcessPool:
         self._idle: asyncio.Queue[Worker] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._closed = asyncio.Event()  # wakes a respawn that is backing off
         self._failed_starts = 0
         self.last_start_error: str | None = None
 
@@ -216,15 +218,14 @@ class ProcessPool:
 
     async def close(self) -> None:
         """Stop every worker (SIGTERM, grace, SIGKILL) and wait for them; idempotent."""
-        if self._closing and not self._workers:
-            return
         self._closing = True
-        for worker in list(self._workers):
-            worker.writer.close()  # an idle worker exits on end of input
-        await asyncio.gather(*(self.kill(w) for w in list(self._workers)))
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._closed.set()
+        # a replacement may be starting as we close: go round until none is left
+        while self._workers or self._tasks:
+            for worker in list(self._workers):
+                worker.writer.close()  # an idle worker exits on end of input
+            await asyncio.gather(*(self.kill(w) for w in list(self._workers)))
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     # -- process management ---------------------------------------------------------------
 
@@ -248,13 +249,15 @@ class ProcessPool:
         os.close(jobs_r)  # the worker holds its ends now
         os.close(results_w)
         reader = asyncio.StreamReader(limit=protocol.MAX_MESSAGE_BYTES + 1024)
-        await loop.connect_read_pipe(
+        read_transport, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(results_r, "rb", 0)
         )
         writer, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(jobs_w, "wb", 0))
-        worker = Worker(proc, writer, reader)
+        worker = Worker(proc, writer, reader, read_transport)
         self._workers.add(worker)
         self._start(self._supervise(worker))
+        if self._closing:  # started as the pool closed: it must not outlive it
+            self._start(self.kill(worker))
 
     def _start(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -269,6 +272,7 @@ class ProcessPool:
             returncode = await worker.proc.wait()
             worker.exited.set()
             worker.writer.close()
+            worker.read_transport.close()
             self._workers.discard(worker)
             if worker.outcome is not None and not worker.outcome.done():
                 error = JobError("WorkerCrashed", describe_exit(returncode))
@@ -281,7 +285,8 @@ class ProcessPool:
     async def _respawn(self, *, started_ok: bool) -> None:
         self._failed_starts = 0 if started_ok else self._failed_starts + 1
         step = min(self._failed_starts, len(RESPAWN_BACKOFF_S) - 1)
-        await asyncio.sleep(RESPAWN_BACKOFF_S[step])
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), RESPAWN_BACKOFF_S[step])
         if not self._closing:
             await self._spawn()
 

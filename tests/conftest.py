@@ -1,0 +1,204 @@
+"""Fixtures that run the real thing: SQLite files in temp dirs, worker processes, servers."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+from quart import Quart
+from quart.typing import TestClientProtocol
+
+from service.app import create_app
+from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+TASKS = "tests.sample_tasks"
+
+
+async def wait_until(
+    predicate: Callable[[], Any], timeout_s: float = 10.0, what: str = "condition"
+) -> Any:
+    """Poll ``predicate`` (sync or async) until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def process_gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie nobody reaps counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return True
+    return stat[stat.rfind(b")") + 2 :].split()[0] in (b"Z", b"X")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        database=str(tmp_path / "conveyor.db"), tasks=(TASKS,), concurrency=2, cancel_grace_s=1.0
+    )
+
+
+AppFactory = Callable[..., Awaitable[tuple[Quart, TestClientProtocol]]]
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[tuple[Quart, TestClientProtocol]]:
+    """The app with its lifespan running (database, pool, scheduler) and a test client."""
+    app = create_app(settings)
+    async with app.test_app() as test_app:
+        yield app, test_app.test_client()
+
+
+@pytest.fixture
+async def app_client(settings: Settings) -> AsyncIterator[TestClientProtocol]:
+    async with running_app(settings) as (_, client):
+        await wait_until(lambda: _healthy(client), what="workers ready")
+        yield client
+
+
+async def _healthy(client: TestClientProtocol) -> bool:
+    response = await client.get("/health")
+    return response.status_code == 200
+
+
+def listening_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)  # before anyone connects: no ConnectError race
+    return sock
+
+
+@asynccontextmanager
+async def live_server(settings: Settings) -> AsyncIterator[str]:
+    """The app served by hypercorn in this process on a free port; yields its base URL."""
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    config = Config()
+    config.bind = [f"fd://{sock.detach()}"]
+    config.graceful_timeout = 1
+    stop = asyncio.Event()
+    server = asyncio.create_task(serve(create_app(settings), config, shutdown_trigger=stop.wait))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url) as client:
+            await wait_until(lambda: _get_ok(client, "/health"), what="server ready")
+        yield url
+    finally:
+        stop.set()
+        await asyncio.wait_for(server, 15)
+
+
+async def _get_ok(client: httpx.AsyncClient, path: str) -> bool:
+    try:
+        return (await client.get(path, timeout=2)).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.fixture
+async def server(settings: Settings) -> AsyncIterator[str]:
+    async with live_server(settings) as url:
+        yield url
+
+
+class ServiceProcess:
+    """The service as a user runs it: ``hypercorn --config hypercorn.toml ...`` in a subprocess.
+
+    The test keeps the listening socket, so the port stays the same across restarts.
+    """
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        self.workdir = workdir
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+        self.sock = listening_socket()
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "service.log"
+
+    def start(self) -> None:
+        fd = self.sock.fileno()
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable, "-m", "hypercorn", "--config", str(ROOT / "hypercorn.toml"),
+                    "--bind", f"fd://{fd}", "service.app:create_app()",
+                ],
+                cwd=self.workdir, env=self.env, pass_fds=(fd,), stdout=log, stderr=log,
+            )  # fmt: skip
+
+    async def wait_ready(self) -> None:
+        async with httpx.AsyncClient(base_url=self.url) as client:
+            await wait_until(
+                lambda: self._check_alive() and _get_ok(client, "/health"),
+                timeout_s=20,
+                what="the service to answer /health",
+            )
+
+    def _check_alive(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"the service exited: {self.log.read_text()[-2000:]}")
+        return True
+
+    def kill(self) -> None:
+        """``kill -9`` the service process."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def terminate(self, timeout_s: float = 20) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout_s)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.sock.close()
+
+
+@pytest.fixture
+def service_process(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
+    """A factory of service subprocesses, each killed at the end of the test."""
+    made: list[ServiceProcess] = []
+
+    def make(**env: str) -> ServiceProcess:
+        defaults = {
+            "CONVEYOR_DATABASE": str(tmp_path / "conveyor.db"),
+            "CONVEYOR_TASKS": TASKS,
+            "CONVEYOR_CONCURRENCY": "2",
+            "CONVEYOR_CANCEL_GRACE_S": "1",
+        }
+        service = ServiceProcess(tmp_path, {**defaults, **env})
+        made.append(service)
+        return service
+
+    yield make
+    for service in made:
+        service.close()

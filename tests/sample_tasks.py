@@ -1,0 +1,136 @@
+"""Tasks the tests run in real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from service import progress, task
+
+
+@task
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@task(name="tests.renamed")
+def renamed(value: str = "hello") -> str:
+    return value.upper()
+
+
+@task
+async def async_add(x: int, y: int) -> int:
+    await asyncio.sleep(0.01)
+    return x + y
+
+
+@task
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+@task
+def unserializable() -> set[int]:
+    return {1, 2, 3}
+
+
+@task
+def steps(count: int, delay_s: float = 0.0) -> int:
+    for i in range(count):
+        progress(i + 1, count, f"step {i + 1}")
+        time.sleep(delay_s)
+    return count
+
+
+@task
+def sleep(seconds: float, marker: str | None = None) -> float:
+    """Sleep; with ``marker``, first append this process's pid to that file (counts runs)."""
+    if marker:
+        with open(marker, "a") as f:
+            f.write(f"{os.getpid()}\n")
+    time.sleep(seconds)
+    return seconds
+
+
+@task
+def spawn_tree(pidfile: str) -> None:
+    """Start a child that starts a grandchild, write both pids, then wait forever."""
+    code = (
+        "import subprocess, sys, time;"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']);"
+        "open(sys.argv[1], 'a').write(f'{p.pid}\\n');"
+        "time.sleep(600)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, pidfile])
+    with open(pidfile, "a") as f:
+        f.write(f"{child.pid}\n")
+    while len(Path(pidfile).read_text().split()) < 2:
+        time.sleep(0.01)
+    Path(pidfile + ".ready").touch()
+    time.sleep(600)
+
+
+@task
+def ignore_sigterm(started: str) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    Path(started).touch()
+    time.sleep(600)
+
+
+@task
+def clean_up_on_sigterm(started: str, cleaned: str) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        Path(cleaned).touch()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, handler)
+    Path(started).touch()
+    time.sleep(600)
+
+
+@task
+def raise_on_sigterm(started: str) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise RuntimeError("interrupted")
+
+    signal.signal(signal.SIGTERM, handler)
+    Path(started).touch()
+    time.sleep(600)
+
+
+@task
+def finally_on_sigterm(started: str, cleaned: str) -> None:
+    """No handler of its own: the worker's SIGTERM still lets ``finally`` run."""
+    try:
+        Path(started).touch()
+        time.sleep(600)
+    finally:
+        Path(cleaned).touch()
+
+
+@task
+def segfault() -> None:
+    ctypes.string_at(0)
+
+
+@task
+def hard_exit(code: int) -> None:
+    os._exit(code)
+
+
+@task
+def pid() -> int:
+    return os.getpid()
+
+
+@task
+def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    return {"args": list(args), "kwargs": kwargs}
