@@ -389,7 +389,9 @@ def _add_routes(app: Quart) -> None:  # noqa: C901 — a flat route table reads 
         except Exception as exc:  # report, don't crash: this is what health checks are for
             database = {"ok": False, "error": str(exc)}
         workers = rt.pool.status()
-        ok = database["ok"] and workers["alive"] > 0
+        # workers still starting (or being replaced) are fine; workers that cannot start are not
+        broken = workers["alive"] == 0 and workers["last_start_error"] is not None
+        ok = database["ok"] and not broken
         body = {
             "status": "ok" if ok else "degraded",
             "database": database,

@@ -6,6 +6,7 @@ in a unit test) ``progress()`` checks its arguments and does nothing.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -76,7 +77,10 @@ def set_reporter(reporter: ProgressReporter | None) -> None:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite int or float that JSON carries exactly (no bools, NaN, infinities, bigints)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and abs(value) < 2**63
 
 
 def progress(done: float, total: float | None = None, message: str | None = None) -> None:
@@ -85,9 +89,9 @@ def progress(done: float, total: float | None = None, message: str | None = None
     Shown live on ``GET /jobs/<id>``, on the event streams and in the dashboard.
     """
     if not _is_number(done):
-        raise TypeError(f"progress(): done must be a number, got {type(done).__name__}")
+        raise TypeError(f"progress(): done must be a finite number, got {done!r}")
     if total is not None and not _is_number(total):
-        raise TypeError(f"progress(): total must be a number or None, got {type(total).__name__}")
+        raise TypeError(f"progress(): total must be a finite number or None, got {total!r}")
     if message is not None and not isinstance(message, str):
         raise TypeError(f"progress(): message must be a str or None, got {type(message).__name__}")
     if _reporter is not None:

@@ -147,8 +147,11 @@ class Batch:
         return job
 
     async def ids_in_state(self, state: JobState) -> list[str]:
+        """Ids of jobs stored in ``state`` or staged into it, in submission order."""
         rows = await self._conn.execute_fetchall(SELECT_IDS_IN_STATE, (state.value,))
-        return [row[0] for row in rows]
+        stored = [row[0] for row in rows]
+        staged = [i for i, job in self.rows.items() if job.state is state and i not in stored]
+        return stored + staged
 
     def put(self, job: Job, *, new: bool = False, kind: str | None = "state") -> None:
         self.rows[job.id] = job
@@ -289,12 +292,10 @@ class Database:
         """Apply ``change`` to every job in ``state``, in submission order (used at start)."""
 
         async def operation(batch: Batch) -> list[Job]:
-            changed = []
-            for job_id in await batch.ids_in_state(state):
-                job = await batch.get(job_id)
-                if job is not None:
-                    changed.append(change(job))
-                    batch.put(changed[-1])
+            jobs = [await batch.get(job_id) for job_id in await batch.ids_in_state(state)]
+            changed = [change(job) for job in jobs if job is not None and job.state is state]
+            for job in changed:  # staged only once every change succeeded
+                batch.put(job)
             return changed
 
         return await self.transact(operation)
@@ -353,7 +354,10 @@ class Database:
                 else:
                     pending.future.set_exception(value)
         if batch.events:
-            self._on_commit(batch.events)
+            try:
+                self._on_commit(batch.events)
+            except Exception:  # committed is committed: a failing listener must not redo it
+                log.exception("the commit listener failed")
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -94,7 +94,7 @@ class Settings:
             if not key.startswith(PREFIX):
                 continue
             name = key[len(PREFIX) :].lower()
-            if name not in known:
+            if name not in known or key != PREFIX + name.upper():
                 raise SettingsError(key, f"unknown setting; known: {_known_keys()}")
             parse, expected = _PARSERS[name]
             try:

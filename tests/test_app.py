@@ -302,3 +302,16 @@ async def test_the_right_token_opens_the_api_and_health_stays_public(
     assert response.status_code == 202
     assert (await token_client.get("/jobs", headers=auth)).status_code == 200
     assert (await token_client.get("/health")).status_code in (200, 503)
+
+
+async def test_health_is_503_when_workers_cannot_start(settings: Settings) -> None:
+    broken = dataclasses.replace(settings, tasks=("tests.broken_in_worker",), concurrency=1)
+    async with running_app(broken) as (_, client):
+
+        async def unhealthy() -> Any:
+            response = await client.get("/health")
+            return await response.get_json() if response.status_code == 503 else None
+
+        body = await wait_until(unhealthy, what="health to report the broken workers")
+        assert "libcuda" in body["workers"]["last_start_error"]
+        assert body["status"] == "degraded"
