@@ -370,8 +370,11 @@ def _add_routes(app: Quart) -> None:  # noqa: C901 — a flat route table reads 
     @app.get("/events")
     async def all_events() -> Any:
         rt = runtime()
+        after_id = _last_event_id()
+        if after_id is None:  # "now" is this request: what happens from here on is replayed
+            after_id = rt.db.last_event_id
         stream = event_stream(
-            rt.db, rt.broker, after_id=_last_event_id(), keepalive_s=rt.settings.sse_keepalive_s
+            rt.db, rt.broker, after_id=after_id, keepalive_s=rt.settings.sse_keepalive_s
         )
         return _sse(stream)
 

@@ -38,7 +38,10 @@ class Subscription:
         if self.overflowed and self._queue.empty():
             return None
         try:
-            return await asyncio.wait_for(self._queue.get(), timeout_s)
+            # not wait_for: on 3.11 it can swallow the cancellation that ends a stream whose
+            # client has gone (CPython gh-86296), leaving the stream running for ever
+            async with asyncio.timeout(timeout_s):
+                return await self._queue.get()
         except TimeoutError:
             return None
 

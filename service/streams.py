@@ -24,11 +24,11 @@ async def event_stream(
     db: Database,
     broker: Broker,
     *,
-    after_id: int | None,
+    after_id: int,
     job_id: str | None = None,
     keepalive_s: float,
 ) -> AsyncIterator[bytes]:
-    """Yield SSE messages after event ``after_id`` (None: from now on) until the client leaves.
+    """Yield SSE messages after event ``after_id`` until the client leaves.
 
     With ``job_id``, only that job's events, and the stream ends after its terminal one.
     """
@@ -37,8 +37,6 @@ async def event_stream(
     while True:
         subscription = broker.subscribe(job_id)
         try:
-            if sent is None:
-                sent = db.last_event_id  # everything up to it was published before we subscribed
             while True:  # replay what the store has beyond what was sent
                 page = await db.events_after(sent, job_id=job_id, limit=REPLAY_PAGE)
                 for event in page:

@@ -265,11 +265,13 @@ async def test_stream_delivers_to_a_waiting_client(db_and_broker: tuple[Database
         assert (event_id, data["job_id"]) == (2, "job-2")
 
 
-async def test_stream_without_an_id_starts_from_now(db_and_broker: tuple[Database, Broker]) -> None:
+async def test_stream_from_the_last_id_starts_from_now(
+    db_and_broker: tuple[Database, Broker],
+) -> None:
     db, broker = db_and_broker
     await db.insert(new_job(1))
     await db.insert(new_job(2))
-    async with open_stream(db, broker, after_id=None) as stream:
+    async with open_stream(db, broker, after_id=db.last_event_id) as stream:
         waiting = asyncio.create_task(next_event(stream))
         await wait_until(lambda: broker.subscriber_count == 1, what="the stream to subscribe")
         await db.update("job-1", start)
@@ -289,7 +291,7 @@ async def test_stream_from_zero_replays_everything_page_by_page(
 
 async def test_stream_sends_keepalives_when_idle(db_and_broker: tuple[Database, Broker]) -> None:
     db, broker = db_and_broker
-    async with open_stream(db, broker, after_id=None, keepalive_s=0.01) as stream:
+    async with open_stream(db, broker, after_id=0, keepalive_s=0.01) as stream:
         assert await asyncio.wait_for(anext(stream), 5) == KEEPALIVE
         assert await asyncio.wait_for(anext(stream), 5) == KEEPALIVE
         await db.insert(new_job(1))
@@ -417,3 +419,14 @@ async def test_job_stream_catches_up_after_overflow_and_still_ends(tmp_path: Pat
             assert broker.subscriber_count == 0
             assert await next_ids(stream, 5) == [2, 3, 4, 5, 6]
             await assert_ended(stream)
+
+
+async def test_a_stream_cancelled_as_an_event_arrives_still_ends() -> None:
+    """The client leaves just as an event wakes its stream: the cancellation must win."""
+    subscription = Broker().subscribe()
+    getter = asyncio.create_task(subscription.get(10))
+    await asyncio.sleep(0)  # the getter waits on the queue
+    subscription.offer(Event(1, "job-1", "state", 1.0, {"state": "queued"}))
+    getter.cancel()  # the client disconnects before the woken getter resumes
+    with pytest.raises(asyncio.CancelledError):
+        await getter
