@@ -199,7 +199,7 @@ async def open_stream(
     db: Database,
     broker: Broker,
     *,
-    after_id: int | None,
+    after_id: int,
     job_id: str | None = None,
     keepalive_s: float = 30.0,
 ) -> AsyncIterator[AsyncIterator[bytes]]:
