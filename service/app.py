@@ -8,23 +8,18 @@ from __future__ import annotations
 import hmac
 import logging
 import sys
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from functools import wraps
 from typing import Any, cast
 
 import orjson
+import pydantic
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field
-from quart import Quart, Request, Response, current_app, request
+from quart import Quart, Response, current_app, request
 from quart.json.provider import JSONProvider
-from quart_schema import (
-    QuartSchema,
-    RequestSchemaValidationError,
-    validate_querystring,
-    validate_request,
-)
+from quart_schema import QuartSchema, document_querystring, document_request
 from werkzeug.exceptions import HTTPException
 
 from .db import Database
@@ -89,10 +84,13 @@ def job_json(job: Job) -> dict[str, Any]:
     }
 
 
-def error_response(
-    status: int, error: str, detail: str, **extra: Any
-) -> tuple[dict[str, Any], int]:
-    return {"error": error, "detail": detail, **extra}, status
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    # a ready Response: quart-schema would otherwise re-validate every dict it is handed
+    return Response(orjson.dumps(body), status, headers, content_type="application/json")
+
+
+def error_response(status: int, error: str, detail: str, **extra: Any) -> Response:
+    return json_response({"error": error, "detail": detail, **extra}, status)
 
 
 class OrjsonProvider(JSONProvider):
@@ -101,15 +99,6 @@ class OrjsonProvider(JSONProvider):
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         return orjson.loads(s)
-
-
-class JsonRequest(Request):
-    def on_json_loading_failed(self, error: Exception | None) -> Any:
-        raise _BadJson(f"the body is not valid JSON: {error}")
-
-
-class _BadJson(HTTPException):
-    code = 400
 
 
 # -- the running service --------------------------------------------------------------------
@@ -142,7 +131,6 @@ def create_app(settings: Settings | None = None) -> Quart:
         raise SystemExit(2) from None
     _configure_logging()
     app = Quart(__name__)
-    app.request_class = JsonRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     QuartSchema(
         app,
@@ -210,16 +198,17 @@ def _add_auth(app: Quart, settings: Settings) -> None:
         given = request.headers.get("Authorization", "").encode()
         if hmac.compare_digest(given, expected):
             return None
-        body, status = error_response(
+        response = error_response(
             401, "unauthorized", "send the token as 'Authorization: Bearer <token>'"
         )
-        return body, status, {"WWW-Authenticate": 'Bearer realm="conveyor"'}
+        response.headers["WWW-Authenticate"] = 'Bearer realm="conveyor"'
+        return response
 
 
 def _add_error_handlers(app: Quart) -> None:
-    @app.errorhandler(RequestSchemaValidationError)
-    async def invalid_request(exc: RequestSchemaValidationError) -> Any:
-        return _validation_error(exc.validation_error)
+    @app.errorhandler(pydantic.ValidationError)
+    async def invalid_request(exc: pydantic.ValidationError) -> Any:
+        return _validation_error(exc)
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Any:
@@ -248,30 +237,33 @@ def _add_error_handlers(app: Quart) -> None:
         return error_response(503, "unavailable", str(exc))
 
 
-def _validation_error(error: Exception) -> Any:
+def _validation_error(error: pydantic.ValidationError) -> Response:
     fields = []
-    if isinstance(error, pydantic_core.ValidationError):
-        for item in error.errors(include_url=False):
-            where = ".".join(str(part) for part in item["loc"]) or "body"
-            fields.append({"field": where, "message": item["msg"]})
+    for item in error.errors(include_url=False):
+        where = ".".join(str(part) for part in item["loc"]) or "body"
+        fields.append({"field": where, "message": item["msg"]})
     detail = "; ".join(f"{f['field']}: {f['message']}" for f in fields) or str(error)
     return error_response(400, "invalid_request", detail, fields=fields)
 
 
-def require_json(handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    """415 unless the body is declared JSON: browsers cannot send that cross-site unasked."""
+class _UnsupportedMediaType(HTTPException):
+    code = 415
+    description = "send a JSON body with 'Content-Type: application/json'"
 
-    @wraps(handler)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if not request.is_json:
-            return error_response(
-                415,
-                "unsupported_media_type",
-                "send a JSON body with 'Content-Type: application/json'",
-            )
-        return await handler(*args, **kwargs)
 
-    return wrapper
+class _BadJson(HTTPException):
+    code = 400
+
+
+async def json_body() -> Any:
+    """The request body as JSON: 415 unless declared JSON (browsers cannot send that
+    cross-site unasked), 400 if malformed, 413 if over the size limit."""
+    if not request.is_json:
+        raise _UnsupportedMediaType
+    try:
+        return orjson.loads(await request.get_data())
+    except orjson.JSONDecodeError as exc:
+        raise _BadJson(f"the body is not valid JSON: {exc}") from None
 
 
 def _last_event_id() -> int | None:
@@ -307,15 +299,16 @@ def _sse(body: Any) -> Response:
 
 def _add_routes(app: Quart) -> None:  # noqa: C901 — a flat route table reads best in one place
     @app.post("/jobs")
-    @require_json
-    @validate_request(SubmitJob)
-    async def submit(data: SubmitJob) -> Any:
+    @document_request(SubmitJob)
+    async def submit() -> Any:
+        data = SubmitJob.model_validate(await json_body())
         job = await runtime().scheduler.submit(data.task, data.args, data.kwargs)
-        return job_json(job), 202, {"Location": f"/jobs/{job.id}"}
+        return json_response(job_json(job), 202, {"Location": f"/jobs/{job.id}"})
 
     @app.get("/jobs")
-    @validate_querystring(JobsQuery)
-    async def list_jobs(query_args: JobsQuery) -> Any:
+    @document_querystring(JobsQuery)
+    async def list_jobs() -> Any:
+        query_args = JobsQuery.model_validate(request.args.to_dict())
         states = []
         for name in (query_args.state or "").split(","):
             if name.strip():
@@ -334,14 +327,16 @@ def _add_routes(app: Quart) -> None:  # noqa: C901 — a flat route table reads 
         jobs, next_cursor = await runtime().db.list_jobs(
             states=states, task=query_args.task, limit=query_args.limit, before=before
         )
-        return {
-            "jobs": [job_json(j) for j in jobs],
-            "next": None if next_cursor is None else str(next_cursor),
-        }
+        return json_response(
+            {
+                "jobs": [job_json(j) for j in jobs],
+                "next": None if next_cursor is None else str(next_cursor),
+            }
+        )
 
     @app.get("/jobs/<job_id>")
     async def get_job(job_id: str) -> Any:
-        return job_json(await runtime().db.get_job(job_id))
+        return json_response(job_json(await runtime().db.get_job(job_id)))
 
     @app.post("/jobs/<job_id>/cancel")
     async def cancel(job_id: str) -> Any:
@@ -353,7 +348,7 @@ def _add_routes(app: Quart) -> None:  # noqa: C901 — a flat route table reads 
                 409, "conflict", f"job {job_id} is already {exc.current}; it cannot be canceled",
                 state=exc.current, job=job_json(current),
             )  # fmt: skip
-        return job_json(job)
+        return json_response(job_json(job))
 
     @app.get("/jobs/<job_id>/events")
     async def job_events(job_id: str) -> Any:
@@ -381,7 +376,7 @@ def _add_routes(app: Quart) -> None:  # noqa: C901 — a flat route table reads 
     @app.get("/tasks")
     async def list_tasks() -> Any:
         tasks = runtime().scheduler.tasks
-        return {"tasks": [tasks[name].describe() for name in sorted(tasks)]}
+        return json_response({"tasks": [tasks[name].describe() for name in sorted(tasks)]})
 
     @app.get("/health")
     async def health() -> Any:
@@ -401,4 +396,4 @@ def _add_routes(app: Quart) -> None:  # noqa: C901 — a flat route table reads 
             "workers": workers,
             "jobs": rt.scheduler.status(),
         }
-        return body, 200 if ok else 503
+        return json_response(body, 200 if ok else 503)
