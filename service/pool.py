@@ -27,6 +27,7 @@ log = logging.getLogger("conveyor.pool")
 # Waits between restarts of a worker that dies before it is ready (a broken task module):
 # back off instead of spinning.
 RESPAWN_BACKOFF_S = (0.0, 0.1, 0.5, 1.0, 2.0, 5.0)
+RESPAWN_AFTER_KILL_S = 0.05
 GROUP_POLL_S = 0.005
 
 ProgressCallback = Callable[[str, Progress], None]
@@ -280,13 +281,16 @@ class ProcessPool:
             if not worker.killing and not self._closing:
                 log.warning("worker %d: %s", worker.pid, describe_exit(returncode))
         if not self._closing:
-            await self._respawn(started_ok=worker.ready.is_set())
+            await self._respawn(started_ok=worker.ready.is_set(), killed=worker.killing)
 
-    async def _respawn(self, *, started_ok: bool) -> None:
+    async def _respawn(self, *, started_ok: bool, killed: bool) -> None:
         self._failed_starts = 0 if started_ok else self._failed_starts + 1
         step = min(self._failed_starts, len(RESPAWN_BACKOFF_S) - 1)
+        # after a kill, let whoever killed finish (a cancel's response) before a new
+        # interpreter starts competing for the CPU
+        delay_s = max(RESPAWN_BACKOFF_S[step], RESPAWN_AFTER_KILL_S if killed else 0.0)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closed.wait(), RESPAWN_BACKOFF_S[step])
+            await asyncio.wait_for(self._closed.wait(), delay_s)
         if not self._closing:
             await self._spawn()
 

@@ -27,6 +27,8 @@ log = logging.getLogger("conveyor.scheduler")
 
 Clock = Callable[[], float]
 
+WAITING_CACHE_SIZE = 10_000
+
 
 @dataclass(eq=False)
 class _Run:
@@ -57,6 +59,9 @@ class Scheduler:
         self._max_interruptions = max_interruptions
         self._clock = clock
         self._ready: asyncio.Queue[str] = asyncio.Queue()
+        # submitted jobs as written, so starting one needs no read (bounded: a backlog is read)
+        self._waiting: dict[str, Job] = {}
+        self._canceling: set[str] = set()  # queued jobs being canceled: never start them
         self._runs: dict[str, _Run] = {}
         self._owned: set[asyncio.Task[Any]] = set()
         self._dispatcher: asyncio.Task[None] | None = None
@@ -105,6 +110,8 @@ class Scheduler:
             state=JobState.QUEUED, created_at=self._clock(),
         )  # fmt: skip
         await self._db.insert(job)
+        if len(self._waiting) < WAITING_CACHE_SIZE:
+            self._waiting[job.id] = job
         self._ready.put_nowait(job.id)
         return job
 
@@ -114,15 +121,18 @@ class Scheduler:
         Raises JobNotFound, or InvalidTransition when the job has already finished.
         """
         run = self._runs.get(job_id)
-        if run is None:
+        if run is None:  # not started: from now on the dispatcher skips it
+            self._waiting.pop(job_id, None)
+            self._canceling.add(job_id)
             now = self._clock()
-            canceled = await self._db.update(job_id, lambda job: _cancel_waiting(job, now))
+            try:
+                canceled = await self._db.update(job_id, lambda job: _cancel_waiting(job, now))
+            finally:
+                self._canceling.discard(job_id)
             if canceled is not None:
                 return canceled
-            run = self._runs.get(job_id)  # it started while we asked
-            if run is None:
-                job = await self._db.get_job(job_id)
-                raise InvalidTransition(job_id, job.state, JobState.CANCELED)
+            job = await self._db.get_job(job_id)
+            raise InvalidTransition(job_id, job.state, JobState.CANCELED)
         run.cancel_requested = True
         if run.worker is not None:
             await self._pool.kill(run.worker)
@@ -170,21 +180,30 @@ class Scheduler:
 
     async def _start(self, run: _Run, worker: Worker) -> Job | None:
         """Move the job to running and hand it the worker; None if it should not run."""
-        if self._closing:  # leave it queued for the next start
+        job = None
+        if not self._closing and run.job_id not in self._canceling:
+            job = self._waiting.pop(run.job_id, None) or await self._stored(run.job_id)
+        if job is None or job.state is not JobState.QUEUED or run.interrupted or self._closing:
+            self._pool.release(worker)  # an interrupted job stays queued for the next start
+            return None
+        if run.cancel_requested:  # canceled while we looked it up
             self._pool.release(worker)
+            await self._settle(run, Outcome())
             return None
         now = self._clock()
-        try:
-            job = await self._db.update(run.job_id, lambda j: _claim(j, now))
-        except JobNotFound:
-            job = None
-        if job is None or run.cancel_requested or run.interrupted:
-            self._pool.release(worker)
-            if job is not None:
-                await self._settle(run, Outcome())
-            return None
+        # Written behind, not awaited: once a job has a run nothing else may change its state,
+        # and the writer applies this before the job's progress and outcome. A crash before it
+        # commits leaves the job queued, to run again: the same as a crash just after.
+        claim = self._db.update_soon(run.job_id, lambda j: _claim(j, now))
+        claim.add_done_callback(_log_failure)
         run.worker = worker
-        return job
+        return transition(job, JobState.RUNNING, now)
+
+    async def _stored(self, job_id: str) -> Job | None:
+        try:
+            return await self._db.get_job(job_id)
+        except JobNotFound:
+            return None
 
     async def _settle(self, run: _Run, outcome: Outcome) -> None:
         """Record how a running job ended: the reason the service stopped it comes first."""
@@ -247,4 +266,4 @@ def _with_progress(job: Job, progress: Progress) -> Job:
 
 def _log_failure(future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
-        log.error("progress update failed: %s", future.exception())
+        log.error("a write-behind update failed: %s", future.exception())
