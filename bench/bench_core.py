@@ -417,6 +417,14 @@ async def submit(client: httpx.AsyncClient, task: str, args: list[Any]) -> dict[
     return job
 
 
+async def submit_batch(client: httpx.AsyncClient, count: int) -> list[dict[str, Any]]:
+    response = await client.post("/jobs/batch", json={"jobs": [{"task": NOOP}] * count})
+    if response.status_code != 202:
+        raise BenchError(f"POST /jobs/batch answered {response.status_code}: {response.text}")
+    jobs: list[dict[str, Any]] = response.json()["jobs"]
+    return jobs
+
+
 def cpu_self_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -429,8 +437,12 @@ async def bench_throughput(
     *,
     jobs: int,
     timeout_s: float,
+    batch: int = 1,
 ) -> Throughput:
-    """Submit ``jobs`` no-op jobs, one request in flight per client, and wait for them all."""
+    """Submit ``jobs`` no-op jobs, one request in flight per client, and wait for them all.
+
+    With ``batch`` > 1, each request is a ``POST /jobs/batch`` of that many jobs.
+    """
     created: list[float] = []
     ids: list[str] = []
     next_index = 0
@@ -438,10 +450,15 @@ async def bench_throughput(
     async def submitter(client: httpx.AsyncClient) -> None:
         nonlocal next_index
         while next_index < jobs:
-            next_index += 1
-            job = await submit(client, NOOP, [])
-            ids.append(job["id"])
-            created.append(parse_iso(job["created_at"]))
+            count = min(batch, jobs - next_index)
+            next_index += count
+            if batch == 1:
+                made = [await submit(client, NOOP, [])]
+            else:
+                made = await submit_batch(client, count)
+            for job in made:
+                ids.append(job["id"])
+                created.append(parse_iso(job["created_at"]))
 
     server_cpu0 = proc_cpu_s(service.pid)
     client_cpu0 = cpu_self_s()
@@ -463,7 +480,7 @@ async def bench_throughput(
     server_cpu = None if server_cpu0 is None or server_cpu1 is None else server_cpu1 - server_cpu0
     return Throughput(
         jobs=jobs,
-        in_flight=min(len(clients), jobs),
+        in_flight=min(len(clients), -(-jobs // batch)),
         submit_s=submitted - start,
         total_s=last.seen - start,
         server_s=max(s.at for s in (watcher.states[i]["succeeded"] for i in ids)) - min(created),
@@ -522,6 +539,7 @@ async def bench_cancel(
 @dataclass
 class Results:
     throughput: Throughput
+    batched: Throughput
     start_server: Latencies
     start_observed: Latencies
     cancel: Latencies
@@ -559,6 +577,15 @@ def report(results: Results, options: argparse.Namespace, host: dict[str, str]) 
         f"   CPU used:     service process {server_cpu}, this client {tp.client_cpu_s:.2f} s "
         f"(over {tp.total_s:.2f} s wall)"
     )
+    bt = results.batched
+    print(
+        f"1b. The same with POST /jobs/batch, {options.batch} jobs a request, "
+        f"{bt.in_flight} in flight"
+    )
+    print(f"   end to end:   {bt.rate:9.1f} jobs/s   ({bt.total_s:.2f} s)")
+    print(
+        f"   submit only:  {bt.submit_rate:9.1f} jobs/s   ({bt.submit_s:.2f} s of POST /jobs/batch)"
+    )
     print()
     print(f"2. Submit -> start latency on an idle service ({options.latency_jobs} sequential jobs)")
     print(f"   started_at - created_at (records, 1 ms resolution): {results.start_server.line()}")
@@ -580,6 +607,10 @@ def report(results: Results, options: argparse.Namespace, host: dict[str, str]) 
     )
     print(
         f"| HTTP submit rate ({tp.in_flight} requests in flight) | {tp.submit_rate:,.0f} jobs/s |"
+    )
+    print(
+        f"| Throughput with `POST /jobs/batch` ({options.batch} a request, submit → all done) "
+        f"| {bt.rate:,.0f} jobs/s |"
     )
     ss, so = results.start_server, results.start_observed
     print(
@@ -655,6 +686,11 @@ async def run(options: argparse.Namespace, workdir: Path) -> Results:
             throughput = await bench_throughput(
                 service, clients, watcher, jobs=options.jobs, timeout_s=options.timeout,
             )  # fmt: skip
+            print(f"1b  throughput, batches of {options.batch} ...", flush=True)
+            batched = await bench_throughput(
+                service, clients[: options.batch_in_flight], watcher,
+                jobs=options.jobs, timeout_s=options.timeout, batch=options.batch,
+            )  # fmt: skip
             print(f"2/3 submit -> start latency: {options.latency_jobs} jobs ...", flush=True)
             start_server, start_observed = await bench_start_latency(
                 client, watcher, jobs=options.latency_jobs, timeout_s=options.wait_timeout
@@ -667,7 +703,7 @@ async def run(options: argparse.Namespace, workdir: Path) -> Results:
             service.sample_workers()
             server_hwm = proc_status_kb(service.pid, "VmHWM")
         return Results(
-            throughput, start_server, start_observed, cancel,
+            throughput, batched, start_server, start_observed, cancel,
             server_hwm, service.worker_hwm_kb, len(service.workers_seen),
         )  # fmt: skip
     except BaseException:
@@ -696,6 +732,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=5000, help="no-op jobs for the throughput")
     parser.add_argument("--concurrency", type=int, default=2, help="CONVEYOR_CONCURRENCY")
     parser.add_argument("--in-flight", type=int, default=32, help="concurrent submit requests")
+    parser.add_argument("--batch", type=int, default=100, help="jobs per POST /jobs/batch")
+    parser.add_argument(
+        "--batch-in-flight", type=int, default=4, help="concurrent POST /jobs/batch requests"
+    )
     parser.add_argument("--latency-jobs", type=int, default=200, help="sequential jobs")
     parser.add_argument("--cancel-jobs", type=int, default=50, help="jobs canceled while running")
     parser.add_argument(

@@ -24,6 +24,7 @@ from werkzeug.exceptions import HTTPException
 
 from .db import Database
 from .errors import (
+    BatchRejected,
     InvalidArguments,
     InvalidTransition,
     JobNotFound,
@@ -43,6 +44,7 @@ from .tasks import load_tasks
 log = logging.getLogger("conveyor")
 
 PUBLIC_PATHS = frozenset({"/health", "/openapi.json"})
+MAX_BATCH = 1000  # jobs per POST /jobs/batch
 
 
 # -- wire formats ---------------------------------------------------------------------------
@@ -55,6 +57,13 @@ class SubmitJob(BaseModel):
     task: str = Field(min_length=1, max_length=200)
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class SubmitJobs(BaseModel):
+    """``POST /jobs/batch``: several jobs, created together or not at all."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    jobs: list[SubmitJob] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class JobsQuery(BaseModel):
@@ -224,6 +233,11 @@ def _add_error_handlers(app: Quart) -> None:
     async def invalid_arguments(exc: InvalidArguments) -> Any:
         return error_response(422, "invalid_arguments", str(exc), task=exc.task)
 
+    @app.errorhandler(BatchRejected)
+    async def batch_rejected(exc: BatchRejected) -> Any:
+        code = "unknown_task" if isinstance(exc.cause, UnknownTask) else "invalid_arguments"
+        return error_response(422, code, str(exc), index=exc.index)
+
     @app.errorhandler(JobNotFound)
     async def job_not_found(exc: JobNotFound) -> Any:
         return error_response(404, "not_found", str(exc))
@@ -304,6 +318,14 @@ def _add_routes(app: Quart) -> None:  # noqa: C901 — a flat route table reads 
         data = SubmitJob.model_validate(await json_body())
         job = await runtime().scheduler.submit(data.task, data.args, data.kwargs)
         return json_response(job_json(job), 202, {"Location": f"/jobs/{job.id}"})
+
+    @app.post("/jobs/batch")
+    @document_request(SubmitJobs)
+    async def submit_batch() -> Any:
+        data = SubmitJobs.model_validate(await json_body())
+        specs = [(j.task, j.args, j.kwargs) for j in data.jobs]
+        jobs = await runtime().scheduler.submit_many(specs)
+        return json_response({"jobs": [job_json(j) for j in jobs]}, 202)
 
     @app.get("/jobs")
     @document_querystring(JobsQuery)

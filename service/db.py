@@ -256,9 +256,12 @@ class Database:
         # shielded: a caller that goes away (a client hanging up) does not undo a queued write
         return await asyncio.shield(self.transact_soon(operation))
 
-    async def insert(self, job: Job) -> None:
+    async def insert(self, *jobs: Job) -> None:
+        """Store new jobs, all in one transaction."""
+
         async def operation(batch: Batch) -> None:
-            batch.put(job, new=True)
+            for job in jobs:
+                batch.put(job, new=True)
 
         await self.transact(operation)
 

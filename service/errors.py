@@ -45,6 +45,15 @@ class InvalidArguments(ServiceError):
         super().__init__(f"arguments do not match task {task!r}: {reason}")
 
 
+class BatchRejected(ServiceError):
+    """One job of a batch submit is invalid, so none of them is created."""
+
+    def __init__(self, index: int, cause: UnknownTask | InvalidArguments) -> None:
+        self.index = index
+        self.cause = cause
+        super().__init__(f"jobs[{index}]: {cause}")
+
+
 class JobNotFound(ServiceError):
     """No job has this id."""
 

@@ -13,12 +13,19 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .db import Database
-from .errors import InvalidTransition, JobNotFound, PoolClosed
+from .errors import (
+    BatchRejected,
+    InvalidArguments,
+    InvalidTransition,
+    JobNotFound,
+    PoolClosed,
+    UnknownTask,
+)
 from .jobs import TERMINAL, Job, JobState, Progress, interrupt, transition
 from .pool import Outcome, ProcessPool, Worker
 from .tasks import Task, lookup
@@ -28,6 +35,8 @@ log = logging.getLogger("conveyor.scheduler")
 Clock = Callable[[], float]
 
 WAITING_CACHE_SIZE = 10_000
+
+JobSpec = tuple[str, list[Any], dict[str, Any]]  # task, args, kwargs
 
 
 @dataclass(eq=False)
@@ -103,17 +112,40 @@ class Scheduler:
     # -- what the app asks for ----------------------------------------------------------------
 
     async def submit(self, task: str, args: list[Any], kwargs: dict[str, Any]) -> Job:
-        """Create a queued job; it exists (committed) when this returns."""
+        """Create a queued job; it exists (committed) when this returns.
+
+        Raises UnknownTask, or InvalidArguments when they do not bind to the task's signature.
+        """
+        job = self._new_job(task, args, kwargs)
+        await self._enqueue([job])
+        return job
+
+    async def submit_many(
+        self, specs: Sequence[tuple[str, list[Any], dict[str, Any]]]
+    ) -> list[Job]:
+        """Create several queued jobs in one transaction: all of them, or (BatchRejected) none."""
+        jobs = []
+        for index, (task, args, kwargs) in enumerate(specs):
+            try:
+                jobs.append(self._new_job(task, args, kwargs))
+            except (UnknownTask, InvalidArguments) as exc:
+                raise BatchRejected(index, exc) from None
+        await self._enqueue(jobs)
+        return jobs
+
+    def _new_job(self, task: str, args: list[Any], kwargs: dict[str, Any]) -> Job:
         lookup(self._tasks, task).check_arguments(args, kwargs)
-        job = Job(
+        return Job(
             id=str(uuid.uuid4()), task=task, args=args, kwargs=kwargs,
             state=JobState.QUEUED, created_at=self._clock(),
         )  # fmt: skip
-        await self._db.insert(job)
-        if len(self._waiting) < WAITING_CACHE_SIZE:
-            self._waiting[job.id] = job
-        self._ready.put_nowait(job.id)
-        return job
+
+    async def _enqueue(self, jobs: list[Job]) -> None:
+        await self._db.insert(*jobs)
+        for job in jobs:  # queued only once committed
+            if len(self._waiting) < WAITING_CACHE_SIZE:
+                self._waiting[job.id] = job
+            self._ready.put_nowait(job.id)
 
     async def cancel(self, job_id: str) -> Job:
         """Cancel a queued or running job; return it once it is canceled and its process gone.

@@ -27,14 +27,11 @@ class Task:
 
     name: str
     fn: Callable[..., Any]
+    signature: inspect.Signature  # read once: every submit binds against it
 
     @property
     def is_async(self) -> bool:
         return inspect.iscoroutinefunction(self.fn)
-
-    @property
-    def signature(self) -> inspect.Signature:
-        return inspect.signature(self.fn)
 
     def check_arguments(self, args: list[Any], kwargs: dict[str, Any]) -> None:
         """Raise InvalidArguments unless ``fn(*args, **kwargs)`` would bind."""
@@ -118,7 +115,7 @@ def task(fn: Callable[..., Any] | None = None, /, *, name: str | None = None) ->
                 f"task name {task_name!r} is taken by {_origin(known.fn)}; "
                 f"give {_origin(fn)} another name with @task(name=...)"
             )
-        _registry[task_name] = Task(task_name, fn)
+        _registry[task_name] = Task(task_name, fn, inspect.signature(fn))
         return fn
 
     return register if fn is None else register(fn)

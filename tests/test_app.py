@@ -315,3 +315,37 @@ async def test_health_is_503_when_workers_cannot_start(settings: Settings) -> No
         body = await wait_until(unhealthy, what="health to report the broken workers")
         assert "libcuda" in body["workers"]["last_start_error"]
         assert body["status"] == "degraded"
+
+
+async def test_batch_submit_creates_all_jobs_in_order(app_client: Client) -> None:
+    specs = [{"task": ADD, "args": [i, i]} for i in range(5)] + [{"task": "tests.renamed"}]
+    response = await app_client.post("/jobs/batch", json={"jobs": specs})
+    assert response.status_code == 202
+    jobs = (await response.get_json())["jobs"]
+    assert [j["state"] for j in jobs] == ["queued"] * 6
+    results = [(await wait_state(app_client, j["id"], "succeeded"))["result"] for j in jobs]
+    assert results == [0, 2, 4, 6, 8, "HELLO"]
+    listed = await (await app_client.get("/jobs")).get_json()
+    assert [j["id"] for j in listed["jobs"]] == [j["id"] for j in reversed(jobs)]
+
+
+@pytest.mark.parametrize(
+    ("specs", "status", "error", "index"),
+    [
+        ([{"task": ADD, "args": [1, 2]}, {"task": "nope"}], 422, "unknown_task", 1),
+        ([{"task": ADD, "args": [1]}, {"task": ADD, "args": [1, 2]}], 422, "invalid_arguments", 0),
+        ([{"task": ADD, "args": [1, 2]}, {"task": ADD, "args": "x"}], 400, "invalid_request", None),
+        ([], 400, "invalid_request", None),
+        ([{"task": ADD, "args": [1, 2]}] * 1001, 400, "invalid_request", None),
+    ],
+)
+async def test_a_bad_batch_creates_nothing(
+    app_client: Client, specs: list[Any], status: int, error: str, index: int | None
+) -> None:
+    response = await app_client.post("/jobs/batch", json={"jobs": specs})
+    assert response.status_code == status
+    body = await response.get_json()
+    assert_error(body, error)
+    if index is not None:
+        assert body["index"] == index and f"jobs[{index}]" in body["detail"]
+    assert await job_count(app_client) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import itertools
 import sys
 import time
@@ -78,7 +79,7 @@ def test_decorator_returns_the_function_unchanged() -> None:
     named = task(name="math.triple")
     assert named(triple) is triple
     registry = load_tasks([])
-    assert registry["math.triple"] == Task("math.triple", triple)
+    assert registry["math.triple"] == Task("math.triple", triple, inspect.signature(triple))
     assert registry[f"{__name__}.{triple.__qualname__}"].fn is triple
 
 
