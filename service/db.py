@@ -91,6 +91,7 @@ LAST_EVENT_ID = (
 )
 
 MAX_BATCH = 1000  # operations per transaction
+CACHE_SIZE = 10_000  # unfinished jobs the writer keeps: a larger backlog is read back
 
 
 def _dumps(value: Any) -> str:
@@ -133,7 +134,9 @@ class Batch:
 
     def __init__(self, conn: aiosqlite.Connection, cache: dict[str, Job], next_id: int) -> None:
         self._conn = conn
-        self._cache = cache  # RUNNING jobs as last committed: no read needed to finish one
+        # unfinished jobs as last committed (the writer sees every change, so an entry is
+        # exact or absent): starting, updating or finishing one needs no read
+        self._cache = cache
         self.rows: dict[str, Job] = {}
         self.inserted: set[str] = set()
         self.events: list[Event] = []
@@ -232,6 +235,7 @@ class Database:
             if conn is not None:
                 await conn.close()
         self._reader = self._writer = None
+        self._cache.clear()
 
     @property
     def last_event_id(self) -> int:
@@ -346,7 +350,9 @@ class Database:
             raise
         self._next_event_id = batch.next_event_id
         for job_id, job in batch.rows.items():
-            if job.state is JobState.RUNNING:
+            if job.state is JobState.RUNNING or (
+                job.state is JobState.QUEUED and len(self._cache) < CACHE_SIZE
+            ):
                 self._cache[job_id] = job
             else:
                 self._cache.pop(job_id, None)
@@ -365,6 +371,9 @@ class Database:
     # -- reads ------------------------------------------------------------------------------
 
     async def get_job(self, job_id: str) -> Job:
+        cached = self._cache.get(job_id)  # as committed: the same as a read, minus the read
+        if cached is not None:
+            return cached
         rows = await self._connection(self._reader).execute_fetchall(SELECT_JOB, (job_id,))
         if not rows:
             raise JobNotFound(job_id)

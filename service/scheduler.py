@@ -34,8 +34,6 @@ log = logging.getLogger("conveyor.scheduler")
 
 Clock = Callable[[], float]
 
-WAITING_CACHE_SIZE = 10_000
-
 JobSpec = tuple[str, list[Any], dict[str, Any]]  # task, args, kwargs
 
 
@@ -68,8 +66,6 @@ class Scheduler:
         self._max_interruptions = max_interruptions
         self._clock = clock
         self._ready: asyncio.Queue[str] = asyncio.Queue()
-        # submitted jobs as written, so starting one needs no read (bounded: a backlog is read)
-        self._waiting: dict[str, Job] = {}
         self._canceling: set[str] = set()  # queued jobs being canceled: never start them
         self._runs: dict[str, _Run] = {}
         self._owned: set[asyncio.Task[Any]] = set()
@@ -143,8 +139,6 @@ class Scheduler:
     async def _enqueue(self, jobs: list[Job]) -> None:
         await self._db.insert(*jobs)
         for job in jobs:  # queued only once committed
-            if len(self._waiting) < WAITING_CACHE_SIZE:
-                self._waiting[job.id] = job
             self._ready.put_nowait(job.id)
 
     async def cancel(self, job_id: str) -> Job:
@@ -154,7 +148,6 @@ class Scheduler:
         """
         run = self._runs.get(job_id)
         if run is None:  # not started: from now on the dispatcher skips it
-            self._waiting.pop(job_id, None)
             self._canceling.add(job_id)
             now = self._clock()
             try:
@@ -214,7 +207,7 @@ class Scheduler:
         """Move the job to running and hand it the worker; None if it should not run."""
         job = None
         if not self._closing and run.job_id not in self._canceling:
-            job = self._waiting.pop(run.job_id, None) or await self._stored(run.job_id)
+            job = await self._stored(run.job_id)
         if job is None or job.state is not JobState.QUEUED or run.interrupted or self._closing:
             self._pool.release(worker)  # an interrupted job stays queued for the next start
             return None
