@@ -72,7 +72,7 @@ class JobsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     state: str | None = Field(None, description="comma-separated states")
     task: str | None = None
-    limit: int = Field(50, ge=1, le=500)
+    limit: int = Field(50, ge=1, le=1000)
     cursor: str | None = None
 
 
