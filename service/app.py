@@ -20,9 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart import Quart, Response, current_app, request
 from quart.json.provider import JSONProvider
 from quart_schema import QuartSchema, document_querystring, document_request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from .db import Database
+from .db import Database, check_database
 from .errors import (
     BatchRejected,
     InvalidArguments,
@@ -30,6 +30,7 @@ from .errors import (
     JobNotFound,
     ServiceError,
     SettingsError,
+    StoreUnavailable,
     TaskLoadError,
     UnknownTask,
 )
@@ -130,12 +131,15 @@ def runtime() -> Runtime:
 
 def create_app(settings: Settings | None = None) -> Quart:
     """Build the service; without ``settings`` they come from ``CONVEYOR_*`` variables."""
+    from_env = settings is None
     try:
         settings = Settings.from_env() if settings is None else settings
         tasks = load_tasks(settings.tasks)
-    except (SettingsError, TaskLoadError) as exc:
-        if settings is not None and not isinstance(exc, TaskLoadError):
+        check_database(settings.database)
+    except (SettingsError, TaskLoadError, StoreUnavailable) as exc:
+        if not from_env:
             raise
+        # started from the command line: one line that names the problem, not a traceback
         print(f"conveyor: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     _configure_logging()
@@ -195,17 +199,23 @@ def _configure_logging() -> None:
         logger.setLevel(logging.INFO)
 
 
+def has_token(settings: Settings) -> bool:
+    """Whether the request may see jobs: no token configured, or the right one sent."""
+    if settings.token is None:
+        return True
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    # compare_digest takes as long whatever the token; the scheme is case-insensitive (RFC 7235)
+    right = hmac.compare_digest(given.strip().encode(), settings.token.encode())
+    return right and scheme.lower() == "bearer"
+
+
 def _add_auth(app: Quart, settings: Settings) -> None:
     if settings.token is None:
         return
-    expected = f"Bearer {settings.token}".encode()
 
     @app.before_request
     async def require_token() -> Any:
-        if request.path in PUBLIC_PATHS:
-            return None
-        given = request.headers.get("Authorization", "").encode()
-        if hmac.compare_digest(given, expected):
+        if request.path in PUBLIC_PATHS or has_token(settings):
             return None
         response = error_response(
             401, "unauthorized", "send the token as 'Authorization: Bearer <token>'"
@@ -218,6 +228,12 @@ def _add_error_handlers(app: Quart) -> None:
     @app.errorhandler(pydantic.ValidationError)
     async def invalid_request(exc: pydantic.ValidationError) -> Any:
         return _validation_error(exc)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    async def too_large(exc: RequestEntityTooLarge) -> Any:
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        detail = f"the body is larger than {limit} bytes (CONVEYOR_MAX_BODY_BYTES)"
+        return error_response(413, "request_entity_too_large", detail)
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Any:
@@ -265,8 +281,9 @@ class _UnsupportedMediaType(HTTPException):
     description = "send a JSON body with 'Content-Type: application/json'"
 
 
-class _BadJson(HTTPException):
+class _InvalidRequest(HTTPException):
     code = 400
+    name = "Invalid Request"
 
 
 async def json_body() -> Any:
@@ -277,7 +294,7 @@ async def json_body() -> Any:
     try:
         return orjson.loads(await request.get_data())
     except orjson.JSONDecodeError as exc:
-        raise _BadJson(f"the body is not valid JSON: {exc}") from None
+        raise _InvalidRequest(f"the body is not valid JSON: {exc}") from None
 
 
 def _last_event_id() -> int | None:
@@ -289,12 +306,8 @@ def _last_event_id() -> int | None:
     except ValueError:
         value = -1
     if value < 0:
-        raise _BadEventId(f"Last-Event-ID must be a non-negative integer, got {text!r}")
+        raise _InvalidRequest(f"Last-Event-ID must be a non-negative integer, got {text!r}")
     return value
-
-
-class _BadEventId(HTTPException):
-    code = 400
 
 
 def _sse(body: Any) -> Response:
@@ -375,7 +388,7 @@ def _add_routes(app: Quart) -> None:  # noqa: C901 — a flat route table reads 
     @app.get("/jobs/<job_id>/events")
     async def job_events(job_id: str) -> Any:
         rt = runtime()
-        after_id = _last_event_id() or 0
+        after_id = min(_last_event_id() or 0, rt.db.last_event_id)
         job = await rt.db.get_job(job_id)
         if job.is_terminal and not await rt.db.events_after(after_id, job_id=job_id, limit=1):
             return Response("", 204)  # nothing more will come: EventSource stops reconnecting
@@ -388,7 +401,9 @@ def _add_routes(app: Quart) -> None:  # noqa: C901 — a flat route table reads 
     async def all_events() -> Any:
         rt = runtime()
         after_id = _last_event_id()
-        if after_id is None:  # "now" is this request: what happens from here on is replayed
+        if after_id is None or after_id > rt.db.last_event_id:
+            # "now" is this request: what happens from here on is sent. An id the store never
+            # gave out (it was replaced) must not make the client skip the events to come.
             after_id = rt.db.last_event_id
         stream = event_stream(
             rt.db, rt.broker, after_id=after_id, keepalive_s=rt.settings.sse_keepalive_s
@@ -409,6 +424,8 @@ def _add_routes(app: Quart) -> None:  # noqa: C901 — a flat route table reads 
         except Exception as exc:  # report, don't crash: this is what health checks are for
             database = {"ok": False, "error": str(exc)}
         workers = rt.pool.status()
+        if not has_token(rt.settings):  # public: counts only, no job ids
+            workers.pop("workers")
         # workers still starting (or being replaced) are fine; workers that cannot start are not
         broken = workers["alive"] == 0 and workers["last_start_error"] is not None
         ok = database["ok"] and not broken

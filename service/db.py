@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +22,7 @@ from typing import Any, TypeVar
 import aiosqlite
 import orjson
 
-from .errors import JobNotFound, ServiceError
+from .errors import JobNotFound, ServiceError, StoreUnavailable
 from .jobs import Event, Job, JobError, JobState, Progress, state_event_data
 
 T = TypeVar("T")
@@ -203,6 +206,7 @@ class Database:
         self._loop_task: asyncio.Task[None] | None = None
         self._cache: dict[str, Job] = {}
         self._next_event_id = 1
+        self._lock_fd: int | None = None
 
     async def __aenter__(self) -> Database:
         await self.open()
@@ -212,8 +216,13 @@ class Database:
         await self.close()
 
     async def open(self) -> None:
-        self._writer = await _connect(self.path)
+        """Take the database for this service alone, migrate it, start the writer.
+
+        Raises StoreUnavailable when another service holds it.
+        """
+        self._lock_fd = lock_database(self.path)
         try:
+            self._writer = await _connect(self.path)
             await _migrate(self._writer)
             rows = await self._writer.execute_fetchall(LAST_EVENT_ID)
             self._next_event_id = int(next(iter(rows))[0]) + 1
@@ -236,6 +245,9 @@ class Database:
                 await conn.close()
         self._reader = self._writer = None
         self._cache.clear()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
 
     @property
     def last_event_id(self) -> int:
@@ -434,6 +446,40 @@ class Database:
         if conn is None:
             raise RuntimeError("the database is not open")
         return conn
+
+
+def lock_database(path: str) -> int:
+    """Lock ``<path>.lock`` for as long as the returned descriptor stays open.
+
+    One service per database: a second one would requeue the first one's running jobs and run
+    them twice. The kernel drops the lock when the holder dies, even by ``kill -9``. A side file,
+    because closing any descriptor of the database file itself would drop SQLite's own locks.
+    """
+    try:
+        fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StoreUnavailable(path, exc.strerror or str(exc)) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreUnavailable(path, "another Conveyor service is using it") from None
+    return fd
+
+
+def check_database(path: str) -> None:
+    """Fail early, with a clear StoreUnavailable, if the service could not use ``path``."""
+    fd = lock_database(path)
+    try:
+        conn = sqlite3.connect(path)
+        try:
+            conn.execute("PRAGMA schema_version")  # fails on a file that is not a database
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(path, str(exc)) from None
+    finally:
+        os.close(fd)
 
 
 async def _connect(path: str) -> aiosqlite.Connection:

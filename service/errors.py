@@ -19,6 +19,15 @@ class SettingsError(ServiceError):
         super().__init__(f"{key}: {problem}")
 
 
+class StoreUnavailable(ServiceError):
+    """The database cannot be opened, or another service is using it."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot use the database {path!r} (CONVEYOR_DATABASE): {reason}")
+
+
 class TaskLoadError(ServiceError):
     """A configured task module could not be imported."""
 

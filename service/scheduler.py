@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import logging
 import time
 import uuid
@@ -235,8 +234,8 @@ class Scheduler:
         now = self._clock()
         if run.cancel_requested:
             change = _ending(JobState.CANCELED, now)
-        elif run.interrupted:
-            change = functools.partial(interrupt, at=now, max_interruptions=self._max_interruptions)
+        elif run.interrupted:  # a clean stop is not the job's fault: no interruption counted
+            change = _ending(JobState.QUEUED, now)
         elif outcome.ok:
             change = _ending(JobState.SUCCEEDED, now, result=outcome.result)
         else:
@@ -277,6 +276,8 @@ def _cancel_waiting(job: Job, at: float) -> Job | None:
 
 
 def _ending(state: JobState, at: float, **changes: Any) -> Callable[[Job], Job | None]:
+    """A change to ``state`` that leaves a job already finished alone."""
+
     def change(job: Job) -> Job | None:
         if job.state in TERMINAL:
             return None

@@ -38,7 +38,21 @@ class Task:
         try:
             self.signature.bind(*args, **kwargs)
         except TypeError as exc:
-            raise InvalidArguments(self.name, str(exc)) from None
+            problems = [str(exc)]
+            unexpected = self._unexpected_keywords(kwargs)
+            if unexpected and "unexpected keyword" not in problems[0]:  # bind names one problem
+                problems.append(f"unexpected keyword argument(s) {', '.join(unexpected)}")
+            raise InvalidArguments(self.name, "; ".join(problems)) from None
+
+    def _unexpected_keywords(self, kwargs: dict[str, Any]) -> list[str]:
+        params = self.signature.parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return []
+        return [
+            repr(key)
+            for key in kwargs
+            if key not in params or params[key].kind is inspect.Parameter.POSITIONAL_ONLY
+        ]
 
     def describe(self) -> dict[str, Any]:
         """The task as ``GET /tasks`` shows it: name, docstring, parameters."""

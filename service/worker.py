@@ -182,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
             runner.run(orjson.loads(line))
     except Terminated:
         os._exit(128 + signal.SIGTERM)  # skip interpreter teardown: the service is waiting
+    except BrokenPipeError:
+        os._exit(1)  # the service is gone; the parent watch takes the group down
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a SIGTERM during teardown just ends us
     return 0
 
 

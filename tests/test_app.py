@@ -111,7 +111,7 @@ def dumps(body: object) -> str:
 @pytest.mark.parametrize(
     ("body", "content_type", "status", "error"),
     [
-        ("{not json", JSON, 400, "bad_request"),
+        ("{not json", JSON, 400, "invalid_request"),
         (dumps({"task": 5}), JSON, 400, "invalid_request"),
         (dumps({"task": ADD, "args": {"x": 1}}), JSON, 400, "invalid_request"),
         (dumps({"task": ADD, "kwargs": [1]}), JSON, 400, "invalid_request"),
@@ -145,6 +145,9 @@ async def test_unknown_task_error_names_the_task(app_client: Client) -> None:
 async def test_arguments_error_says_what_is_wrong(app_client: Client) -> None:
     response = await app_client.post("/jobs", json={"task": T + "add", "args": [1]})
     assert "'y'" in (await response.get_json())["detail"]
+    response = await app_client.post("/jobs", json={"task": ADD, "kwargs": {"x": 1, "z": 2}})
+    detail = (await response.get_json())["detail"]
+    assert "missing a required argument: 'y'" in detail and "'z'" in detail
 
 
 async def test_oversized_body_is_413(settings: Settings) -> None:
@@ -152,7 +155,9 @@ async def test_oversized_body_is_413(settings: Settings) -> None:
     async with running_app(small) as (_, client):
         response = await client.post("/jobs", json={"task": T + "echo", "args": ["x" * 2000]})
         assert response.status_code == 413
-        assert_error(await response.get_json(), "request_entity_too_large")
+        body = await response.get_json()
+        assert_error(body, "request_entity_too_large")
+        assert "1000 bytes" in body["detail"]
         assert await job_count(client) == 0
 
 
@@ -290,6 +295,20 @@ async def test_token_is_required_when_set(
     assert response.status_code == 401
     assert_error(await response.get_json(), "unauthorized")
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+async def test_the_token_scheme_is_case_insensitive(token_client: Client, scheme: str) -> None:
+    response = await token_client.get("/jobs", headers={"Authorization": f"{scheme} s3cret"})
+    assert response.status_code == 200
+
+
+async def test_public_health_shows_no_job_ids(token_client: Client) -> None:
+    public = await (await token_client.get("/health")).get_json()
+    assert "workers" not in public["workers"] and "alive" in public["workers"]
+    auth = {"Authorization": "Bearer s3cret"}
+    private = await (await token_client.get("/health", headers=auth)).get_json()
+    assert "workers" in private["workers"]
 
 
 async def test_the_right_token_opens_the_api_and_health_stays_public(

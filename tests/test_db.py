@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from service.db import Batch, Database
-from service.errors import InvalidTransition, JobNotFound
+from service.db import Batch, Database, check_database
+from service.errors import InvalidTransition, JobNotFound, StoreUnavailable
 from service.jobs import (
     Event,
     Job,
@@ -618,3 +618,22 @@ async def test_update_all_sees_writes_staged_earlier_in_the_same_transaction(
         # BUG: ids_in_state reads the table, not the batch: job-1 is handed to the change
         # although it is already SUCCEEDED in this transaction
         assert seen == []
+
+
+async def test_one_service_per_database(store: Store) -> None:
+    async with store.open():
+        with pytest.raises(StoreUnavailable, match="another Conveyor service"):
+            await store.open().open()
+        with pytest.raises(StoreUnavailable, match="another Conveyor service"):
+            check_database(str(store.path))
+    async with store.open():  # released on close
+        pass
+
+
+def test_check_database_names_what_is_wrong(tmp_path: Path) -> None:
+    not_a_db = tmp_path / "notes.txt"
+    not_a_db.write_text("hello, this is not SQLite " * 100)
+    with pytest.raises(StoreUnavailable, match="not a database"):
+        check_database(str(not_a_db))
+    with pytest.raises(StoreUnavailable, match="CONVEYOR_DATABASE"):
+        check_database(str(tmp_path / "missing" / "jobs.db"))

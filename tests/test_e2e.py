@@ -168,10 +168,17 @@ async def test_without_last_event_id_the_stream_starts_now(client: httpx.AsyncCl
     assert {e.data["job_id"] for e in stream.events} == {new}
 
 
+async def test_an_event_id_the_store_never_gave_means_from_now(client: httpx.AsyncClient) -> None:
+    async with reading(client, "/events", {"Last-Event-ID": "987654321"}) as stream:
+        job_id = await submit(client, T + "add", 1, 1)
+        await wait_until(lambda: "succeeded" in stream.states(job_id), what="the new job")
+    assert stream.states(job_id) == ["queued", "running", "succeeded"]
+
+
 async def test_bad_last_event_id_is_400(client: httpx.AsyncClient) -> None:
     response = await client.get("/events", headers={"Last-Event-ID": "soon"})
     assert response.status_code == 400
-    assert response.json()["error"] == "bad_request"
+    assert response.json()["error"] == "invalid_request"
 
 
 async def test_idle_streams_get_keepalive_comments(settings: Settings) -> None:
@@ -275,6 +282,42 @@ async def test_sigterm_stops_cleanly_and_the_job_runs_again_after_restart(
         assert (await client.post(f"/jobs/{job_id}/cancel")).json()["state"] == "canceled"
 
 
+async def test_a_clean_stop_does_not_count_as_an_interruption(
+    service_process: Factory, tmp_path: Path
+) -> None:
+    service = service_process(CONVEYOR_MAX_INTERRUPTIONS="0", CONVEYOR_CONCURRENCY="1")
+    marker = tmp_path / "runs"
+    service.start()
+    await service.wait_ready()
+    async with httpx.AsyncClient(base_url=service.url, timeout=10) as client:
+        job_id = await submit(client, T + "sleep", 30, str(marker))
+        await wait_until(marker.exists, what="the job to start")
+        assert service.terminate() == 0
+        service.start()
+        await service.wait_ready()
+        again = await wait_state(client, job_id, "running")
+        assert again["attempt"] == 2 and again["error"] is None
+
+
+async def test_a_second_service_on_the_same_database_is_refused(
+    service_process: Factory, tmp_path: Path
+) -> None:
+    first = service_process()
+    first.start()
+    await first.wait_ready()
+    second = subprocess.run(
+        [sys.executable, "-m", "hypercorn", "--config", str(ROOT / "hypercorn.toml"),
+         "--bind", "127.0.0.1:0", "service.app:create_app()"],
+        cwd=tmp_path, env={**first.env}, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert second.returncode != 0
+    assert "another Conveyor service is using it" in second.stderr
+    assert "CONVEYOR_DATABASE" in second.stderr and "Traceback" not in second.stderr
+    async with httpx.AsyncClient(base_url=first.url, timeout=10) as client:  # unharmed
+        job_id = await submit(client, T + "add", 1, 2)
+        assert (await wait_state(client, job_id, "succeeded"))["result"] == 3
+
+
 async def test_events_resume_across_a_restart(service_process: Factory) -> None:
     service = service_process()
     service.start()
@@ -326,6 +369,7 @@ async def test_a_job_that_keeps_killing_the_service_fails_as_interrupted(
         ({"CONVEYOR_CANCEL_GRACE_S": "-1"}, "CONVEYOR_CANCEL_GRACE_S"),
         ({"CONVEYOR_COLOUR": "blue"}, "CONVEYOR_COLOUR"),
         ({"CONVEYOR_TASKS": "no_such_module_here"}, "no_such_module_here"),
+        ({"CONVEYOR_DATABASE": "/no/such/dir/jobs.db"}, "CONVEYOR_DATABASE"),
     ],
 )
 def test_a_bad_setting_stops_start_up_naming_it(
