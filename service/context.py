@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .protocol import MAX_PROGRESS_MESSAGE_CHARS, clean_text
+
 Send = Callable[[dict[str, Any]], None]
 
 
@@ -95,4 +97,6 @@ def progress(done: float, total: float | None = None, message: str | None = None
     if message is not None and not isinstance(message, str):
         raise TypeError(f"progress(): message must be a str or None, got {type(message).__name__}")
     if _reporter is not None:
+        if message is not None:
+            message = clean_text(message, MAX_PROGRESS_MESSAGE_CHARS)
         _reporter.update(done, total, message)

@@ -29,6 +29,7 @@ log = logging.getLogger("conveyor.pool")
 RESPAWN_BACKOFF_S = (0.0, 0.1, 0.5, 1.0, 2.0, 5.0)
 RESPAWN_AFTER_KILL_S = 0.05
 GROUP_POLL_S = 0.005
+GROUP_POLL_MAX_S = 0.05
 
 ProgressCallback = Callable[[str, Progress], None]
 
@@ -39,6 +40,7 @@ class Outcome:
 
     result: Any = None
     error: JobError | None = None
+    killed: bool = False  # stopped by kill(): the reason it was killed decides, not this
 
     @property
     def ok(self) -> bool:
@@ -58,6 +60,7 @@ class Worker:
     job_id: str | None = None
     outcome: asyncio.Future[Outcome] | None = None
     killing: bool = False
+    problem: str | None = None  # why the pool itself killed it (a broken message)
     started_at: float = field(default_factory=time.time)
 
     @property
@@ -109,6 +112,16 @@ def group_alive(pgid: int) -> bool:
         if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
             return True
     return False
+
+
+async def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False  # the common case, answered without scanning /proc
+    except PermissionError:
+        return True
+    return await asyncio.to_thread(group_alive, pgid)  # a scan can take milliseconds
 
 
 def _signal_group(pgid: int, signum: signal.Signals) -> None:
@@ -176,6 +189,9 @@ class ProcessPool:
         worker.job_id = job_id
         worker.outcome = loop.create_future()
         try:
+            if worker.exited.is_set():  # it died after it was acquired: nobody would answer
+                error = JobError("WorkerCrashed", "the worker process ended before the job began")
+                return Outcome(error=error)
             worker.writer.write(protocol.encode(message))
             return await asyncio.shield(worker.outcome)
         finally:
@@ -183,11 +199,14 @@ class ProcessPool:
             worker.outcome = None
             self.release(worker)
 
-    async def kill(self, worker: Worker) -> None:
+    async def kill(self, worker: Worker, job_id: str | None = None) -> bool:
         """SIGTERM the worker's process group, SIGKILL what is left after the grace period.
 
+        With ``job_id``, only while the worker still runs that job (False if it has moved on).
         Returns once the worker and every process of its group are gone; a replacement starts.
         """
+        if job_id is not None and worker.job_id != job_id:
+            return False
         worker.killing = True
         deadline = time.monotonic() + self.grace_s
         _signal_group(worker.pid, signal.SIGTERM)
@@ -198,11 +217,14 @@ class ProcessPool:
             _signal_group(worker.pid, signal.SIGKILL)
             await worker.exited.wait()
         # the job's children got SIGTERM too; they have what is left of the grace period
-        while group_alive(worker.pid):
+        poll_s = GROUP_POLL_S
+        while await _group_alive(worker.pid):
             if time.monotonic() >= deadline:
                 _signal_group(worker.pid, signal.SIGKILL)
                 break
-            await asyncio.sleep(GROUP_POLL_S)
+            await asyncio.sleep(poll_s)
+            poll_s = min(poll_s * 2, GROUP_POLL_MAX_S)
+        return True
 
     def status(self) -> dict[str, Any]:
         workers = [
@@ -276,8 +298,8 @@ class ProcessPool:
             worker.read_transport.close()
             self._workers.discard(worker)
             if worker.outcome is not None and not worker.outcome.done():
-                error = JobError("WorkerCrashed", describe_exit(returncode))
-                worker.outcome.set_result(Outcome(error=error))
+                error = JobError("WorkerCrashed", worker.problem or describe_exit(returncode))
+                worker.outcome.set_result(Outcome(error=error, killed=worker.killing))
             if not worker.killing and not self._closing:
                 log.warning("worker %d: %s", worker.pid, describe_exit(returncode))
         if not self._closing:
@@ -285,23 +307,36 @@ class ProcessPool:
 
     async def _respawn(self, *, started_ok: bool, killed: bool) -> None:
         self._failed_starts = 0 if started_ok else self._failed_starts + 1
-        step = min(self._failed_starts, len(RESPAWN_BACKOFF_S) - 1)
         # after a kill, let whoever killed finish (a cancel's response) before a new
         # interpreter starts competing for the CPU
-        delay_s = max(RESPAWN_BACKOFF_S[step], RESPAWN_AFTER_KILL_S if killed else 0.0)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closed.wait(), delay_s)
-        if not self._closing:
-            await self._spawn()
+        delay_s = RESPAWN_AFTER_KILL_S if killed else 0.0
+        while not self._closing:
+            step = min(self._failed_starts, len(RESPAWN_BACKOFF_S) - 1)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), max(delay_s, RESPAWN_BACKOFF_S[step]))
+            if self._closing:
+                return
+            try:
+                await self._spawn()
+                return
+            except OSError as exc:  # out of processes or descriptors: try again, later
+                self._failed_starts += 1
+                self.last_start_error = f"cannot start a worker process: {exc}"
+                log.error("%s", self.last_start_error)
 
     async def _read(self, worker: Worker) -> None:
-        while line := await worker.reader.readline():
-            try:
-                message = protocol.decode(line)
-            except ValueError:
-                log.error("worker %d sent a malformed message: %.200r", worker.pid, line)
-                continue
-            self._handle(worker, message)
+        try:
+            while line := await worker.reader.readline():
+                try:
+                    message = protocol.decode(line)
+                except ValueError:
+                    log.error("worker %d sent a malformed message: %.200r", worker.pid, line)
+                    continue
+                self._handle(worker, message)
+        except ValueError as exc:  # a line over the limit: the stream cannot be trusted now
+            worker.problem = f"the worker sent a message over the size limit ({exc})"
+            log.error("worker %d: %s", worker.pid, worker.problem)
+            _signal_group(worker.pid, signal.SIGKILL)
 
     def _handle(self, worker: Worker, message: dict[str, Any]) -> None:
         kind = message.get("t")
@@ -318,8 +353,8 @@ class ProcessPool:
             log.error("worker %d could not start: %s", worker.pid, self.last_start_error)
         elif kind in (protocol.RESULT, protocol.ERROR) and message.get("job") == worker.job_id:
             outcome = worker.outcome
-            if outcome is None or outcome.done():
-                return
+            if outcome is None or outcome.done() or worker.killing:
+                return  # a job being killed may still answer; its outcome is the kill's
             if kind == protocol.RESULT:
                 outcome.set_result(Outcome(result=message["result"]))
             else:

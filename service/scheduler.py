@@ -25,7 +25,7 @@ from .errors import (
     PoolClosed,
     UnknownTask,
 )
-from .jobs import TERMINAL, Job, JobState, Progress, interrupt, transition
+from .jobs import TERMINAL, Job, JobError, JobState, Progress, interrupt, transition
 from .pool import Outcome, ProcessPool, Worker
 from .tasks import Task, lookup
 
@@ -101,7 +101,7 @@ class Scheduler:
         for run in list(self._runs.values()):
             run.interrupted = True
             if run.worker is not None:
-                self._own(self._pool.kill(run.worker))
+                self._own(self._pool.kill(run.worker, run.job_id))
         await asyncio.gather(*list(self._owned), return_exceptions=True)
 
     # -- what the app asks for ----------------------------------------------------------------
@@ -158,8 +158,8 @@ class Scheduler:
             job = await self._db.get_job(job_id)
             raise InvalidTransition(job_id, job.state, JobState.CANCELED)
         run.cancel_requested = True
-        if run.worker is not None:
-            await self._pool.kill(run.worker)
+        if run.worker is not None:  # a no-op if the job ended and its worker moved on
+            await self._pool.kill(run.worker, job_id)
         await run.done.wait()
         job = await self._db.get_job(job_id)
         if job.state is not JobState.CANCELED:  # it finished before the cancel could land
@@ -183,6 +183,10 @@ class Scheduler:
                 return
             try:
                 job_id = await self._ready.get()
+                while not worker.alive:  # it died while idle, waiting for this job
+                    worker = await self._pool.acquire()
+            except PoolClosed:
+                return  # shutting down: the job stays queued in the store
             except asyncio.CancelledError:
                 self._pool.release(worker)
                 raise
@@ -192,18 +196,21 @@ class Scheduler:
 
     async def _run(self, run: _Run, worker: Worker) -> None:
         try:
-            job = await self._start(run, worker)
-            if job is not None:
+            started = await self._start(run, worker)
+            if started is not None:
+                job, worker = started
                 outcome = await self._pool.run(worker, job.id, _job_message(job))
+                run.worker = None  # it is free again: a late cancel must not touch its next job
                 await self._settle(run, outcome)
         except Exception:
             log.exception("job %s: unexpected error in the scheduler", run.job_id)
+            await self._salvage(run.job_id)
         finally:
             del self._runs[run.job_id]
             run.done.set()
 
-    async def _start(self, run: _Run, worker: Worker) -> Job | None:
-        """Move the job to running and hand it the worker; None if it should not run."""
+    async def _start(self, run: _Run, worker: Worker) -> tuple[Job, Worker] | None:
+        """Move the job to running on a live worker; None if it should not run."""
         job = None
         if not self._closing and run.job_id not in self._canceling:
             job = await self._stored(run.job_id)
@@ -212,7 +219,10 @@ class Scheduler:
             return None
         if run.cancel_requested:  # canceled while we looked it up
             self._pool.release(worker)
-            await self._settle(run, Outcome())
+            await self._db.update(run.job_id, _ending(JobState.CANCELED, self._clock()))
+            return None
+        if not worker.alive:  # it died while we looked the job up: go round again
+            self._ready.put_nowait(run.job_id)
             return None
         now = self._clock()
         # Written behind, not awaited: once a job has a run nothing else may change its state,
@@ -221,7 +231,23 @@ class Scheduler:
         claim = self._db.update_soon(run.job_id, lambda j: _claim(j, now))
         claim.add_done_callback(_log_failure)
         run.worker = worker
-        return transition(job, JobState.RUNNING, now)
+        return transition(job, JobState.RUNNING, now), worker
+
+    async def _salvage(self, job_id: str) -> None:
+        """After an unexpected error, leave the job where it can go on: failed, or queued."""
+        now = self._clock()
+        error = JobError("InternalError", "the service failed while running this job; see its log")
+
+        def change(job: Job) -> Job | None:
+            if job.state is JobState.RUNNING:
+                return transition(job, JobState.FAILED, now, error=error)
+            return None
+
+        try:
+            if await self._db.update(job_id, change) is None:
+                log.error("job %s: left as stored; a restart runs it if it is queued", job_id)
+        except Exception:
+            log.exception("job %s: cannot record the error", job_id)
 
     async def _stored(self, job_id: str) -> Job | None:
         try:
@@ -230,12 +256,12 @@ class Scheduler:
             return None
 
     async def _settle(self, run: _Run, outcome: Outcome) -> None:
-        """Record how a running job ended: the reason the service stopped it comes first."""
+        """Record how a running job ended; if the service killed it, the reason decides."""
         now = self._clock()
-        if run.cancel_requested:
-            change = _ending(JobState.CANCELED, now)
-        elif run.interrupted:  # a clean stop is not the job's fault: no interruption counted
-            change = _ending(JobState.QUEUED, now)
+        if outcome.killed:
+            # a cancel; else a clean stop, which is not the job's fault: back in the queue,
+            # no interruption counted
+            change = _ending(JobState.CANCELED if run.cancel_requested else JobState.QUEUED, now)
         elif outcome.ok:
             change = _ending(JobState.SUCCEEDED, now, result=outcome.result)
         else:
@@ -253,7 +279,7 @@ class Scheduler:
         future = self._db.update_soon(job_id, change, kind="progress")
         future.add_done_callback(_log_failure)
 
-    def _own(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _own(self, coro: Coroutine[Any, Any, object]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._owned.add(task)
         task.add_done_callback(self._owned.discard)

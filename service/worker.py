@@ -68,10 +68,12 @@ class Channel:
 
 
 def _error(exc: BaseException, type_name: str | None = None) -> dict[str, Any]:
+    text = "".join(traceback.format_exception(exc))
     return {
         "type": type_name or type(exc).__qualname__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        "message": protocol.clean_text(str(exc), protocol.MAX_ERROR_MESSAGE_CHARS),
+        # the end of a traceback says where it happened: keep that
+        "traceback": protocol.clean_text(text, protocol.MAX_TRACEBACK_CHARS, keep_end=True),
     }
 
 

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -134,3 +135,27 @@ def pid() -> int:
 @task
 def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
     return {"args": list(args), "kwargs": kwargs}
+
+
+@task
+def die_later(delay_s: float) -> str:
+    """Return at once, leaving a thread that kills this worker while it is idle."""
+
+    def later() -> None:
+        time.sleep(delay_s)
+        os._exit(9)
+
+    threading.Thread(target=later, daemon=True).start()
+    return "returned"
+
+
+@task
+def surrogate_error() -> None:
+    name = b"report-\xff.csv".decode("utf-8", "surrogateescape")  # as os.listdir gives it
+    raise ValueError(f"cannot parse {name}")
+
+
+@task
+def chatty(size: int) -> str:
+    progress(1, 2, "y" * size)
+    return "ok"

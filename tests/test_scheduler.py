@@ -1,0 +1,111 @@
+"""The scheduler with a real store and real worker processes, at the edges of a job's life."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.db import Database
+from service.errors import InvalidTransition
+from service.events import Broker
+from service.jobs import Job, JobState, Progress
+from service.pool import ProcessPool
+from service.protocol import MAX_ERROR_MESSAGE_CHARS, MAX_PROGRESS_MESSAGE_CHARS
+from service.scheduler import Scheduler
+from service.tasks import load_tasks
+
+from .conftest import TASKS, wait_until
+
+T = TASKS + "."
+
+
+@dataclass
+class Service:
+    db: Database
+    pool: ProcessPool
+    scheduler: Scheduler
+
+    async def submit(self, task: str, *args: Any) -> Job:
+        return await self.scheduler.submit(T + task, list(args), {})
+
+    async def wait_state(self, job_id: str, *states: JobState) -> Job:
+        async def reached() -> Job | None:
+            job = await self.db.get_job(job_id)
+            return job if job.state in states else None
+
+        job: Job = await wait_until(reached, what=f"job {job_id} to be {states}")
+        return job
+
+
+@pytest.fixture
+async def one_worker(tmp_path: Path) -> AsyncIterator[Service]:
+    """A scheduler with a single worker: which job runs on it is never in doubt."""
+    schedulers: list[Scheduler] = []
+
+    def on_progress(job_id: str, progress: Progress) -> None:
+        schedulers[0].on_progress(job_id, progress)
+
+    async with (
+        Database(str(tmp_path / "db"), on_commit=Broker().publish) as db,
+        ProcessPool(1, [TASKS], grace_s=1.0, on_progress=on_progress) as pool,
+        Scheduler(db, pool, load_tasks([TASKS]), max_interruptions=3) as scheduler,
+    ):
+        schedulers.append(scheduler)
+        yield Service(db, pool, scheduler)
+
+
+async def test_a_late_cancel_of_a_finished_job_leaves_the_next_job_alone(
+    one_worker: Service,
+) -> None:
+    first = await one_worker.submit("sleep", 0.05)
+    second = await one_worker.submit("sleep", 1.0)
+    await one_worker.wait_state(second.id, JobState.RUNNING)
+    with pytest.raises(InvalidTransition):
+        await one_worker.scheduler.cancel(first.id)
+    done = await one_worker.wait_state(second.id, JobState.SUCCEEDED, JobState.FAILED)
+    assert done.state is JobState.SUCCEEDED
+
+
+async def test_a_worker_that_dies_while_idle_does_not_strand_the_next_job(
+    one_worker: Service,
+) -> None:
+    pool = one_worker.pool
+    doomed = await one_worker.submit("die_later", 0.2)  # its worker dies 0.2 s after it ends
+    await one_worker.wait_state(doomed.id, JobState.SUCCEEDED)
+    first_pid = pool.status()["workers"][0]["pid"]
+    await wait_until(
+        lambda: any(w["pid"] != first_pid and w["ready"] for w in pool.status()["workers"]),
+        what="the replacement worker",
+    )
+    later = await one_worker.submit("add", 2, 3)  # the dispatcher still held the dead one
+    assert (await one_worker.wait_state(later.id, JobState.SUCCEEDED)).result == 5
+
+
+async def test_an_enormous_error_message_is_cut_and_the_worker_survives(
+    one_worker: Service,
+) -> None:
+    failed = await one_worker.submit("fail", "x" * 9_000_000)
+    job = await one_worker.wait_state(failed.id, JobState.FAILED)
+    assert job.error is not None and job.error.type == "ValueError"
+    assert len(job.error.message) < MAX_ERROR_MESSAGE_CHARS + 100
+    ok = await one_worker.submit("add", 1, 1)
+    assert (await one_worker.wait_state(ok.id, JobState.SUCCEEDED)).result == 2
+
+
+async def test_an_error_that_is_not_utf8_is_reported(one_worker: Service) -> None:
+    failed = await one_worker.submit("surrogate_error")
+    job = await one_worker.wait_state(failed.id, JobState.FAILED)
+    assert job.error is not None and job.error.type == "ValueError"
+    assert "report-" in job.error.message
+
+
+async def test_an_enormous_progress_message_is_cut(one_worker: Service) -> None:
+    chatty = await one_worker.submit("chatty", 20_000_000)
+    job = await one_worker.wait_state(chatty.id, JobState.SUCCEEDED)
+    assert job.result == "ok"
+    assert job.progress is not None and job.progress.message is not None
+    assert len(job.progress.message) < MAX_PROGRESS_MESSAGE_CHARS + 100
