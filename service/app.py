@@ -16,7 +16,6 @@ from typing import Any, cast
 import orjson
 import pydantic
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, Field
 from quart import Quart, Response, current_app, request
 from quart.json.provider import JSONProvider
 from quart_schema import QuartSchema, document_querystring, document_request
@@ -35,9 +34,9 @@ from .errors import (
     UnknownTask,
 )
 from .events import Broker
-from .jobs import Job, JobState, isoformat
 from .pool import ProcessPool
 from .scheduler import Scheduler
+from .schemas import JobsQuery, SubmitJob, SubmitJobs, job_json, parse_id
 from .settings import Settings
 from .streams import event_stream
 from .tasks import load_tasks
@@ -45,53 +44,6 @@ from .tasks import load_tasks
 log = logging.getLogger("conveyor")
 
 PUBLIC_PATHS = frozenset({"/health", "/openapi.json"})
-MAX_BATCH = 1000  # jobs per POST /jobs/batch
-
-
-# -- wire formats ---------------------------------------------------------------------------
-
-
-class SubmitJob(BaseModel):
-    """``POST /jobs``: which task to run, with which arguments."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    task: str = Field(min_length=1, max_length=200)
-    args: list[Any] = Field(default_factory=list)
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-
-
-class SubmitJobs(BaseModel):
-    """``POST /jobs/batch``: several jobs, created together or not at all."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    jobs: list[SubmitJob] = Field(min_length=1, max_length=MAX_BATCH)
-
-
-class JobsQuery(BaseModel):
-    """``GET /jobs``: filters and the page."""
-
-    model_config = ConfigDict(extra="forbid")
-    state: str | None = Field(None, description="comma-separated states")
-    task: str | None = None
-    limit: int = Field(50, ge=1, le=1000)
-    cursor: str | None = None
-
-
-def job_json(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "task": job.task,
-        "args": job.args,
-        "kwargs": job.kwargs,
-        "state": job.state.value,
-        "progress": None if job.progress is None else job.progress.as_dict(),
-        "result": job.result if job.state is JobState.SUCCEEDED else None,
-        "error": None if job.error is None else job.error.as_dict(),
-        "attempt": job.attempt,
-        "created_at": isoformat(job.created_at),
-        "started_at": isoformat(job.started_at),
-        "finished_at": isoformat(job.finished_at),
-    }
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -299,14 +251,11 @@ async def json_body() -> Any:
 
 def _last_event_id() -> int | None:
     text = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
-    if text is None or text == "":
+    if not text:
         return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise _InvalidRequest(f"Last-Event-ID must be a non-negative integer, got {text!r}")
+    value = parse_id(text)
+    if value is None:
+        raise _InvalidRequest(f"Last-Event-ID must be an event id (a whole number), got {text!r}")
     return value
 
 
@@ -324,7 +273,14 @@ def _sse(body: Any) -> Response:
     return response
 
 
-def _add_routes(app: Quart) -> None:  # noqa: C901 — a flat route table reads best in one place
+def _add_routes(app: Quart) -> None:
+    _add_submit_routes(app)
+    _add_job_routes(app)
+    _add_stream_routes(app)
+    _add_service_routes(app)
+
+
+def _add_submit_routes(app: Quart) -> None:
     @app.post("/jobs")
     @document_request(SubmitJob)
     async def submit() -> Any:
@@ -340,34 +296,21 @@ def _add_routes(app: Quart) -> None:  # noqa: C901 — a flat route table reads 
         jobs = await runtime().scheduler.submit_many(specs)
         return json_response({"jobs": [job_json(j) for j in jobs]}, 202)
 
+
+def _add_job_routes(app: Quart) -> None:
     @app.get("/jobs")
     @document_querystring(JobsQuery)
     async def list_jobs() -> Any:
-        query_args = JobsQuery.model_validate(request.args.to_dict())
-        states = []
-        for name in (query_args.state or "").split(","):
-            if name.strip():
-                try:
-                    states.append(JobState(name.strip()))
-                except ValueError:
-                    known = ", ".join(s.value for s in JobState)
-                    return error_response(
-                        400, "invalid_request", f"state: unknown state {name!r}; known: {known}"
-                    )
-        before = None
-        if query_args.cursor is not None:
-            if not query_args.cursor.isdigit():
-                return error_response(400, "invalid_request", "cursor: not a cursor from 'next'")
-            before = int(query_args.cursor)
+        query = JobsQuery.model_validate(request.args.to_dict())
+        try:
+            states, before = query.states(), query.before()
+        except ValueError as exc:
+            return error_response(400, "invalid_request", str(exc))
         jobs, next_cursor = await runtime().db.list_jobs(
-            states=states, task=query_args.task, limit=query_args.limit, before=before
+            states=states, task=query.task, limit=query.limit, before=before
         )
-        return json_response(
-            {
-                "jobs": [job_json(j) for j in jobs],
-                "next": None if next_cursor is None else str(next_cursor),
-            }
-        )
+        next_page = None if next_cursor is None else str(next_cursor)
+        return json_response({"jobs": [job_json(j) for j in jobs], "next": next_page})
 
     @app.get("/jobs/<job_id>")
     async def get_job(job_id: str) -> Any:
@@ -385,6 +328,8 @@ def _add_routes(app: Quart) -> None:  # noqa: C901 — a flat route table reads 
             )  # fmt: skip
         return json_response(job_json(job))
 
+
+def _add_stream_routes(app: Quart) -> None:
     @app.get("/jobs/<job_id>/events")
     async def job_events(job_id: str) -> Any:
         rt = runtime()
@@ -410,6 +355,8 @@ def _add_routes(app: Quart) -> None:  # noqa: C901 — a flat route table reads 
         )
         return _sse(stream)
 
+
+def _add_service_routes(app: Quart) -> None:
     @app.get("/tasks")
     async def list_tasks() -> Any:
         tasks = runtime().scheduler.tasks

@@ -104,6 +104,13 @@ ADD = T + "add"
 JSON = "application/json"
 
 
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
 def dumps(body: object) -> str:
     return orjson.dumps(body).decode()
 
@@ -119,6 +126,8 @@ def dumps(body: object) -> str:
         (dumps({"args": [1, 2]}), JSON, 400, "invalid_request"),
         (dumps([1, 2]), JSON, 400, "invalid_request"),
         (dumps({"task": ""}), JSON, 400, "invalid_request"),
+        (dumps({"task": ADD, "args": [nested(65), 1]}), JSON, 400, "invalid_request"),
+        (dumps({"task": ADD, "kwargs": {"x": nested(200), "y": 1}}), JSON, 400, "invalid_request"),
         (dumps({"task": ADD, "args": [1, 2]}), "text/plain", 415, "unsupported_media_type"),
         (dumps({"task": "no.such.task"}), JSON, 422, "unknown_task"),
         (dumps({"task": ADD, "args": [1]}), JSON, 422, "invalid_arguments"),
@@ -172,7 +181,17 @@ async def test_unknown_job_is_404(app_client: Client, method: str, path: str) ->
 
 
 @pytest.mark.parametrize(
-    "query", ["state=bogus", "limit=0", "limit=1001", "limit=x", "cursor=abc", "colour=red"]
+    "query",
+    [
+        "state=bogus",
+        "limit=0",
+        "limit=1001",
+        "limit=x",
+        "cursor=abc",
+        "cursor=²",
+        "cursor=" + "9" * 30,
+        "colour=red",
+    ],
 )
 async def test_bad_list_queries_are_400(app_client: Client, query: str) -> None:
     response = await app_client.get(f"/jobs?{query}")
@@ -368,3 +387,17 @@ async def test_a_bad_batch_creates_nothing(
     if index is not None:
         assert body["index"] == index and f"jobs[{index}]" in body["detail"]
     assert await job_count(app_client) == 0
+
+
+@pytest.mark.parametrize("last_id", ["9" * 30, "²", "-1", "soon"])
+@pytest.mark.parametrize("path", ["/events", "/jobs/x/events"])
+async def test_a_bad_last_event_id_is_400(app_client: Client, path: str, last_id: str) -> None:
+    response = await app_client.get(path, headers={"Last-Event-ID": last_id})
+    assert response.status_code == 400
+    assert_error(await response.get_json(), "invalid_request")
+
+
+async def test_arguments_nested_as_deep_as_allowed_still_run(app_client: Client) -> None:
+    job_id = (await submit(app_client, T + "echo", nested(64)))["id"]
+    done = await wait_state(app_client, job_id, "succeeded")
+    assert done["result"]["args"] == [nested(64)]

@@ -1,0 +1,108 @@
+"""The HTTP API's wire formats: request models (validated by pydantic) and the job as JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .jobs import Job, JobState, isoformat
+
+MAX_JOBS_PER_BATCH = 1000
+# orjson writes at most 254 levels; a job's arguments travel inside a few more (the worker
+# message, a batch response), so deeper nesting is refused at the door instead of breaking later
+MAX_ARGUMENT_DEPTH = 64
+MAX_ID = 2**63 - 1  # cursors and event ids are SQLite integers
+
+
+def json_depth(value: Any) -> int:
+    """How deep lists and objects nest in ``value`` (a scalar is 0); iterative, so unbounded."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, list | dict):
+            depth += 1
+            deepest = max(deepest, depth)
+            stack.extend(
+                (child, depth) for child in (item.values() if isinstance(item, dict) else item)
+            )
+    return deepest
+
+
+class SubmitJob(BaseModel):
+    """``POST /jobs``: which task to run, with which arguments."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    task: str = Field(min_length=1, max_length=200)
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("args", "kwargs")
+    @classmethod
+    def _not_too_deep(cls, value: Any) -> Any:
+        if json_depth(value) > MAX_ARGUMENT_DEPTH:
+            raise ValueError(f"nests deeper than {MAX_ARGUMENT_DEPTH} levels")
+        return value
+
+
+class SubmitJobs(BaseModel):
+    """``POST /jobs/batch``: several jobs, created together or not at all."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    jobs: list[SubmitJob] = Field(min_length=1, max_length=MAX_JOBS_PER_BATCH)
+
+
+class JobsQuery(BaseModel):
+    """``GET /jobs``: filters and the page."""
+
+    model_config = ConfigDict(extra="forbid")
+    state: str | None = Field(None, description="comma-separated states")
+    task: str | None = None
+    limit: int = Field(50, ge=1, le=1000)
+    cursor: str | None = Field(None, description="'next' of the previous page")
+
+    def states(self) -> list[JobState]:
+        """The states asked for; ValueError naming an unknown one."""
+        states = []
+        for name in (self.state or "").split(","):
+            if name.strip():
+                try:
+                    states.append(JobState(name.strip()))
+                except ValueError:
+                    known = ", ".join(s.value for s in JobState)
+                    raise ValueError(f"state: unknown state {name!r}; known: {known}") from None
+        return states
+
+    def before(self) -> int | None:
+        """The cursor as a position; ValueError if it is not one this API gave out."""
+        if self.cursor is None:
+            return None
+        position = parse_id(self.cursor)
+        if position is None:
+            raise ValueError("cursor: not a cursor from 'next'")
+        return position
+
+
+def parse_id(text: str) -> int | None:
+    """A non-negative integer id as text, or None: ASCII digits only, within SQLite's range."""
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_ID:
+        return None
+    return int(text)
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "task": job.task,
+        "args": job.args,
+        "kwargs": job.kwargs,
+        "state": job.state.value,
+        "progress": None if job.progress is None else job.progress.as_dict(),
+        "result": job.result if job.state is JobState.SUCCEEDED else None,
+        "error": None if job.error is None else job.error.as_dict(),
+        "attempt": job.attempt,
+        "created_at": isoformat(job.created_at),
+        "started_at": isoformat(job.started_at),
+        "finished_at": isoformat(job.finished_at),
+    }
