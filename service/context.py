@@ -30,7 +30,7 @@ class ProgressReporter:
         self._interval_s = interval_s
         self._lock = threading.Lock()
         self._pending: dict[str, Any] | None = None
-        self._sent_at = 0.0
+        self._sent_monotonic_s = 0.0
         self._timer: threading.Timer | None = None
 
     def update(self, done: float, total: float | None, message: str | None) -> None:
@@ -43,7 +43,7 @@ class ProgressReporter:
         }
         with self._lock:
             self._pending = payload
-            wait_s = self._sent_at + self._interval_s - time.monotonic()
+            wait_s = self._sent_monotonic_s + self._interval_s - time.monotonic()
             if wait_s <= 0:
                 self._flush_locked()
             elif self._timer is None:
@@ -67,7 +67,7 @@ class ProgressReporter:
         if self._pending is not None:
             self._send(self._pending)
             self._pending = None
-            self._sent_at = time.monotonic()
+            self._sent_monotonic_s = time.monotonic()
 
 
 _reporter: ProgressReporter | None = None

@@ -93,7 +93,7 @@ LAST_EVENT_ID = (
     "coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0))"
 )
 
-MAX_BATCH = 1000  # operations per transaction
+MAX_OPERATIONS_PER_COMMIT = 1000
 CACHE_SIZE = 10_000  # unfinished jobs the writer keeps: a larger backlog is read back
 
 
@@ -135,8 +135,15 @@ def row_to_event(row: Sequence[Any]) -> Event:
 class Batch:
     """What one transaction will write; operations read through it, so they see each other."""
 
-    def __init__(self, conn: aiosqlite.Connection, cache: dict[str, Job], next_id: int) -> None:
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        cache: dict[str, Job],
+        next_id: int,
+        clock: Callable[[], float],
+    ) -> None:
         self._conn = conn
+        self._clock = clock
         # unfinished jobs as last committed (the writer sees every change, so an entry is
         # exact or absent): starting, updating or finishing one needs no read
         self._cache = cache
@@ -170,7 +177,7 @@ class Batch:
             self._event(job, kind, {"job_id": job.id, "task": job.task, "progress": progress})
 
     def _event(self, job: Job, kind: str, data: dict[str, Any]) -> None:
-        self.events.append(Event(self.next_event_id, job.id, kind, time.time(), data))
+        self.events.append(Event(self.next_event_id, job.id, kind, self._clock(), data))
         self.next_event_id += 1
 
     async def flush(self) -> None:
@@ -197,9 +204,16 @@ class _Pending:
 class Database:
     """The job store. ``on_commit`` receives the events of each transaction, in id order."""
 
-    def __init__(self, path: str, *, on_commit: Callable[[list[Event]], None]) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        on_commit: Callable[[list[Event]], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.path = path
         self._on_commit = on_commit
+        self._clock = clock  # stamps the events: epoch seconds
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._pending: asyncio.Queue[_Pending] = asyncio.Queue()
@@ -322,7 +336,7 @@ class Database:
     async def _write_loop(self) -> None:
         while True:
             pendings = [await self._pending.get()]
-            while len(pendings) < MAX_BATCH and not self._pending.empty():
+            while len(pendings) < MAX_OPERATIONS_PER_COMMIT and not self._pending.empty():
                 pendings.append(self._pending.get_nowait())
             try:
                 await self._commit_isolating(pendings)
@@ -345,7 +359,7 @@ class Database:
 
     async def _commit(self, pendings: list[_Pending]) -> None:
         conn = self._connection(self._writer)
-        batch = Batch(conn, self._cache, self._next_event_id)
+        batch = Batch(conn, self._cache, self._next_event_id, self._clock)
         outcomes: list[tuple[bool, Any]] = []
         await conn.execute("BEGIN IMMEDIATE")
         try:
