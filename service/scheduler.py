@@ -115,9 +115,7 @@ class Scheduler:
         await self._enqueue([job])
         return job
 
-    async def submit_many(
-        self, specs: Sequence[tuple[str, list[Any], dict[str, Any]]]
-    ) -> list[Job]:
+    async def submit_many(self, specs: Sequence[JobSpec]) -> list[Job]:
         """Create several queued jobs in one transaction: all of them, or (BatchRejected) none."""
         jobs = []
         for index, (task, args, kwargs) in enumerate(specs):
