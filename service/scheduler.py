@@ -8,7 +8,9 @@ from the database at start. A job leaves the queue only when a worker is free to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import functools
 import logging
 import time
 import uuid
@@ -81,6 +83,11 @@ class Scheduler:
     async def start(self) -> None:
         """Requeue what a dead service left running, queue what is due, start dispatching."""
         now = self._clock()
+        for job_id, attempt in self._db.started_unrecorded():  # the service died first
+            change = functools.partial(_started_then_interrupted, attempt=attempt, at=now)
+            with contextlib.suppress(JobNotFound):
+                await self._db.update(job_id, change)
+        self._db.forget_started()
         recovered = await self._db.update_all(
             JobState.RUNNING, lambda job: interrupt(job, now, self._max_interruptions)
         )
@@ -224,9 +231,9 @@ class Scheduler:
             return None
         now = self._clock()
         # Written behind, not awaited: once a job has a run nothing else may change its state,
-        # and the writer applies this before the job's progress and outcome. A crash before it
-        # commits leaves the job queued, to run again: the same as a crash just after.
-        claim = self._db.update_soon(run.job_id, lambda j: _claim(j, now))
+        # and the writer applies this before the job's progress and outcome. The store journals
+        # the start first, so a crash before the commit still counts the attempt (see start()).
+        claim = self._db.start_soon(run.job_id, job.attempt + 1, lambda j: _claim(j, now))
         claim.add_done_callback(_log_failure)
         run.worker = worker
         return transition(job, JobState.RUNNING, now), worker
@@ -285,6 +292,14 @@ class Scheduler:
 
 def _job_message(job: Job) -> dict[str, Any]:
     return {"job": job.id, "task": job.task, "args": job.args, "kwargs": job.kwargs}
+
+
+def _started_then_interrupted(job: Job, *, attempt: int, at: float) -> Job | None:
+    """A job whose start of ``attempt`` never reached the store: record it as running (the
+    attempt counts), so that recovery treats it like any job the service died under."""
+    if job.state is JobState.QUEUED and job.attempt == attempt - 1:
+        return transition(job, JobState.RUNNING, at)
+    return None
 
 
 def _claim(job: Job, at: float) -> Job | None:

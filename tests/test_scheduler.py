@@ -109,3 +109,30 @@ async def test_an_enormous_progress_message_is_cut(one_worker: Service) -> None:
     assert job.result == "ok"
     assert job.progress is not None and job.progress.message is not None
     assert len(job.progress.message) < MAX_PROGRESS_MESSAGE_CHARS + 100
+
+
+@pytest.mark.parametrize(
+    ("max_interruptions", "state"), [(1, JobState.SUCCEEDED), (0, JobState.FAILED)]
+)
+async def test_a_start_the_service_died_before_recording_still_counts(
+    tmp_path: Path, max_interruptions: int, state: JobState
+) -> None:
+    path = str(tmp_path / "db")
+    async with Database(path, on_commit=Broker().publish) as db:
+        job = Job(id="j1", task=T + "add", args=[1, 2], kwargs={}, state=JobState.QUEUED,
+                  created_at=1.0)  # fmt: skip
+        await db.insert(job)
+    # the service handed it to a worker, journaled the start, and died before the commit
+    with open(path + ".started", "a") as journal:
+        journal.write("j1 1\nj1 ")  # and a line cut short by the crash
+    async with (
+        Database(path, on_commit=Broker().publish) as db,
+        ProcessPool(1, [TASKS], grace_s=1.0, on_progress=lambda *_: None) as pool,
+        Scheduler(db, pool, load_tasks([TASKS]), max_interruptions=max_interruptions) as sched,
+    ):
+        ended = await Service(db, pool, sched).wait_state("j1", state)
+    if state is JobState.FAILED:  # the lost start was its one allowed interruption too many
+        assert ended.error is not None and ended.error.type == "Interrupted"
+        assert ended.attempt == 1
+    else:  # requeued as an interrupted attempt 1, then run again as attempt 2
+        assert (ended.attempt, ended.interruptions, ended.result) == (2, 1, 3)
