@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import sqlite3
@@ -24,6 +23,7 @@ import orjson
 
 from .errors import JobNotFound, ServiceError, StoreUnavailable
 from .jobs import Event, Job, JobError, JobState, Progress, state_event_data
+from .storefiles import StartJournal, lock_database
 
 T = TypeVar("T")
 
@@ -95,7 +95,6 @@ LAST_EVENT_ID = (
 
 MAX_OPERATIONS_PER_COMMIT = 1000
 CACHE_SIZE = 10_000  # unfinished jobs the writer keeps: a larger backlog is read back
-JOURNAL_TRUNCATE_BYTES = 64 * 1024
 
 
 def _dumps(value: Any) -> str:
@@ -222,8 +221,7 @@ class Database:
         self._cache: dict[str, Job] = {}
         self._next_event_id = 1
         self._lock_fd: int | None = None
-        self._journal_fd: int | None = None
-        self._unrecorded_starts = 0
+        self._journal = StartJournal(path + ".started")
 
     async def __aenter__(self) -> Database:
         await self.open()
@@ -262,11 +260,7 @@ class Database:
                 await conn.close()
         self._reader = self._writer = None
         self._cache.clear()
-        if self._journal_fd is not None:
-            if self._unrecorded_starts == 0:  # a clean stop: every start is in the store
-                os.ftruncate(self._journal_fd, 0)
-            os.close(self._journal_fd)
-            self._journal_fd = None
+        self._journal.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
@@ -306,53 +300,24 @@ class Database:
     def start_soon(
         self, job_id: str, attempt: int, change: Callable[[Job], Job | None]
     ) -> asyncio.Future[Job | None]:
-        """``update_soon`` for a job about to run its ``attempt``, safe to run before it commits.
+        """``update_soon`` for a job about to run its ``attempt``: safe to run before it commits.
 
-        The start is first appended to ``<database>.started``: should the service die before
-        the row is committed, ``started_unrecorded()`` tells the next start that the job did
-        run. An append costs microseconds where waiting for the commit would cost a worker's.
+        The start is journaled first: should the service die before the row is committed,
+        ``started_unrecorded()`` tells the next start that the job did run.
         """
-        os.write(self._journal(), f"{job_id} {attempt}\n".encode())
-        self._unrecorded_starts += 1
+        self._journal.append(job_id, attempt)
         future = self.update_soon(job_id, change)
-        future.add_done_callback(self._start_recorded)
+        future.add_done_callback(lambda _: self._journal.recorded())
         return future
 
-    def _start_recorded(self, future: asyncio.Future[Any]) -> None:
-        self._unrecorded_starts -= 1
-        # every start in the journal is committed now: it can begin again from empty
-        fd = self._journal_fd
-        if (
-            self._unrecorded_starts == 0
-            and fd is not None
-            and os.fstat(fd).st_size > JOURNAL_TRUNCATE_BYTES
-        ):
-            os.ftruncate(fd, 0)
-
     def started_unrecorded(self) -> list[tuple[str, int]]:
-        """(job id, attempt) of the starts journaled since the last clean stop; those whose
-        row never got committed show as a queued job one attempt behind."""
-        try:
-            with open(self.path + ".started", "rb") as f:
-                lines = f.read().decode(errors="replace").splitlines()
-        except FileNotFoundError:
-            return []
-        starts = []
-        for line in lines:
-            job_id, _, attempt = line.partition(" ")
-            if attempt.isdigit():  # a line cut short by a crash is skipped
-                starts.append((job_id, int(attempt)))
-        return starts
+        """(job id, attempt) of the starts journaled since the last clean stop; one whose row
+        never got committed shows as a queued job one attempt behind."""
+        return self._journal.read()
 
     def forget_started(self) -> None:
-        """Empty the journal once its ids are dealt with (at start, before any job runs)."""
-        os.ftruncate(self._journal(), 0)
-
-    def _journal(self) -> int:
-        if self._journal_fd is None:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-            self._journal_fd = os.open(self.path + ".started", flags, 0o644)
-        return self._journal_fd
+        """Empty the journal once its starts are dealt with (at start, before any job runs)."""
+        self._journal.clear()
 
     def update_soon(
         self, job_id: str, change: Callable[[Job], Job | None], *, kind: str = "state"
@@ -519,25 +484,6 @@ class Database:
         if conn is None:
             raise RuntimeError("the database is not open")
         return conn
-
-
-def lock_database(path: str) -> int:
-    """Lock ``<path>.lock`` for as long as the returned descriptor stays open.
-
-    One service per database: a second one would requeue the first one's running jobs and run
-    them twice. The kernel drops the lock when the holder dies, even by ``kill -9``. A side file,
-    because closing any descriptor of the database file itself would drop SQLite's own locks.
-    """
-    try:
-        fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise StoreUnavailable(path, exc.strerror or str(exc)) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise StoreUnavailable(path, "another Conveyor service is using it") from None
-    return fd
 
 
 def check_database(path: str) -> None:
