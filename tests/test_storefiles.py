@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,6 @@ from service.storefiles import JOURNAL_TRUNCATE_BYTES, StartJournal, lock_databa
 
 
 def test_the_lock_admits_one_holder_at_a_time(tmp_path: Path) -> None:
-    import os
-
     path = str(tmp_path / "jobs.db")
     fd = lock_database(path)
     with pytest.raises(StoreUnavailable, match="another Conveyor service"):
