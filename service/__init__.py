@@ -9,8 +9,8 @@ What task authors import::
         return x + y
 """
 
-from .context import progress
+from .context import SoftTimeout, progress
 from .jobs import JobState
 from .tasks import task
 
-__all__ = ["JobState", "progress", "task"]
+__all__ = ["JobState", "SoftTimeout", "progress", "task"]

@@ -25,6 +25,7 @@ from .db import Database, check_database
 from .errors import (
     BatchRejected,
     InvalidArguments,
+    InvalidOptions,
     InvalidTransition,
     JobNotFound,
     ServiceError,
@@ -201,9 +202,14 @@ def _add_error_handlers(app: Quart) -> None:
     async def invalid_arguments(exc: InvalidArguments) -> Any:
         return error_response(422, "invalid_arguments", str(exc), task=exc.task)
 
+    @app.errorhandler(InvalidOptions)
+    async def invalid_options(exc: InvalidOptions) -> Any:
+        return error_response(422, "invalid_options", str(exc), task=exc.task)
+
     @app.errorhandler(BatchRejected)
     async def batch_rejected(exc: BatchRejected) -> Any:
-        code = "unknown_task" if isinstance(exc.cause, UnknownTask) else "invalid_arguments"
+        codes = {UnknownTask: "unknown_task", InvalidArguments: "invalid_arguments"}
+        code = codes.get(type(exc.cause), "invalid_options")
         return error_response(422, code, str(exc), index=exc.index)
 
     @app.errorhandler(JobNotFound)
@@ -285,14 +291,14 @@ def _add_submit_routes(app: Quart) -> None:
     @document_request(SubmitJob)
     async def submit() -> Any:
         data = SubmitJob.model_validate(await json_body())
-        job = await runtime().scheduler.submit(data.task, data.args, data.kwargs)
+        job = await runtime().scheduler.submit(data.task, data.args, data.kwargs, data.options())
         return json_response(job_json(job), 202, {"Location": f"/jobs/{job.id}"})
 
     @app.post("/jobs/batch")
     @document_request(SubmitJobs)
     async def submit_batch() -> Any:
         data = SubmitJobs.model_validate(await json_body())
-        specs = [(j.task, j.args, j.kwargs) for j in data.jobs]
+        specs = [(j.task, j.args, j.kwargs, j.options()) for j in data.jobs]
         jobs = await runtime().scheduler.submit_many(specs)
         return json_response({"jobs": [job_json(j) for j in jobs]}, 202)
 

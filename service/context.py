@@ -17,6 +17,11 @@ from .protocol import MAX_PROGRESS_MESSAGE_CHARS, clean_text
 Send = Callable[[dict[str, Any]], None]
 
 
+class SoftTimeout(Exception):
+    """Raised inside a task once its ``soft_timeout_s`` has passed: catch it to clean up and
+    stop; ``timeout_s`` still ends the job if it goes on."""
+
+
 class ProgressReporter:
     """Sends a job's progress, at most one message per ``interval_s``; the latest value wins.
 

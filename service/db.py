@@ -22,7 +22,7 @@ import aiosqlite
 import orjson
 
 from .errors import JobNotFound, ServiceError, StoreUnavailable
-from .jobs import Event, Job, JobError, JobState, Progress, state_event_data
+from .jobs import Event, Job, JobError, JobOptions, JobState, Progress, state_event_data
 from .storefiles import StartJournal, lock_database
 
 T = TypeVar("T")
@@ -58,6 +58,9 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX events_job_id ON events (job_id, id);
     """,
+    """
+    ALTER TABLE jobs ADD COLUMN options TEXT NOT NULL DEFAULT '{}';  -- JSON: JobOptions
+    """,
 )
 
 PRAGMAS = (
@@ -69,13 +72,14 @@ PRAGMAS = (
 
 _JOB_COLUMNS = (
     "id, task, args, kwargs, state, attempt, interruptions, progress, result, error, "
-    "created_at, started_at, finished_at, seq"
+    "created_at, started_at, finished_at, seq, options"
 )
 SELECT_JOB = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?"
 SELECT_IDS_IN_STATE = "SELECT id FROM jobs WHERE state = ? ORDER BY seq"
 INSERT_JOB = (
     "INSERT INTO jobs (id, task, args, kwargs, state, attempt, interruptions, progress, result, "
-    "error, created_at, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "error, created_at, started_at, finished_at, options) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 UPDATE_JOB = (
     "UPDATE jobs SET state = ?, attempt = ?, interruptions = ?, progress = ?, result = ?, "
@@ -108,7 +112,7 @@ def job_to_row(job: Job) -> tuple[Any, ...]:
         None if job.progress is None else _dumps(job.progress.as_dict()),
         None if job.state is not JobState.SUCCEEDED else _dumps(job.result),
         None if job.error is None else _dumps(job.error.as_dict()),
-        job.created_at, job.started_at, job.finished_at,
+        job.created_at, job.started_at, job.finished_at, _dumps(job.options.as_dict()),
     )  # fmt: skip
 
 
@@ -125,6 +129,7 @@ def row_to_job(row: Sequence[Any]) -> Job:
         state=JobState(row[4]), attempt=row[5], interruptions=row[6], progress=progress,
         result=None if row[8] is None else orjson.loads(row[8]), error=error,
         created_at=row[10], started_at=row[11], finished_at=row[12],
+        options=JobOptions.from_dict(orjson.loads(row[14])),
     )  # fmt: skip
 
 

@@ -54,10 +54,19 @@ class InvalidArguments(ServiceError):
         super().__init__(f"arguments do not match task {task!r}: {reason}")
 
 
+class InvalidOptions(ServiceError):
+    """A job's options (its own merged over its task's) cannot be used together."""
+
+    def __init__(self, task: str, reason: str) -> None:
+        self.task = task
+        self.reason = reason
+        super().__init__(f"invalid options for task {task!r}: {reason}")
+
+
 class BatchRejected(ServiceError):
     """One job of a batch submit is invalid, so none of them is created."""
 
-    def __init__(self, index: int, cause: UnknownTask | InvalidArguments) -> None:
+    def __init__(self, index: int, cause: UnknownTask | InvalidArguments | InvalidOptions) -> None:
         self.index = index
         self.cause = cause
         super().__init__(f"jobs[{index}]: {cause}")

@@ -58,6 +58,44 @@ class JobError:
 
 
 @dataclass(frozen=True, slots=True)
+class JobOptions:
+    """How a job runs: set per task in ``@task(...)`` and per job on submit (the job's wins)."""
+
+    timeout_s: float | None = None  # hard limit: the job's process tree is killed
+    soft_timeout_s: float | None = None  # SoftTimeout is raised inside the task first
+
+    def merged(self, overrides: JobOptions) -> JobOptions:
+        """These options with every value ``overrides`` sets put in their place."""
+        changes = {
+            f.name: getattr(overrides, f.name)
+            for f in dataclasses.fields(overrides)
+            if getattr(overrides, f.name) is not None
+        }
+        return dataclasses.replace(self, **changes)
+
+    def problem(self) -> str | None:
+        """What makes these options unusable together, if anything."""
+        if (
+            self.timeout_s is not None
+            and self.soft_timeout_s is not None
+            and self.soft_timeout_s >= self.timeout_s
+        ):
+            return (
+                f"soft_timeout_s ({self.soft_timeout_s}) must be shorter than "
+                f"timeout_s ({self.timeout_s})"
+            )
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> JobOptions:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     id: str
     task: str
@@ -72,6 +110,7 @@ class Job:
     error: JobError | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    options: JobOptions = field(default_factory=JobOptions)
 
     @property
     def is_terminal(self) -> bool:

@@ -22,12 +22,13 @@ from .db import Database
 from .errors import (
     BatchRejected,
     InvalidArguments,
+    InvalidOptions,
     InvalidTransition,
     JobNotFound,
     PoolClosed,
     UnknownTask,
 )
-from .jobs import TERMINAL, Job, JobError, JobState, Progress, interrupt, transition
+from .jobs import TERMINAL, Job, JobError, JobOptions, JobState, Progress, interrupt, transition
 from .pool import Outcome, ProcessPool, Worker
 from .tasks import Task, lookup
 
@@ -35,7 +36,7 @@ log = logging.getLogger("conveyor.scheduler")
 
 Clock = Callable[[], float]
 
-JobSpec = tuple[str, list[Any], dict[str, Any]]  # task, args, kwargs
+JobSpec = tuple[str, list[Any], dict[str, Any], JobOptions]  # task, args, kwargs, overrides
 
 
 @dataclass(eq=False)
@@ -45,6 +46,8 @@ class _Run:
     job_id: str
     worker: Worker | None = None
     cancel_requested: bool = False
+    timeout_s: float | None = None
+    timed_out: bool = False  # killed for running past timeout_s
     interrupted: bool = False  # stopped by the service's shutdown: requeue it
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -113,31 +116,44 @@ class Scheduler:
 
     # -- what the app asks for ----------------------------------------------------------------
 
-    async def submit(self, task: str, args: list[Any], kwargs: dict[str, Any]) -> Job:
+    async def submit(
+        self,
+        task: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        options: JobOptions | None = None,
+    ) -> Job:
         """Create a queued job; it exists (committed) when this returns.
 
-        Raises UnknownTask, or InvalidArguments when they do not bind to the task's signature.
+        ``options`` override the task's own. Raises UnknownTask, InvalidArguments when the
+        arguments do not bind to the task's signature, or InvalidOptions.
         """
-        job = self._new_job(task, args, kwargs)
+        job = self._new_job((task, args, kwargs, options or JobOptions()))
         await self._enqueue([job])
         return job
 
     async def submit_many(self, specs: Sequence[JobSpec]) -> list[Job]:
         """Create several queued jobs in one transaction: all of them, or (BatchRejected) none."""
         jobs = []
-        for index, (task, args, kwargs) in enumerate(specs):
+        for index, spec in enumerate(specs):
             try:
-                jobs.append(self._new_job(task, args, kwargs))
-            except (UnknownTask, InvalidArguments) as exc:
+                jobs.append(self._new_job(spec))
+            except (UnknownTask, InvalidArguments, InvalidOptions) as exc:
                 raise BatchRejected(index, exc) from None
         await self._enqueue(jobs)
         return jobs
 
-    def _new_job(self, task: str, args: list[Any], kwargs: dict[str, Any]) -> Job:
-        lookup(self._tasks, task).check_arguments(args, kwargs)
+    def _new_job(self, spec: JobSpec) -> Job:
+        name, args, kwargs, overrides = spec
+        task = lookup(self._tasks, name)
+        task.check_arguments(args, kwargs)
+        options = task.options.merged(overrides)
+        problem = options.problem()
+        if problem is not None:
+            raise InvalidOptions(name, problem)
         return Job(
-            id=str(uuid.uuid4()), task=task, args=args, kwargs=kwargs,
-            state=JobState.QUEUED, created_at=self._clock(),
+            id=str(uuid.uuid4()), task=name, args=args, kwargs=kwargs,
+            state=JobState.QUEUED, created_at=self._clock(), options=options,
         )  # fmt: skip
 
     async def _enqueue(self, jobs: list[Job]) -> None:
@@ -204,7 +220,12 @@ class Scheduler:
             started = await self._start(run, worker)
             if started is not None:
                 job, worker = started
-                outcome = await self._pool.run(worker, job.id, _job_message(job))
+                deadline = self._arm_timeout(run, job.options.timeout_s)
+                try:
+                    outcome = await self._pool.run(worker, job.id, _job_message(job))
+                finally:
+                    if deadline is not None:
+                        deadline.cancel()
                 run.worker = None  # it is free again: a late cancel must not touch its next job
                 await self._settle(run, outcome)
         except Exception:
@@ -238,6 +259,19 @@ class Scheduler:
         run.worker = worker
         return transition(job, JobState.RUNNING, now), worker
 
+    def _arm_timeout(self, run: _Run, timeout_s: float | None) -> asyncio.TimerHandle | None:
+        """Kill the run's process tree once it has run ``timeout_s``; None without a limit."""
+        if timeout_s is None:
+            return None
+        run.timeout_s = timeout_s
+
+        def expire() -> None:
+            if run.worker is not None and not run.cancel_requested:
+                run.timed_out = True
+                self._own(self._pool.kill(run.worker, run.job_id))
+
+        return asyncio.get_running_loop().call_later(timeout_s, expire)
+
     async def _salvage(self, job_id: str) -> None:
         """After an unexpected error, leave the job where it can go on: failed, or queued."""
         now = self._clock()
@@ -263,10 +297,13 @@ class Scheduler:
     async def _settle(self, run: _Run, outcome: Outcome) -> None:
         """Record how a running job ended; if the service killed it, the reason decides."""
         now = self._clock()
-        if outcome.killed:
-            # a cancel; else a clean stop, which is not the job's fault: back in the queue,
-            # no interruption counted
-            change = _ending(JobState.CANCELED if run.cancel_requested else JobState.QUEUED, now)
+        if outcome.killed and run.cancel_requested:
+            change = _ending(JobState.CANCELED, now)
+        elif outcome.killed and run.timed_out:
+            error = JobError("Timeout", f"the job ran longer than its timeout_s ({run.timeout_s})")
+            change = _ending(JobState.FAILED, now, error=error)
+        elif outcome.killed:  # a clean stop, not the job's fault: queued again, not counted
+            change = _ending(JobState.QUEUED, now)
         elif outcome.ok:
             change = _ending(JobState.SUCCEEDED, now, result=outcome.result)
         else:
@@ -291,7 +328,10 @@ class Scheduler:
 
 
 def _job_message(job: Job) -> dict[str, Any]:
-    return {"job": job.id, "task": job.task, "args": job.args, "kwargs": job.kwargs}
+    return {
+        "job": job.id, "task": job.task, "args": job.args, "kwargs": job.kwargs,
+        "soft_timeout_s": job.options.soft_timeout_s,
+    }  # fmt: skip
 
 
 def _started_then_interrupted(job: Job, *, attempt: int, at: float) -> Job | None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .jobs import Job, JobState, isoformat
+from .jobs import Job, JobOptions, JobState, isoformat
 
 MAX_JOBS_PER_BATCH = 1000
 # orjson writes at most 254 levels; a job's arguments travel inside a few more (the worker
@@ -36,6 +36,14 @@ class SubmitJob(BaseModel):
     task: str = Field(min_length=1, max_length=200)
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: float | None = Field(None, gt=0, description="kill the job after this long")
+    soft_timeout_s: float | None = Field(
+        None, gt=0, description="raise service.SoftTimeout inside the job after this long"
+    )
+
+    def options(self) -> JobOptions:
+        """The options this request sets; the task's own fill in the rest."""
+        return JobOptions(timeout_s=self.timeout_s, soft_timeout_s=self.soft_timeout_s)
 
     @field_validator("args", "kwargs")
     @classmethod
@@ -102,6 +110,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "result": job.result if job.state is JobState.SUCCEEDED else None,
         "error": None if job.error is None else job.error.as_dict(),
         "attempt": job.attempt,
+        "options": job.options.as_dict(),
         "created_at": isoformat(job.created_at),
         "started_at": isoformat(job.started_at),
         "finished_at": isoformat(job.finished_at),

@@ -11,10 +11,11 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
 from .errors import InvalidArguments, TaskLoadError, UnknownTask
+from .jobs import JobOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,6 +29,7 @@ class Task:
     name: str
     fn: Callable[..., Any]
     signature: inspect.Signature  # read once: every submit binds against it
+    options: JobOptions = field(default_factory=JobOptions)  # defaults for its jobs
 
     @property
     def is_async(self) -> bool:
@@ -61,6 +63,7 @@ class Task:
             "name": self.name,
             "doc": doc,
             "is_async": self.is_async,
+            "options": self.options.as_dict(),
             "params": [_describe_param(p) for p in self.signature.parameters.values()],
         }
 
@@ -105,8 +108,20 @@ _registry: dict[str, Task] = {}
 @overload
 def task(fn: F, /) -> F: ...
 @overload
-def task(*, name: str | None = None) -> Callable[[F], F]: ...
-def task(fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
+def task(
+    *,
+    name: str | None = None,
+    timeout_s: float | None = None,
+    soft_timeout_s: float | None = None,
+) -> Callable[[F], F]: ...
+def task(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    timeout_s: float | None = None,
+    soft_timeout_s: float | None = None,
+) -> Any:
     """Register a function as a task, named ``"<module>.<function>"`` unless ``name`` is given.
 
     The function itself is returned unchanged, so it can still be called directly::
@@ -115,9 +130,19 @@ def task(fn: Callable[..., Any] | None = None, /, *, name: str | None = None) ->
         def add(x: int, y: int) -> int:
             return x + y
 
-        @task(name="reports.build")
+        @task(name="reports.build", timeout_s=600, soft_timeout_s=540)
         async def build(pages: int) -> dict: ...
+
+    ``timeout_s`` kills the job's process tree once it has run that long (it fails with
+    ``Timeout``); ``soft_timeout_s`` raises ``service.SoftTimeout`` inside it first. A job
+    submitted with its own values uses those instead.
     """
+    options = JobOptions(timeout_s=timeout_s, soft_timeout_s=soft_timeout_s)
+    for option, value in options.as_dict().items():
+        if value is not None and not (isinstance(value, int | float) and value > 0):
+            raise ValueError(f"@task({option}=...) must be a number of seconds > 0, got {value!r}")
+    if options.problem() is not None:
+        raise ValueError(f"@task: {options.problem()}")
 
     def register(fn: F) -> F:
         if not callable(fn):
@@ -129,7 +154,7 @@ def task(fn: Callable[..., Any] | None = None, /, *, name: str | None = None) ->
                 f"task name {task_name!r} is taken by {_origin(known.fn)}; "
                 f"give {_origin(fn)} another name with @task(name=...)"
             )
-        _registry[task_name] = Task(task_name, fn, inspect.signature(fn))
+        _registry[task_name] = Task(task_name, fn, inspect.signature(fn), options)
         return fn
 
     return register if fn is None else register(fn)

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from . import context, protocol
+from .context import SoftTimeout
 from .errors import ServiceError
 from .tasks import Task, load_tasks
 
@@ -109,21 +110,75 @@ class Runner:
             }
             return protocol.encode({"t": protocol.ERROR, "job": job_id, "error": error})
         try:
-            result = self._invoke(task.fn, message["args"], message["kwargs"])
+            result = self._invoke(
+                task, message["args"], message["kwargs"], message.get("soft_timeout_s")
+            )
         except Exception as exc:
             return protocol.encode({"t": protocol.ERROR, "job": job_id, "error": _error(exc)})
         return encode_result(job_id, result)
 
-    def _invoke(self, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
-        value = fn(*args, **kwargs)
-        if hasattr(value, "__await__"):
-            if self._loop is None:
-                import asyncio  # only workers that run async tasks pay for it
-
-                self._loop = asyncio.new_event_loop()
-                asyncio.set_event_loop(self._loop)
-            value = self._loop.run_until_complete(value)
+    def _invoke(
+        self, task: Task, args: list[Any], kwargs: dict[str, Any], soft_timeout_s: float | None
+    ) -> Any:
+        if task.is_async:
+            return self._await(task.fn(*args, **kwargs), soft_timeout_s)
+        if soft_timeout_s is not None:  # SIGALRM: it interrupts blocking calls too
+            signal.signal(signal.SIGALRM, _soft_alarm(soft_timeout_s))
+            signal.setitimer(signal.ITIMER_REAL, soft_timeout_s)
+        try:
+            value = task.fn(*args, **kwargs)
+        finally:
+            if soft_timeout_s is not None:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        if hasattr(value, "__await__"):  # a plain function that returned an awaitable
+            value = self._await(value, None)
         return value
+
+    def _await(self, awaitable: Any, soft_timeout_s: float | None) -> Any:
+        import asyncio  # only workers that run async tasks pay for it
+
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+        job = self._loop.create_task(awaitable)
+        timer = None
+        if soft_timeout_s is not None:
+            timer = self._loop.call_later(soft_timeout_s, _interrupt_softly, job, soft_timeout_s)
+        try:
+            return self._loop.run_until_complete(job)
+        except asyncio.CancelledError:  # the soft timeout could only cancel it
+            raise SoftTimeout(_soft_message(soft_timeout_s)) from None
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+
+def _soft_message(soft_timeout_s: float | None) -> str:
+    return f"the job ran longer than its soft_timeout_s ({soft_timeout_s})"
+
+
+def _soft_alarm(soft_timeout_s: float) -> Callable[[int, FrameType | None], None]:
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        raise SoftTimeout(_soft_message(soft_timeout_s))
+
+    return on_alarm
+
+
+def _interrupt_softly(job: Any, soft_timeout_s: float) -> None:
+    """Raise SoftTimeout where the coroutine waits: in the future it awaits, when that future
+    is its own (a sleep, a read); otherwise only a cancel can reach it."""
+    import asyncio
+
+    waiter = getattr(job, "_fut_waiter", None)  # the future the task is suspended on
+    if (
+        isinstance(waiter, asyncio.Future)
+        and not isinstance(waiter, asyncio.Task)
+        and not waiter.done()
+    ):
+        waiter.set_exception(SoftTimeout(_soft_message(soft_timeout_s)))
+    else:
+        job.cancel()
 
 
 def encode_result(job_id: str, result: Any) -> bytes:

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from service import progress, task
+from service import SoftTimeout, progress, task
 
 
 @task
@@ -159,3 +159,44 @@ def surrogate_error() -> None:
 def chatty(size: int) -> str:
     progress(1, 2, "y" * size)
     return "ok"
+
+
+@task(timeout_s=0.5)
+def limited(seconds: float) -> float:
+    """A task whose own default timeout is half a second."""
+    time.sleep(seconds)
+    return seconds
+
+
+@task
+def soft_aware(seconds: float) -> str:
+    try:
+        time.sleep(seconds)
+    except SoftTimeout:
+        return "stopped early"
+    return "finished"
+
+
+@task
+async def async_soft_aware(seconds: float) -> str:
+    try:
+        await asyncio.sleep(seconds)
+    except SoftTimeout:
+        return "stopped early"
+    return "finished"
+
+
+@task
+def stubborn(seconds: float) -> str:
+    """Catches the soft timeout and carries on regardless."""
+    try:
+        time.sleep(seconds)
+    except SoftTimeout:
+        time.sleep(seconds)
+    return "done"
+
+
+@task
+async def async_sleep(seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return seconds

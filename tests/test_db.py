@@ -637,3 +637,22 @@ def test_check_database_names_what_is_wrong(tmp_path: Path) -> None:
         check_database(str(not_a_db))
     with pytest.raises(StoreUnavailable, match="CONVEYOR_DATABASE"):
         check_database(str(tmp_path / "missing" / "jobs.db"))
+
+
+async def test_a_database_of_the_first_schema_is_migrated_with_its_jobs(tmp_path: Path) -> None:
+    import sqlite3
+
+    from service.db import MIGRATIONS
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(f"{MIGRATIONS[0]}; PRAGMA user_version = 1;")
+    conn.execute(
+        "INSERT INTO jobs (id, task, args, kwargs, state, created_at) "
+        "VALUES ('old', 't.add', '[1, 2]', '{}', 'queued', 1.0)"
+    )
+    conn.commit()
+    conn.close()
+    async with Database(str(path), on_commit=lambda events: None) as db:
+        job = await db.get_job("old")
+        assert (job.args, job.state, job.options.timeout_s) == ([1, 2], JobState.QUEUED, None)

@@ -174,6 +174,7 @@ def test_describe_lists_the_parameters() -> None:
         "name": "tests.renamed",
         "doc": None,
         "is_async": False,
+        "options": {"timeout_s": None, "soft_timeout_s": None},
         "params": [
             {
                 "name": "value",
