@@ -8,6 +8,7 @@ from __future__ import annotations
 import hmac
 import logging
 import sys
+import time
 from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -291,14 +292,15 @@ def _add_submit_routes(app: Quart) -> None:
     @document_request(SubmitJob)
     async def submit() -> Any:
         data = SubmitJob.model_validate(await json_body())
-        job = await runtime().scheduler.submit(data.task, data.args, data.kwargs, data.options())
+        job = await runtime().scheduler.submit(data.spec(time.time()))
         return json_response(job_json(job), 202, {"Location": f"/jobs/{job.id}"})
 
     @app.post("/jobs/batch")
     @document_request(SubmitJobs)
     async def submit_batch() -> Any:
         data = SubmitJobs.model_validate(await json_body())
-        specs = [(j.task, j.args, j.kwargs, j.options()) for j in data.jobs]
+        now = time.time()
+        specs = [j.spec(now) for j in data.jobs]
         jobs = await runtime().scheduler.submit_many(specs)
         return json_response({"jobs": [job_json(j) for j in jobs]}, 202)
 

@@ -22,7 +22,16 @@ import aiosqlite
 import orjson
 
 from .errors import JobNotFound, ServiceError, StoreUnavailable
-from .jobs import Event, Job, JobError, JobOptions, JobState, Progress, state_event_data
+from .jobs import (
+    ACTIVE,
+    Event,
+    Job,
+    JobError,
+    JobOptions,
+    JobState,
+    Progress,
+    state_event_data,
+)
 from .storefiles import StartJournal, lock_database
 
 T = TypeVar("T")
@@ -61,6 +70,9 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN options TEXT NOT NULL DEFAULT '{}';  -- JSON: JobOptions
     """,
+    """
+    ALTER TABLE jobs ADD COLUMN scheduled_at REAL;  -- epoch seconds: when it becomes due
+    """,
 )
 
 PRAGMAS = (
@@ -72,19 +84,20 @@ PRAGMAS = (
 
 _JOB_COLUMNS = (
     "id, task, args, kwargs, state, attempt, interruptions, progress, result, error, "
-    "created_at, started_at, finished_at, seq, options"
+    "created_at, started_at, finished_at, seq, options, scheduled_at"
 )
 SELECT_JOB = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?"
 SELECT_IDS_IN_STATE = "SELECT id FROM jobs WHERE state = ? ORDER BY seq"
 INSERT_JOB = (
     "INSERT INTO jobs (id, task, args, kwargs, state, attempt, interruptions, progress, result, "
-    "error, created_at, started_at, finished_at, options) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "error, created_at, started_at, finished_at, options, scheduled_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 UPDATE_JOB = (
     "UPDATE jobs SET state = ?, attempt = ?, interruptions = ?, progress = ?, result = ?, "
-    "error = ?, started_at = ?, finished_at = ? WHERE id = ?"
+    "error = ?, started_at = ?, finished_at = ?, scheduled_at = ? WHERE id = ?"
 )
+SELECT_SCHEDULED = "SELECT id, scheduled_at FROM jobs WHERE state = 'scheduled'"
 INSERT_EVENT = "INSERT INTO events (id, job_id, kind, at, data) VALUES (?, ?, ?, ?, ?)"
 SELECT_EVENTS_AFTER = (
     "SELECT id, job_id, kind, at, data FROM events WHERE id > ? ORDER BY id LIMIT ?"
@@ -113,12 +126,13 @@ def job_to_row(job: Job) -> tuple[Any, ...]:
         None if job.state is not JobState.SUCCEEDED else _dumps(job.result),
         None if job.error is None else _dumps(job.error.as_dict()),
         job.created_at, job.started_at, job.finished_at, _dumps(job.options.as_dict()),
+        job.scheduled_at,
     )  # fmt: skip
 
 
 def _update_params(job: Job) -> tuple[Any, ...]:
     row = job_to_row(job)
-    return (*row[4:10], job.started_at, job.finished_at, job.id)
+    return (*row[4:10], job.started_at, job.finished_at, job.scheduled_at, job.id)
 
 
 def row_to_job(row: Sequence[Any]) -> Job:
@@ -129,7 +143,7 @@ def row_to_job(row: Sequence[Any]) -> Job:
         state=JobState(row[4]), attempt=row[5], interruptions=row[6], progress=progress,
         result=None if row[8] is None else orjson.loads(row[8]), error=error,
         created_at=row[10], started_at=row[11], finished_at=row[12],
-        options=JobOptions.from_dict(orjson.loads(row[14])),
+        options=JobOptions.from_dict(orjson.loads(row[14])), scheduled_at=row[15],
     )  # fmt: skip
 
 
@@ -406,7 +420,7 @@ class Database:
         self._next_event_id = batch.next_event_id
         for job_id, job in batch.rows.items():
             if job.state is JobState.RUNNING or (
-                job.state is JobState.QUEUED and len(self._cache) < CACHE_SIZE
+                job.state in ACTIVE and len(self._cache) < CACHE_SIZE
             ):
                 self._cache[job_id] = job
             else:
@@ -479,6 +493,11 @@ class Database:
             SELECT_IDS_IN_STATE, (state.value,)
         )
         return [row[0] for row in rows]
+
+    async def scheduled(self) -> list[tuple[float, str]]:
+        """(scheduled_at, id) of every scheduled job."""
+        rows = await self._connection(self._reader).execute_fetchall(SELECT_SCHEDULED)
+        return [(row[1], row[0]) for row in rows]
 
     async def ping(self) -> None:
         """Raise unless the database answers a query."""

@@ -12,6 +12,7 @@ from .errors import InvalidTransition
 
 
 class JobState(StrEnum):
+    SCHEDULED = "scheduled"  # waiting for its time (scheduled_at)
     QUEUED = "queued"  # due, waiting for a free worker
     RUNNING = "running"  # a worker process is executing it
     SUCCEEDED = "succeeded"  # returned a JSON result
@@ -19,11 +20,12 @@ class JobState(StrEnum):
     CANCELED = "canceled"  # stopped on request, before or while running
 
 
-ACTIVE: frozenset[JobState] = frozenset({JobState.QUEUED, JobState.RUNNING})
+ACTIVE: frozenset[JobState] = frozenset({JobState.SCHEDULED, JobState.QUEUED, JobState.RUNNING})
 TERMINAL: frozenset[JobState] = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED})
 
 # Every allowed move; anything else is a bug or a race lost, and raises InvalidTransition.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.SCHEDULED: frozenset({JobState.QUEUED, JobState.CANCELED}),
     JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELED}),
     # back to QUEUED: the service stopped or died under the job, which runs again
     JobState.RUNNING: frozenset(
@@ -96,6 +98,17 @@ class JobOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What a submit asks for."""
+
+    task: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    options: JobOptions = field(default_factory=JobOptions)  # over the task's own
+    run_at: float | None = None  # epoch seconds; None or past: due now
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     id: str
     task: str
@@ -111,6 +124,7 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     options: JobOptions = field(default_factory=JobOptions)
+    scheduled_at: float | None = None  # when a scheduled job becomes due
 
     @property
     def is_terminal(self) -> bool:

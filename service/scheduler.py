@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .db import Database
+from .delays import DueQueue
 from .errors import (
     BatchRejected,
     InvalidArguments,
@@ -28,15 +29,22 @@ from .errors import (
     PoolClosed,
     UnknownTask,
 )
-from .jobs import TERMINAL, Job, JobError, JobOptions, JobState, Progress, interrupt, transition
+from .jobs import (
+    TERMINAL,
+    Job,
+    JobError,
+    JobSpec,
+    JobState,
+    Progress,
+    interrupt,
+    transition,
+)
 from .pool import Outcome, ProcessPool, Worker
 from .tasks import Task, lookup
 
 log = logging.getLogger("conveyor.scheduler")
 
 Clock = Callable[[], float]
-
-JobSpec = tuple[str, list[Any], dict[str, Any], JobOptions]  # task, args, kwargs, overrides
 
 
 @dataclass(eq=False)
@@ -70,10 +78,12 @@ class Scheduler:
         self._max_interruptions = max_interruptions
         self._clock = clock
         self._ready: asyncio.Queue[str] = asyncio.Queue()
+        self._scheduled = DueQueue(clock)
         self._canceling: set[str] = set()  # queued jobs being canceled: never start them
         self._runs: dict[str, _Run] = {}
         self._owned: set[asyncio.Task[Any]] = set()
         self._dispatcher: asyncio.Task[None] | None = None
+        self._waker: asyncio.Task[None] | None = None
         self._closing = False
 
     async def __aenter__(self) -> Scheduler:
@@ -98,16 +108,21 @@ class Scheduler:
             log.warning("recovered %d job(s) left running by a previous run", len(recovered))
         for job_id in await self._db.ids_in_state(JobState.QUEUED):
             self._ready.put_nowait(job_id)
-        self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+        for due_at, job_id in await self._db.scheduled():
+            self._scheduled.add(due_at, job_id)
+        loop = asyncio.get_running_loop()
+        self._dispatcher = loop.create_task(self._dispatch())
+        self._waker = loop.create_task(self._wake_scheduled())
 
     async def close(self) -> None:
         """Stop dispatching; stop the running jobs and requeue them for the next start."""
         if self._closing:
             return
         self._closing = True
-        if self._dispatcher is not None:
-            self._dispatcher.cancel()
-            await asyncio.gather(self._dispatcher, return_exceptions=True)
+        for loop_task in (self._dispatcher, self._waker):
+            if loop_task is not None:
+                loop_task.cancel()
+                await asyncio.gather(loop_task, return_exceptions=True)
         for run in list(self._runs.values()):
             run.interrupted = True
             if run.worker is not None:
@@ -116,19 +131,13 @@ class Scheduler:
 
     # -- what the app asks for ----------------------------------------------------------------
 
-    async def submit(
-        self,
-        task: str,
-        args: list[Any],
-        kwargs: dict[str, Any],
-        options: JobOptions | None = None,
-    ) -> Job:
-        """Create a queued job; it exists (committed) when this returns.
+    async def submit(self, spec: JobSpec) -> Job:
+        """Create a job, queued or (with a future ``run_at``) scheduled; committed on return.
 
-        ``options`` override the task's own. Raises UnknownTask, InvalidArguments when the
-        arguments do not bind to the task's signature, or InvalidOptions.
+        Raises UnknownTask, InvalidArguments when the arguments do not bind to the task's
+        signature, or InvalidOptions.
         """
-        job = self._new_job((task, args, kwargs, options or JobOptions()))
+        job = self._new_job(spec)
         await self._enqueue([job])
         return job
 
@@ -144,22 +153,39 @@ class Scheduler:
         return jobs
 
     def _new_job(self, spec: JobSpec) -> Job:
-        name, args, kwargs, overrides = spec
-        task = lookup(self._tasks, name)
-        task.check_arguments(args, kwargs)
-        options = task.options.merged(overrides)
+        task = lookup(self._tasks, spec.task)
+        task.check_arguments(spec.args, spec.kwargs)
+        options = task.options.merged(spec.options)
         problem = options.problem()
         if problem is not None:
-            raise InvalidOptions(name, problem)
+            raise InvalidOptions(spec.task, problem)
+        now = self._clock()
+        later = spec.run_at is not None and spec.run_at > now
         return Job(
-            id=str(uuid.uuid4()), task=name, args=args, kwargs=kwargs,
-            state=JobState.QUEUED, created_at=self._clock(), options=options,
+            id=str(uuid.uuid4()), task=spec.task, args=spec.args, kwargs=spec.kwargs,
+            state=JobState.SCHEDULED if later else JobState.QUEUED, created_at=now,
+            options=options, scheduled_at=spec.run_at if later else None,
         )  # fmt: skip
 
     async def _enqueue(self, jobs: list[Job]) -> None:
         await self._db.insert(*jobs)
         for job in jobs:  # queued only once committed
-            self._ready.put_nowait(job.id)
+            if job.state is JobState.SCHEDULED and job.scheduled_at is not None:
+                self._scheduled.add(job.scheduled_at, job.id)
+            else:
+                self._ready.put_nowait(job.id)
+
+    async def _wake_scheduled(self) -> None:
+        """Queue scheduled jobs as they come due: never before their time."""
+        while True:
+            for job_id in await self._scheduled.due():
+                change = functools.partial(_make_due, at=self._clock())
+                try:
+                    due = await self._db.update(job_id, change)
+                except JobNotFound:
+                    continue
+                if due is not None:
+                    self._ready.put_nowait(job_id)
 
     async def cancel(self, job_id: str) -> Job:
         """Cancel a queued or running job; return it once it is canceled and its process gone.
@@ -348,8 +374,14 @@ def _claim(job: Job, at: float) -> Job | None:
     return None
 
 
+def _make_due(job: Job, at: float) -> Job | None:
+    if job.state is JobState.SCHEDULED:  # not canceled meanwhile
+        return transition(job, JobState.QUEUED, at)
+    return None
+
+
 def _cancel_waiting(job: Job, at: float) -> Job | None:
-    if job.state is JobState.QUEUED:
+    if job.state in (JobState.SCHEDULED, JobState.QUEUED):
         return transition(job, JobState.CANCELED, at)
     return None
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .jobs import Job, JobOptions, JobState, isoformat
+from .jobs import Job, JobOptions, JobSpec, JobState, isoformat
 
 MAX_JOBS_PER_BATCH = 1000
 # orjson writes at most 254 levels; a job's arguments travel inside a few more (the worker
@@ -41,9 +42,30 @@ class SubmitJob(BaseModel):
         None, gt=0, description="raise service.SoftTimeout inside the job after this long"
     )
 
-    def options(self) -> JobOptions:
-        """The options this request sets; the task's own fill in the rest."""
-        return JobOptions(timeout_s=self.timeout_s, soft_timeout_s=self.soft_timeout_s)
+    delay_s: float | None = Field(None, ge=0, description="run no sooner than this from now")
+    run_at: str | None = Field(None, description="run no sooner than this ISO-8601 time")
+
+    @field_validator("run_at")
+    @classmethod
+    def _a_time(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_time(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_start(self) -> SubmitJob:
+        if self.delay_s is not None and self.run_at is not None:
+            raise ValueError("give delay_s or run_at, not both")
+        return self
+
+    def spec(self, now: float) -> JobSpec:
+        """What to create; options the request leaves out come from the task."""
+        options = JobOptions(timeout_s=self.timeout_s, soft_timeout_s=self.soft_timeout_s)
+        if self.delay_s is not None:
+            run_at: float | None = now + self.delay_s
+        else:
+            run_at = None if self.run_at is None else parse_time(self.run_at)
+        return JobSpec(self.task, self.args, self.kwargs, options, run_at)
 
     @field_validator("args", "kwargs")
     @classmethod
@@ -91,6 +113,17 @@ class JobsQuery(BaseModel):
         return position
 
 
+def parse_time(text: str) -> float:
+    """Epoch seconds of an ISO-8601 time (UTC when it names no zone); ValueError if not one."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not an ISO-8601 time: {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
 def parse_id(text: str) -> int | None:
     """A non-negative integer id as text, or None: ASCII digits only, within SQLite's range."""
     text = text.strip()
@@ -114,4 +147,5 @@ def job_json(job: Job) -> dict[str, Any]:
         "created_at": isoformat(job.created_at),
         "started_at": isoformat(job.started_at),
         "finished_at": isoformat(job.finished_at),
+        "scheduled_at": isoformat(job.scheduled_at),
     }

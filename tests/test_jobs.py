@@ -31,7 +31,8 @@ Q, R, S, F, C = (
     JobState.CANCELED,
 )
 
-ALLOWED = {(Q, R), (Q, C), (R, S), (R, F), (R, C), (R, Q)}
+SCH = JobState.SCHEDULED
+ALLOWED = {(SCH, Q), (SCH, C), (Q, R), (Q, C), (R, S), (R, F), (R, C), (R, Q)}
 REFUSED = sorted(set(product(JobState, JobState)) - ALLOWED)
 
 
@@ -49,7 +50,7 @@ def make_job(state: JobState = Q, **changes: Any) -> Job:
 
 
 def test_states_split_into_active_and_terminal() -> None:
-    assert {Q, R} == ACTIVE
+    assert {SCH, Q, R} == ACTIVE
     assert {S, F, C} == TERMINAL
     assert not ACTIVE & TERMINAL
     assert set(JobState) == ACTIVE | TERMINAL

@@ -12,7 +12,7 @@ import pytest
 from service.db import Database
 from service.errors import InvalidTransition
 from service.events import Broker
-from service.jobs import Job, JobState, Progress
+from service.jobs import Job, JobSpec, JobState, Progress
 from service.pool import ProcessPool
 from service.protocol import MAX_ERROR_MESSAGE_CHARS, MAX_PROGRESS_MESSAGE_CHARS
 from service.scheduler import Scheduler
@@ -30,7 +30,7 @@ class Service:
     scheduler: Scheduler
 
     async def submit(self, task: str, *args: Any) -> Job:
-        return await self.scheduler.submit(T + task, list(args), {})
+        return await self.scheduler.submit(JobSpec(T + task, list(args)))
 
     async def wait_state(self, job_id: str, *states: JobState) -> Job:
         async def reached() -> Job | None:
