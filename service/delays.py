@@ -6,6 +6,8 @@ import asyncio
 import heapq
 from collections.abc import Callable
 
+MAX_WAIT_S = 1.0
+
 
 class DueQueue:
     """Job ids with the epoch second each becomes due; ``due()`` waits for the next ones.
@@ -35,7 +37,9 @@ class DueQueue:
                 if wait_s <= 0:
                     return self._pop_due()
                 try:
-                    async with asyncio.timeout(wait_s):
+                    # look at the wall clock again at least every second: it can jump (NTP,
+                    # a suspended machine) where the loop's monotonic clock does not
+                    async with asyncio.timeout(min(wait_s, MAX_WAIT_S)):
                         await self._changed.wait()
                 except TimeoutError:
                     pass

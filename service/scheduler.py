@@ -46,6 +46,8 @@ log = logging.getLogger("conveyor.scheduler")
 
 Clock = Callable[[], float]
 
+RETRY_DUE_S = 1.0  # after a failed write, how soon to try to start or queue a job again
+
 
 @dataclass(eq=False)
 class _Run:
@@ -178,14 +180,18 @@ class Scheduler:
     async def _wake_scheduled(self) -> None:
         """Queue scheduled jobs as they come due: never before their time."""
         while True:
-            for job_id in await self._scheduled.due():
-                change = functools.partial(_make_due, at=self._clock())
-                try:
-                    due = await self._db.update(job_id, change)
-                except JobNotFound:
-                    continue
-                if due is not None:
+            job_ids = await self._scheduled.due()
+            change = functools.partial(_make_due, at=self._clock())
+            # all in one go: a burst that comes due together shares one commit
+            writes = [self._db.update_soon(job_id, change) for job_id in job_ids]
+            for job_id, outcome in zip(
+                job_ids, await asyncio.gather(*writes, return_exceptions=True), strict=True
+            ):
+                if isinstance(outcome, Job):
                     self._ready.put_nowait(job_id)
+                elif isinstance(outcome, Exception) and not isinstance(outcome, JobNotFound):
+                    log.error("job %s: cannot make it due (%s); trying again", job_id, outcome)
+                    self._scheduled.add(self._clock() + RETRY_DUE_S, job_id)
 
     async def cancel(self, job_id: str) -> Job:
         """Cancel a queued or running job; return it once it is canceled and its process gone.
@@ -280,7 +286,13 @@ class Scheduler:
         # Written behind, not awaited: once a job has a run nothing else may change its state,
         # and the writer applies this before the job's progress and outcome. The store journals
         # the start first, so a crash before the commit still counts the attempt (see start()).
-        claim = self._db.start_soon(run.job_id, job.attempt + 1, lambda j: _claim(j, now))
+        try:
+            claim = self._db.start_soon(run.job_id, job.attempt + 1, lambda j: _claim(j, now))
+        except OSError as exc:  # the journal cannot be written (a full disk): not now
+            log.error("job %s: cannot journal its start (%s); trying again", run.job_id, exc)
+            self._pool.release(worker)
+            asyncio.get_running_loop().call_later(RETRY_DUE_S, self._ready.put_nowait, run.job_id)
+            return None
         claim.add_done_callback(_log_failure)
         run.worker = worker
         return transition(job, JobState.RUNNING, now), worker
@@ -375,7 +387,8 @@ def _claim(job: Job, at: float) -> Job | None:
 
 
 def _make_due(job: Job, at: float) -> Job | None:
-    if job.state is JobState.SCHEDULED:  # not canceled meanwhile
+    # not canceled meanwhile, and this is its time, not an earlier one it had before
+    if job.state is JobState.SCHEDULED and (job.scheduled_at or 0.0) <= at:
         return transition(job, JobState.QUEUED, at)
     return None
 

@@ -14,6 +14,8 @@ MAX_JOBS_PER_BATCH = 1000
 # message, a batch response), so deeper nesting is refused at the door instead of breaking later
 MAX_ARGUMENT_DEPTH = 64
 MAX_ID = 2**63 - 1  # cursors and event ids are SQLite integers
+MAX_DELAY_S = 100 * 365 * 24 * 3600.0
+LATEST_TIME = datetime(9999, 12, 31, tzinfo=UTC).timestamp()  # the last that ISO-8601 shows
 
 
 def json_depth(value: Any) -> int:
@@ -42,7 +44,9 @@ class SubmitJob(BaseModel):
         None, gt=0, description="raise service.SoftTimeout inside the job after this long"
     )
 
-    delay_s: float | None = Field(None, ge=0, description="run no sooner than this from now")
+    delay_s: float | None = Field(
+        None, ge=0, le=MAX_DELAY_S, description="run no sooner than this from now"
+    )
     run_at: str | None = Field(None, description="run no sooner than this ISO-8601 time")
 
     @field_validator("run_at")
@@ -121,6 +125,8 @@ def parse_time(text: str) -> float:
         raise ValueError(f"not an ISO-8601 time: {text!r}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
+    if moment.timestamp() > LATEST_TIME:
+        raise ValueError(f"{text!r} is past the year 9999")
     return moment.timestamp()
 
 

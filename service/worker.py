@@ -142,16 +142,32 @@ class Runner:
             self._loop = asyncio.new_event_loop()
             asyncio.set_event_loop(self._loop)
         job = self._loop.create_task(awaitable)
+        fired: list[bool] = []
         timer = None
         if soft_timeout_s is not None:
-            timer = self._loop.call_later(soft_timeout_s, _interrupt_softly, job, soft_timeout_s)
+            timer = self._loop.call_later(
+                soft_timeout_s, _interrupt_softly, job, soft_timeout_s, fired
+            )
         try:
             return self._loop.run_until_complete(job)
-        except asyncio.CancelledError:  # the soft timeout could only cancel it
-            raise SoftTimeout(_soft_message(soft_timeout_s)) from None
+        except asyncio.CancelledError as exc:  # not an Exception: it would end the worker
+            if fired:  # the soft timeout could only cancel it
+                raise SoftTimeout(_soft_message(soft_timeout_s)) from None
+            raise RuntimeError("the task was cancelled") from exc
         finally:
             if timer is not None:
                 timer.cancel()
+            self._drain()
+
+    def _drain(self) -> None:
+        """Cancel what a job left behind on the loop (its own tasks), before the next job."""
+        import asyncio
+
+        leftovers = asyncio.all_tasks(self._loop)
+        for leftover in leftovers:
+            leftover.cancel()
+        if leftovers:
+            self._loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
 
 
 def _soft_message(soft_timeout_s: float | None) -> str:
@@ -165,11 +181,12 @@ def _soft_alarm(soft_timeout_s: float) -> Callable[[int, FrameType | None], None
     return on_alarm
 
 
-def _interrupt_softly(job: Any, soft_timeout_s: float) -> None:
+def _interrupt_softly(job: Any, soft_timeout_s: float, fired: list[bool]) -> None:
     """Raise SoftTimeout where the coroutine waits: in the future it awaits, when that future
     is its own (a sleep, a read); otherwise only a cancel can reach it."""
     import asyncio
 
+    fired.append(True)
     waiter = getattr(job, "_fut_waiter", None)  # the future the task is suspended on
     if (
         isinstance(waiter, asyncio.Future)

@@ -200,3 +200,23 @@ def stubborn(seconds: float) -> str:
 async def async_sleep(seconds: float) -> float:
     await asyncio.sleep(seconds)
     return seconds
+
+
+@task
+async def fan_out(marker: str) -> None:
+    """Children that tick into ``marker`` until they are cancelled."""
+
+    async def tick() -> None:
+        while True:
+            with open(marker, "a") as f:
+                f.write("tick\n")
+            await asyncio.sleep(0.02)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(3):
+            group.create_task(tick())
+
+
+@task
+async def cancels_itself() -> None:
+    raise asyncio.CancelledError

@@ -77,6 +77,8 @@ async def test_a_canceled_scheduled_job_never_runs(client: httpx.AsyncClient) ->
         {"delay_s": -1},
         {"run_at": "tomorrow"},
         {"run_at": 1234},
+        {"run_at": "9999-12-31T23:59:59-01:00"},
+        {"delay_s": 1e12},
     ],
 )
 async def test_bad_delays_are_400(client: httpx.AsyncClient, body: dict[str, Any]) -> None:

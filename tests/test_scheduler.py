@@ -12,7 +12,7 @@ import pytest
 from service.db import Database
 from service.errors import InvalidTransition
 from service.events import Broker
-from service.jobs import Job, JobSpec, JobState, Progress
+from service.jobs import Job, JobOptions, JobSpec, JobState, Progress
 from service.pool import ProcessPool
 from service.protocol import MAX_ERROR_MESSAGE_CHARS, MAX_PROGRESS_MESSAGE_CHARS
 from service.scheduler import Scheduler
@@ -136,3 +136,26 @@ async def test_a_start_the_service_died_before_recording_still_counts(
         assert ended.attempt == 1
     else:  # requeued as an interrupted attempt 1, then run again as attempt 2
         assert (ended.attempt, ended.interruptions, ended.result) == (2, 1, 3)
+
+
+async def test_a_soft_timeout_leaves_no_child_tasks_behind(
+    one_worker: Service, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ticks"
+    spec = JobSpec(T + "fan_out", [str(marker)], options=JobOptions(soft_timeout_s=0.2))
+    fanned = await one_worker.scheduler.submit(spec)
+    job = await one_worker.wait_state(fanned.id, JobState.FAILED, JobState.SUCCEEDED)
+    assert job.error is not None and job.error.type == "SoftTimeout"
+    ticks = len(marker.read_text().split())
+    after = await one_worker.submit("async_sleep", 0.3)  # the same worker, the same loop
+    await one_worker.wait_state(after.id, JobState.SUCCEEDED)
+    assert len(marker.read_text().split()) == ticks
+
+
+async def test_a_task_that_cancels_itself_is_not_a_soft_timeout(one_worker: Service) -> None:
+    job = await one_worker.wait_state(
+        (await one_worker.submit("cancels_itself")).id, JobState.FAILED
+    )
+    assert job.error is not None and job.error.type == "RuntimeError"
+    ok = await one_worker.submit("add", 1, 1)
+    assert (await one_worker.wait_state(ok.id, JobState.SUCCEEDED)).result == 2
