@@ -336,6 +336,18 @@ def _add_job_routes(app: Quart) -> None:
             )  # fmt: skip
         return json_response(job_json(job))
 
+    @app.post("/jobs/<job_id>/retry")
+    async def retry(job_id: str) -> Any:
+        try:
+            job = await runtime().scheduler.retry(job_id)
+        except InvalidTransition as exc:
+            current = await runtime().db.get_job(job_id)
+            return error_response(
+                409, "conflict", f"job {job_id} is {exc.current}; only a failed or canceled "
+                "job can be retried", state=exc.current, job=job_json(current),
+            )  # fmt: skip
+        return json_response(job_json(job))
+
 
 def _add_stream_routes(app: Quart) -> None:
     @app.get("/jobs/<job_id>/events")

@@ -24,6 +24,7 @@ import orjson
 from .errors import JobNotFound, ServiceError, StoreUnavailable
 from .jobs import (
     ACTIVE,
+    Attempt,
     Event,
     Job,
     JobError,
@@ -73,6 +74,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN scheduled_at REAL;  -- epoch seconds: when it becomes due
     """,
+    """
+    ALTER TABLE jobs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]';  -- JSON: ended runs
+    """,
 )
 
 PRAGMAS = (
@@ -84,18 +89,19 @@ PRAGMAS = (
 
 _JOB_COLUMNS = (
     "id, task, args, kwargs, state, attempt, interruptions, progress, result, error, "
-    "created_at, started_at, finished_at, seq, options, scheduled_at"
+    "created_at, started_at, finished_at, seq, options, scheduled_at, retries, attempts"
 )
 SELECT_JOB = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?"
 SELECT_IDS_IN_STATE = "SELECT id FROM jobs WHERE state = ? ORDER BY seq"
 INSERT_JOB = (
     "INSERT INTO jobs (id, task, args, kwargs, state, attempt, interruptions, progress, result, "
-    "error, created_at, started_at, finished_at, options, scheduled_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "error, created_at, started_at, finished_at, options, scheduled_at, retries, attempts) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 UPDATE_JOB = (
     "UPDATE jobs SET state = ?, attempt = ?, interruptions = ?, progress = ?, result = ?, "
-    "error = ?, started_at = ?, finished_at = ?, scheduled_at = ? WHERE id = ?"
+    "error = ?, started_at = ?, finished_at = ?, scheduled_at = ?, retries = ?, attempts = ? "
+    "WHERE id = ?"
 )
 SELECT_SCHEDULED = "SELECT id, scheduled_at FROM jobs WHERE state = 'scheduled'"
 INSERT_EVENT = "INSERT INTO events (id, job_id, kind, at, data) VALUES (?, ?, ?, ?, ?)"
@@ -126,13 +132,13 @@ def job_to_row(job: Job) -> tuple[Any, ...]:
         None if job.state is not JobState.SUCCEEDED else _dumps(job.result),
         None if job.error is None else _dumps(job.error.as_dict()),
         job.created_at, job.started_at, job.finished_at, _dumps(job.options.as_dict()),
-        job.scheduled_at,
+        job.scheduled_at, job.retries, _dumps([a.as_dict() for a in job.attempts]),
     )  # fmt: skip
 
 
 def _update_params(job: Job) -> tuple[Any, ...]:
     row = job_to_row(job)
-    return (*row[4:10], job.started_at, job.finished_at, job.scheduled_at, job.id)
+    return (*row[4:10], *row[11:13], *row[14:], job.id)
 
 
 def row_to_job(row: Sequence[Any]) -> Job:
@@ -144,6 +150,7 @@ def row_to_job(row: Sequence[Any]) -> Job:
         result=None if row[8] is None else orjson.loads(row[8]), error=error,
         created_at=row[10], started_at=row[11], finished_at=row[12],
         options=JobOptions.from_dict(orjson.loads(row[14])), scheduled_at=row[15],
+        retries=row[16], attempts=tuple(Attempt.from_dict(a) for a in orjson.loads(row[17])),
     )  # fmt: skip
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -27,13 +28,21 @@ TERMINAL: frozenset[JobState] = frozenset({JobState.SUCCEEDED, JobState.FAILED, 
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.SCHEDULED: frozenset({JobState.QUEUED, JobState.CANCELED}),
     JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELED}),
-    # back to QUEUED: the service stopped or died under the job, which runs again
+    # back to QUEUED: the service stopped or died under the job, which runs again;
+    # to SCHEDULED: it failed and waits for its retry
     JobState.RUNNING: frozenset(
-        {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED, JobState.QUEUED}
+        {
+            JobState.SUCCEEDED,
+            JobState.FAILED,
+            JobState.CANCELED,
+            JobState.QUEUED,
+            JobState.SCHEDULED,
+        }
     ),
     JobState.SUCCEEDED: frozenset(),
-    JobState.FAILED: frozenset(),
-    JobState.CANCELED: frozenset(),
+    # queued again only on request (POST /jobs/<id>/retry): the same job, a new attempt
+    JobState.FAILED: frozenset({JobState.QUEUED}),
+    JobState.CANCELED: frozenset({JobState.QUEUED}),
 }
 
 
@@ -60,11 +69,41 @@ class JobError:
 
 
 @dataclass(frozen=True, slots=True)
+class Attempt:
+    """One run of a job that has ended, kept as the job's history."""
+
+    number: int
+    started_at: float | None
+    finished_at: float
+    outcome: str  # the state it led to, or "retried", "interrupted"
+    error: JobError | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number, "started_at": self.started_at,
+            "finished_at": self.finished_at, "outcome": self.outcome,
+            "error": None if self.error is None else self.error.as_dict(),
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Attempt:
+        error = values.get("error")
+        return cls(
+            values["number"], values["started_at"], values["finished_at"], values["outcome"],
+            None if error is None else JobError(**error),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
 class JobOptions:
     """How a job runs: set per task in ``@task(...)`` and per job on submit (the job's wins)."""
 
     timeout_s: float | None = None  # hard limit: the job's process tree is killed
     soft_timeout_s: float | None = None  # SoftTimeout is raised inside the task first
+    max_retries: int | None = None  # failures retried before the job fails for good
+    retry_backoff_s: float | None = None  # the first retry's wait; doubled for each one after
+    retry_backoff_max_s: float | None = None  # the longest wait
+    retry_on: tuple[str, ...] | None = None  # error types worth a retry; None: any
 
     def merged(self, overrides: JobOptions) -> JobOptions:
         """These options with every value ``overrides`` sets put in their place."""
@@ -89,12 +128,22 @@ class JobOptions:
         return None
 
     def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if self.retry_on is not None:
+            values["retry_on"] = list(self.retry_on)
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> JobOptions:
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        fields = {k: v for k, v in values.items() if k in known}
+        if fields.get("retry_on") is not None:
+            fields["retry_on"] = tuple(fields["retry_on"])
+        return cls(**fields)
+
+
+# What a job gets for the options neither its task nor its submit sets.
+DEFAULT_OPTIONS = JobOptions(max_retries=0, retry_backoff_s=1.0, retry_backoff_max_s=300.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +174,8 @@ class Job:
     finished_at: float | None = None
     options: JobOptions = field(default_factory=JobOptions)
     scheduled_at: float | None = None  # when a scheduled job becomes due
+    retries: int = 0  # failures retried so far (not the interruptions)
+    attempts: tuple[Attempt, ...] = ()  # every run that ended, oldest first
 
     @property
     def is_terminal(self) -> bool:
@@ -160,7 +211,29 @@ def transition(job: Job, target: JobState, at: float, **changes: Any) -> Job:
         changes.setdefault("finished_at", at)
     elif target is JobState.QUEUED:
         changes.setdefault("progress", None)
+        if job.state in TERMINAL:  # a retry on request: a fresh start, its history kept
+            changes.update(finished_at=None, result=None, error=None, retries=0)
+    if job.state is JobState.RUNNING and target is not JobState.RUNNING:
+        outcome = changes.pop("outcome", target.value)
+        ended = Attempt(job.attempt, job.started_at, at, outcome, changes.get("error"))
+        changes["attempts"] = (*job.attempts, ended)
     return dataclasses.replace(job, state=target, **changes)
+
+
+def retry_delay_s(options: JobOptions, retry: int, rand: Callable[[], float]) -> float:
+    """How long retry number ``retry`` (1 for the first) waits: exponential, capped, half of it
+    jittered so that jobs failing together do not all come back together."""
+    base_s = options.retry_backoff_s or DEFAULT_OPTIONS.retry_backoff_s or 1.0
+    cap_s = options.retry_backoff_max_s or DEFAULT_OPTIONS.retry_backoff_max_s or base_s
+    wait_s = min(cap_s, base_s * 2.0 ** min(retry - 1, 64))
+    return wait_s / 2 + rand() * wait_s / 2
+
+
+def retries_left(job: Job, error: JobError) -> bool:
+    """Whether ``job``, failing with ``error``, has a retry to spend on it."""
+    if job.retries >= (job.options.max_retries or 0):
+        return False
+    return job.options.retry_on is None or error.type in job.options.retry_on
 
 
 def state_event_data(job: Job) -> dict[str, Any]:
@@ -198,4 +271,4 @@ def interrupt(job: Job, at: float, max_interruptions: int) -> Job:
             f"(CONVEYOR_MAX_INTERRUPTIONS is {max_interruptions})",
         )
         return transition(job, JobState.FAILED, at, error=error, interruptions=interruptions)
-    return transition(job, JobState.QUEUED, at, interruptions=interruptions)
+    return transition(job, JobState.QUEUED, at, interruptions=interruptions, outcome="interrupted")

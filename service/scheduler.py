@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import random
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
@@ -30,6 +31,7 @@ from .errors import (
     UnknownTask,
 )
 from .jobs import (
+    DEFAULT_OPTIONS,
     TERMINAL,
     Job,
     JobError,
@@ -37,6 +39,8 @@ from .jobs import (
     JobState,
     Progress,
     interrupt,
+    retries_left,
+    retry_delay_s,
     transition,
 )
 from .pool import Outcome, ProcessPool, Worker
@@ -73,12 +77,14 @@ class Scheduler:
         *,
         max_interruptions: int,
         clock: Clock = time.time,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self._db = db
         self._pool = pool
         self._tasks = tasks
         self._max_interruptions = max_interruptions
         self._clock = clock
+        self._rand = rand  # the jitter of retry back-offs
         self._ready: asyncio.Queue[str] = asyncio.Queue()
         self._scheduled = DueQueue(clock)
         self._canceling: set[str] = set()  # queued jobs being canceled: never start them
@@ -157,7 +163,7 @@ class Scheduler:
     def _new_job(self, spec: JobSpec) -> Job:
         task = lookup(self._tasks, spec.task)
         task.check_arguments(spec.args, spec.kwargs)
-        options = task.options.merged(spec.options)
+        options = DEFAULT_OPTIONS.merged(task.options).merged(spec.options)
         problem = options.problem()
         if problem is not None:
             raise InvalidOptions(spec.task, problem)
@@ -339,14 +345,27 @@ class Scheduler:
             change = _ending(JobState.CANCELED, now)
         elif outcome.killed and run.timed_out:
             error = JobError("Timeout", f"the job ran longer than its timeout_s ({run.timeout_s})")
-            change = _ending(JobState.FAILED, now, error=error)
+            change = functools.partial(_failing, error=error, at=now, rand=self._rand)
         elif outcome.killed:  # a clean stop, not the job's fault: queued again, not counted
-            change = _ending(JobState.QUEUED, now)
+            change = _ending(JobState.QUEUED, now, outcome="interrupted")
         elif outcome.ok:
             change = _ending(JobState.SUCCEEDED, now, result=outcome.result)
         else:
-            change = _ending(JobState.FAILED, now, error=outcome.error)
-        await self._db.update(run.job_id, change)
+            assert outcome.error is not None
+            change = functools.partial(_failing, error=outcome.error, at=now, rand=self._rand)
+        settled = await self._db.update(run.job_id, change)
+        if settled is not None and settled.state is JobState.SCHEDULED:  # to retry, later
+            self._scheduled.add(settled.scheduled_at or now, settled.id)
+
+    async def retry(self, job_id: str) -> Job:
+        """Queue a failed or canceled job again: the same job, a new attempt, its history kept.
+
+        Raises JobNotFound, or InvalidTransition for a job in another state.
+        """
+        retried = await self._db.update(job_id, functools.partial(_rerun, at=self._clock()))
+        assert retried is not None
+        self._ready.put_nowait(job_id)
+        return retried
 
     def on_progress(self, job_id: str, progress: Progress) -> None:
         """Called by the pool, in order with the job's other messages."""
@@ -384,6 +403,25 @@ def _claim(job: Job, at: float) -> Job | None:
     if job.state is JobState.QUEUED:
         return transition(job, JobState.RUNNING, at)
     return None
+
+
+def _failing(job: Job, *, error: JobError, at: float, rand: Callable[[], float]) -> Job | None:
+    """The running job after ``error``: scheduled for a retry if its policy has one left."""
+    if job.state in TERMINAL:
+        return None
+    if retries_left(job, error):
+        wait_s = retry_delay_s(job.options, job.retries + 1, rand)
+        return transition(
+            job, JobState.SCHEDULED, at, error=error, retries=job.retries + 1,
+            scheduled_at=at + wait_s, outcome="retried",
+        )  # fmt: skip
+    return transition(job, JobState.FAILED, at, error=error)
+
+
+def _rerun(job: Job, at: float) -> Job:
+    if job.state not in (JobState.FAILED, JobState.CANCELED):
+        raise InvalidTransition(job.id, job.state, JobState.QUEUED)
+    return transition(job, JobState.QUEUED, at)
 
 
 def _make_due(job: Job, at: float) -> Job | None:

@@ -44,6 +44,12 @@ class SubmitJob(BaseModel):
         None, gt=0, description="raise service.SoftTimeout inside the job after this long"
     )
 
+    max_retries: int | None = Field(None, ge=0, le=1000, description="failures to retry")
+    retry_backoff_s: float | None = Field(None, gt=0, description="the first retry's wait")
+    retry_backoff_max_s: float | None = Field(None, gt=0, description="the longest wait")
+    retry_on: list[str] | None = Field(
+        None, max_length=100, description="error types worth a retry (default: any)"
+    )
     delay_s: float | None = Field(
         None, ge=0, le=MAX_DELAY_S, description="run no sooner than this from now"
     )
@@ -64,7 +70,12 @@ class SubmitJob(BaseModel):
 
     def spec(self, now: float) -> JobSpec:
         """What to create; options the request leaves out come from the task."""
-        options = JobOptions(timeout_s=self.timeout_s, soft_timeout_s=self.soft_timeout_s)
+        options = JobOptions(
+            timeout_s=self.timeout_s, soft_timeout_s=self.soft_timeout_s,
+            max_retries=self.max_retries, retry_backoff_s=self.retry_backoff_s,
+            retry_backoff_max_s=self.retry_backoff_max_s,
+            retry_on=None if self.retry_on is None else tuple(self.retry_on),
+        )  # fmt: skip
         if self.delay_s is not None:
             run_at: float | None = now + self.delay_s
         else:
@@ -154,4 +165,13 @@ def job_json(job: Job) -> dict[str, Any]:
         "started_at": isoformat(job.started_at),
         "finished_at": isoformat(job.finished_at),
         "scheduled_at": isoformat(job.scheduled_at),
+        "retries": job.retries,
+        "attempts": [
+            {
+                **attempt.as_dict(),
+                "started_at": isoformat(attempt.started_at),
+                "finished_at": isoformat(attempt.finished_at),
+            }
+            for attempt in job.attempts
+        ],
     }

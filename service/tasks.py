@@ -113,6 +113,10 @@ def task(
     name: str | None = None,
     timeout_s: float | None = None,
     soft_timeout_s: float | None = None,
+    max_retries: int | None = None,
+    retry_backoff_s: float | None = None,
+    retry_backoff_max_s: float | None = None,
+    retry_on: Iterable[str | type[BaseException]] | None = None,
 ) -> Callable[[F], F]: ...
 def task(
     fn: Callable[..., Any] | None = None,
@@ -121,6 +125,10 @@ def task(
     name: str | None = None,
     timeout_s: float | None = None,
     soft_timeout_s: float | None = None,
+    max_retries: int | None = None,
+    retry_backoff_s: float | None = None,
+    retry_backoff_max_s: float | None = None,
+    retry_on: Iterable[str | type[BaseException]] | None = None,
 ) -> Any:
     """Register a function as a task, named ``"<module>.<function>"`` unless ``name`` is given.
 
@@ -134,15 +142,17 @@ def task(
         async def build(pages: int) -> dict: ...
 
     ``timeout_s`` kills the job's process tree once it has run that long (it fails with
-    ``Timeout``); ``soft_timeout_s`` raises ``service.SoftTimeout`` inside it first. A job
-    submitted with its own values uses those instead.
+    ``Timeout``); ``soft_timeout_s`` raises ``service.SoftTimeout`` inside it first. A failed
+    job is retried up to ``max_retries`` times (only for the error types in ``retry_on``, if
+    given), after ``retry_backoff_s``, doubled each time up to ``retry_backoff_max_s``, with
+    jitter. A job submitted with its own values uses those instead.
     """
-    options = JobOptions(timeout_s=timeout_s, soft_timeout_s=soft_timeout_s)
-    for option, value in options.as_dict().items():
-        if value is not None and not (isinstance(value, int | float) and value > 0):
-            raise ValueError(f"@task({option}=...) must be a number of seconds > 0, got {value!r}")
-    if options.problem() is not None:
-        raise ValueError(f"@task: {options.problem()}")
+    options = JobOptions(
+        timeout_s=timeout_s, soft_timeout_s=soft_timeout_s, max_retries=max_retries,
+        retry_backoff_s=retry_backoff_s, retry_backoff_max_s=retry_backoff_max_s,
+        retry_on=None if retry_on is None else tuple(_type_name(t) for t in retry_on),
+    )  # fmt: skip
+    _check_options(options)
 
     def register(fn: F) -> F:
         if not callable(fn):
@@ -158,6 +168,22 @@ def task(
         return fn
 
     return register if fn is None else register(fn)
+
+
+def _type_name(error_type: str | type[BaseException]) -> str:
+    return error_type if isinstance(error_type, str) else error_type.__qualname__
+
+
+def _check_options(options: JobOptions) -> None:
+    for option in ("timeout_s", "soft_timeout_s", "retry_backoff_s", "retry_backoff_max_s"):
+        value = getattr(options, option)
+        if value is not None and not (isinstance(value, int | float) and value > 0):
+            raise ValueError(f"@task({option}=...) must be a number of seconds > 0, got {value!r}")
+    retries = options.max_retries
+    if retries is not None and not (isinstance(retries, int) and retries >= 0):
+        raise ValueError(f"@task(max_retries=...) must be a whole number >= 0, got {retries!r}")
+    if options.problem() is not None:
+        raise ValueError(f"@task: {options.problem()}")
 
 
 def _origin(fn: Callable[..., Any]) -> str:

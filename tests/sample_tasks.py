@@ -220,3 +220,19 @@ async def fan_out(marker: str) -> None:
 @task
 async def cancels_itself() -> None:
     raise asyncio.CancelledError
+
+
+@task
+def flaky(marker: str, failures: int) -> int:
+    """Fail the first ``failures`` runs (counted in ``marker``), then succeed."""
+    with open(marker, "a") as f:
+        f.write("run\n")
+    runs = len(Path(marker).read_text().split())
+    if runs <= failures:
+        raise ValueError(f"run {runs} fails")
+    return runs
+
+
+@task(max_retries=2, retry_backoff_s=0.05)
+def flaky_with_policy(marker: str, failures: int) -> int:
+    return int(flaky(marker, failures))

@@ -256,6 +256,8 @@ async def test_restart_after_kill_9_requeues_running_jobs_and_keeps_queued_ones(
         await service.wait_ready()
         again = await wait_state(client, running, "succeeded")
         assert again["attempt"] == 2
+        assert again["retries"] == 0  # an interruption spends no retry
+        assert [a["outcome"] for a in again["attempts"]] == ["interrupted", "succeeded"]
         assert (await wait_state(client, queued, "succeeded"))["result"] == 42
         assert len(marker.read_text().split()) == 2  # ran twice, never at the same time
         listed = (await client.get("/jobs")).json()["jobs"]

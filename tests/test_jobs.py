@@ -32,7 +32,10 @@ Q, R, S, F, C = (
 )
 
 SCH = JobState.SCHEDULED
-ALLOWED = {(SCH, Q), (SCH, C), (Q, R), (Q, C), (R, S), (R, F), (R, C), (R, Q)}
+ALLOWED = {
+    (SCH, Q), (SCH, C), (Q, R), (Q, C), (R, S), (R, F), (R, C), (R, Q), (R, SCH),
+    (F, Q), (C, Q),  # a retry on request
+}  # fmt: skip
 REFUSED = sorted(set(product(JobState, JobState)) - ALLOWED)
 
 
@@ -85,7 +88,9 @@ def test_refused_transitions(source: JobState, target: JobState) -> None:
 
 def test_every_pair_is_either_allowed_or_refused() -> None:
     assert len(ALLOWED) + len(REFUSED) == len(JobState) ** 2
-    assert all(s in ACTIVE for s, _ in ALLOWED)  # nothing ever leaves a terminal state
+    # a finished job moves again only when a retry is asked for: back to the queue
+    assert all(s in ACTIVE or t is Q for s, t in ALLOWED)
+    assert not any(s is S for s, _ in ALLOWED)  # success is for good
 
 
 def test_starting_sets_started_at_and_counts_the_attempt() -> None:

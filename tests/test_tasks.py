@@ -174,7 +174,14 @@ def test_describe_lists_the_parameters() -> None:
         "name": "tests.renamed",
         "doc": None,
         "is_async": False,
-        "options": {"timeout_s": None, "soft_timeout_s": None},
+        "options": {
+            "timeout_s": None,
+            "soft_timeout_s": None,
+            "max_retries": None,
+            "retry_backoff_s": None,
+            "retry_backoff_max_s": None,
+            "retry_on": None,
+        },
         "params": [
             {
                 "name": "value",
