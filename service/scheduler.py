@@ -270,7 +270,8 @@ class Scheduler:
             log.exception("job %s: unexpected error in the scheduler", run.job_id)
             await self._salvage(run.job_id)
         finally:
-            del self._runs[run.job_id]
+            if self._runs.get(run.job_id) is run:  # a retry on request may have begun anew
+                del self._runs[run.job_id]
             run.done.set()
 
     async def _start(self, run: _Run, worker: Worker) -> tuple[Job, Worker] | None:
