@@ -184,6 +184,32 @@ class ServiceProcess:
 
 
 @pytest.fixture
+async def client(server: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the in-process server."""
+    async with httpx.AsyncClient(base_url=server, timeout=10) as client:
+        yield client
+
+
+async def submit_job(client: httpx.AsyncClient, task: str, *args: Any, **fields: Any) -> str:
+    """POST /jobs for a task of tests.sample_tasks; the new job's id."""
+    body = {"task": f"{TASKS}.{task}", "args": list(args), **fields}
+    response = await client.post("/jobs", json=body)
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+async def finished(client: httpx.AsyncClient, job_id: str) -> Any:
+    """The job once it has succeeded, failed or been canceled."""
+
+    async def done() -> Any:
+        job = (await client.get(f"/jobs/{job_id}")).json()
+        return job if job["state"] in ("succeeded", "failed", "canceled") else None
+
+    return await wait_until(done, what=f"job {job_id} to finish")
+
+
+@pytest.fixture
 def service_process(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     """A factory of service subprocesses, each killed at the end of the test."""
     made: list[ServiceProcess] = []
