@@ -329,11 +329,7 @@ def _add_job_routes(app: Quart) -> None:
         try:
             job = await runtime().scheduler.cancel(job_id)
         except InvalidTransition as exc:
-            current = await runtime().db.get_job(job_id)
-            return error_response(
-                409, "conflict", f"job {job_id} is already {exc.current}; it cannot be canceled",
-                state=exc.current, job=job_json(current),
-            )  # fmt: skip
+            return await _conflict(exc, "it cannot be canceled")
         return json_response(job_json(job))
 
     @app.post("/jobs/<job_id>/retry")
@@ -341,12 +337,15 @@ def _add_job_routes(app: Quart) -> None:
         try:
             job = await runtime().scheduler.retry(job_id)
         except InvalidTransition as exc:
-            current = await runtime().db.get_job(job_id)
-            return error_response(
-                409, "conflict", f"job {job_id} is {exc.current}; only a failed or canceled "
-                "job can be retried", state=exc.current, job=job_json(current),
-            )  # fmt: skip
+            return await _conflict(exc, "only a failed or canceled job can be retried")
         return json_response(job_json(job))
+
+
+async def _conflict(exc: InvalidTransition, why: str) -> Response:
+    """409 for a job in the wrong state, with that state and the job as it is now."""
+    current = await runtime().db.get_job(exc.job_id)
+    detail = f"job {exc.job_id} is {exc.current}; {why}"
+    return error_response(409, "conflict", detail, state=exc.current, job=job_json(current))
 
 
 def _add_stream_routes(app: Quart) -> None:

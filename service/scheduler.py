@@ -374,7 +374,7 @@ class Scheduler:
         def change(job: Job) -> Job | None:
             if job.state is not JobState.RUNNING:
                 return None
-            return _with_progress(job, progress)
+            return dataclasses.replace(job, progress=progress)
 
         future = self._db.update_soon(job_id, change, kind="progress")
         future.add_done_callback(_log_failure)
@@ -447,10 +447,6 @@ def _ending(state: JobState, at: float, **changes: Any) -> Callable[[Job], Job |
         return transition(job, state, at, **changes)
 
     return change
-
-
-def _with_progress(job: Job, progress: Progress) -> Job:
-    return dataclasses.replace(job, progress=progress)
 
 
 def _log_failure(future: asyncio.Future[Any]) -> None:

@@ -199,6 +199,18 @@ async def submit_job(client: httpx.AsyncClient, task: str, *args: Any, **fields:
     return job_id
 
 
+async def wait_state(
+    client: httpx.AsyncClient, job_id: str, state: str, timeout_s: float = 15
+) -> Any:
+    """The job once it is in ``state``."""
+
+    async def reached() -> Any:
+        job = (await client.get(f"/jobs/{job_id}")).json()
+        return job if job["state"] == state else None
+
+    return await wait_until(reached, timeout_s=timeout_s, what=f"job {job_id} to be {state}")
+
+
 async def finished(client: httpx.AsyncClient, job_id: str) -> Any:
     """The job once it has succeeded, failed or been canceled."""
 

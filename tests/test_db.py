@@ -581,7 +581,7 @@ async def test_an_error_in_on_commit_does_not_replay_committed_writes(tmp_path: 
         results = await asyncio.gather(db.update("job-1", bump), db.update("job-2", bump))
         assert [r.attempt for r in results if r is not None] == [1, 1]
     async with Database(path, on_commit=lambda events: None) as db:
-        # BUG: the already-committed batch is re-run write by write: attempt 2, events 5 and 6
+        # the committed batch is not run again write by write (attempt 2, events 5 and 6)
         assert (await db.get_job("job-1")).attempt == 1
         assert [e.id for e in await db.events_after(0)] == [1, 2, 3, 4]
 
@@ -615,8 +615,7 @@ async def test_update_all_sees_writes_staged_earlier_in_the_same_transaction(
         await held
         await finished
         await recovering
-        # BUG: ids_in_state reads the table, not the batch: job-1 is handed to the change
-        # although it is already SUCCEEDED in this transaction
+        # job-1 is SUCCEEDED in this transaction already: it is not handed to the change
         assert seen == []
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,31 +11,15 @@ import pytest
 
 from service.schemas import parse_time
 
-from .conftest import ServiceProcess, wait_until
+from .conftest import ServiceProcess, wait_state
 
 T = "tests.sample_tasks."
-
-
-@pytest.fixture
-async def client(server: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server, timeout=10) as client:
-        yield client
 
 
 async def submit(client: httpx.AsyncClient, **body: Any) -> Any:
     response = await client.post("/jobs", json={"task": T + "add", "args": [1, 2], **body})
     assert response.status_code == 202, response.text
     return response.json()
-
-
-async def state_of(
-    client: httpx.AsyncClient, job_id: str, state: str, timeout_s: float = 10
-) -> Any:
-    async def reached() -> Any:
-        job = (await client.get(f"/jobs/{job_id}")).json()
-        return job if job["state"] == state else None
-
-    return await wait_until(reached, timeout_s=timeout_s, what=f"job {job_id} to be {state}")
 
 
 async def test_a_delayed_job_waits_for_its_time(client: httpx.AsyncClient) -> None:
@@ -45,7 +29,7 @@ async def test_a_delayed_job_waits_for_its_time(client: httpx.AsyncClient) -> No
     assert abs(due - parse_time(job["created_at"]) - 0.6) < 0.01
     listed = (await client.get("/jobs?state=scheduled")).json()["jobs"]
     assert [j["id"] for j in listed] == [job["id"]]
-    done = await state_of(client, job["id"], "succeeded")
+    done = await wait_state(client, job["id"], "succeeded")
     assert parse_time(done["started_at"]) >= due
     assert done["result"] == 3
 
@@ -56,7 +40,7 @@ async def test_run_at_in_the_future_and_in_the_past(client: httpx.AsyncClient) -
     assert later["state"] == "scheduled"
     past = await submit(client, run_at="2020-01-01T00:00:00")
     assert past["state"] == "queued" and past["scheduled_at"] is None
-    done = await state_of(client, later["id"], "succeeded")
+    done = await wait_state(client, later["id"], "succeeded")
     assert parse_time(done["started_at"]) >= soon.timestamp()
 
 
@@ -65,7 +49,7 @@ async def test_a_canceled_scheduled_job_never_runs(client: httpx.AsyncClient) ->
     response = await client.post(f"/jobs/{job['id']}/cancel")
     assert response.status_code == 200 and response.json()["state"] == "canceled"
     marker = await submit(client, delay_s=0.6)  # due after the canceled one
-    await state_of(client, marker["id"], "succeeded")
+    await wait_state(client, marker["id"], "succeeded")
     after = (await client.get(f"/jobs/{job['id']}")).json()
     assert (after["state"], after["attempt"], after["started_at"]) == ("canceled", 0, None)
 
@@ -99,5 +83,5 @@ async def test_scheduled_jobs_survive_a_restart_and_still_wait(
         service.start()
         await service.wait_ready()
         assert (await client.get(f"/jobs/{job['id']}")).json()["state"] == "scheduled"
-        done = await state_of(client, job["id"], "succeeded")
+        done = await wait_state(client, job["id"], "succeeded")
         assert parse_time(done["started_at"]) >= parse_time(job["scheduled_at"])

@@ -23,7 +23,7 @@ from httpx_sse import aconnect_sse
 
 from service.settings import Settings
 
-from .conftest import ROOT, ServiceProcess, live_server, process_gone, wait_until
+from .conftest import ROOT, ServiceProcess, live_server, process_gone, wait_state, wait_until
 
 T = "tests.sample_tasks."
 Factory = Callable[..., ServiceProcess]
@@ -83,22 +83,6 @@ async def submit(client: httpx.AsyncClient, task: str, *args: Any) -> str:
     assert response.status_code == 202, response.text
     job_id: str = response.json()["id"]
     return job_id
-
-
-async def wait_state(
-    client: httpx.AsyncClient, job_id: str, state: str, timeout_s: float = 15
-) -> Any:
-    async def reached() -> Any:
-        body = (await client.get(f"/jobs/{job_id}")).json()
-        return body if body["state"] == state else None
-
-    return await wait_until(reached, timeout_s=timeout_s, what=f"job {job_id} to be {state}")
-
-
-@pytest.fixture
-async def client(server: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server, timeout=10) as client:
-        yield client
 
 
 async def test_watch_a_job_live(client: httpx.AsyncClient) -> None:
