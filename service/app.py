@@ -5,6 +5,7 @@ Run it with ``hypercorn --config hypercorn.toml "service.app:create_app()"``.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import sys
@@ -22,13 +23,15 @@ from quart.json.provider import JSONProvider
 from quart_schema import QuartSchema, document_querystring, document_request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from .db import Database, check_database
+from .db import Database, IdempotencyClaim, check_database
 from .errors import (
     BatchRejected,
+    IdempotencyKeyReused,
     InvalidArguments,
     InvalidOptions,
     InvalidTransition,
     JobNotFound,
+    KeyTaken,
     ServiceError,
     SettingsError,
     StoreUnavailable,
@@ -46,6 +49,9 @@ from .tasks import load_tasks
 log = logging.getLogger("conveyor")
 
 PUBLIC_PATHS = frozenset({"/health", "/openapi.json"})
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+IDEMPOTENCY_TTL_S = 24 * 3600.0
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -128,7 +134,13 @@ def create_app(settings: Settings | None = None) -> Quart:
                 )
             )  # fmt: skip
             scheduler = await stack.enter_async_context(
-                Scheduler(db, pool, tasks, max_interruptions=settings.max_interruptions)
+                Scheduler(
+                    db,
+                    pool,
+                    tasks,
+                    max_interruptions=settings.max_interruptions,
+                    queue_limits=settings.queues,
+                )
             )
             app.extensions["conveyor"] = Runtime(settings, broker, db, pool, scheduler)
             log.info(
@@ -195,6 +207,10 @@ def _add_error_handlers(app: Quart) -> None:
         name = (exc.name or "error").lower().replace(" ", "_")
         return error_response(code, name, exc.description or name)
 
+    _add_job_error_handlers(app)
+
+
+def _add_job_error_handlers(app: Quart) -> None:
     @app.errorhandler(UnknownTask)
     async def unknown_task(exc: UnknownTask) -> Any:
         return error_response(422, "unknown_task", str(exc), task=exc.name)
@@ -220,6 +236,14 @@ def _add_error_handlers(app: Quart) -> None:
     @app.errorhandler(InvalidTransition)
     async def conflict(exc: InvalidTransition) -> Any:
         return error_response(409, "conflict", str(exc), state=exc.current)
+
+    @app.errorhandler(KeyTaken)
+    async def key_taken(exc: KeyTaken) -> Any:
+        return error_response(409, "key_taken", str(exc), key=exc.key, holder=exc.holder_id)
+
+    @app.errorhandler(IdempotencyKeyReused)
+    async def idempotency_key_reused(exc: IdempotencyKeyReused) -> Any:
+        return error_response(422, "idempotency_key_reused", str(exc))
 
     @app.errorhandler(ServiceError)
     async def service_error(exc: ServiceError) -> Any:
@@ -291,18 +315,41 @@ def _add_submit_routes(app: Quart) -> None:
     @app.post("/jobs")
     @document_request(SubmitJob)
     async def submit() -> Any:
-        data = SubmitJob.model_validate(await json_body())
-        job = await runtime().scheduler.submit(data.spec(time.time()))
-        return json_response(job_json(job), 202, {"Location": f"/jobs/{job.id}"})
+        body = await json_body()
+        now = time.time()
+        claim = _idempotency_claim(body, now)
+        data = SubmitJob.model_validate(body)
+        job, created = await runtime().scheduler.submit(data.spec(now), claim)
+        # 202: a new job; 200: the job this key or this request already has
+        status = 202 if created else 200
+        return json_response(job_json(job), status, {"Location": f"/jobs/{job.id}"})
 
     @app.post("/jobs/batch")
     @document_request(SubmitJobs)
     async def submit_batch() -> Any:
-        data = SubmitJobs.model_validate(await json_body())
+        body = await json_body()
         now = time.time()
+        claim = _idempotency_claim(body, now)
+        data = SubmitJobs.model_validate(body)
         specs = [j.spec(now) for j in data.jobs]
-        jobs = await runtime().scheduler.submit_many(specs)
-        return json_response({"jobs": [job_json(j) for j in jobs]}, 202)
+        submitted = await runtime().scheduler.submit_many(specs, claim)
+        status = 202 if any(s.created for s in submitted) else 200
+        return json_response({"jobs": [job_json(s.job) for s in submitted]}, status)
+
+
+def _idempotency_claim(body: Any, now: float) -> IdempotencyClaim | None:
+    """The request's ``Idempotency-Key`` header with a digest of what it asks for."""
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS or not key.isprintable():
+        raise _InvalidRequest(
+            f"{IDEMPOTENCY_HEADER}: expected 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable characters"
+        )
+    # the same request however its JSON is spaced or ordered
+    canonical = orjson.dumps([request.path, body], option=orjson.OPT_SORT_KEYS)
+    digest = hashlib.sha256(canonical).hexdigest()
+    return IdempotencyClaim(key, digest, now, IDEMPOTENCY_TTL_S)
 
 
 def _add_job_routes(app: Quart) -> None:

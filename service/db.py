@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import aiosqlite
 import orjson
 
-from .errors import JobNotFound, ServiceError, StoreUnavailable
+from .errors import IdempotencyKeyReused, JobNotFound, KeyTaken, ServiceError, StoreUnavailable
 from .jobs import (
     ACTIVE,
     Attempt,
@@ -78,6 +78,18 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE jobs ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]';  -- JSON: ended runs
     """,
+    """
+    ALTER TABLE jobs ADD COLUMN key TEXT;
+    -- no two unfinished jobs share a key (the writer checks first; this makes sure)
+    CREATE UNIQUE INDEX jobs_active_key ON jobs (key)
+        WHERE key IS NOT NULL AND state IN ('scheduled', 'queued', 'running');
+    CREATE TABLE idempotency (
+        key TEXT PRIMARY KEY,                   -- the Idempotency-Key header
+        request TEXT NOT NULL,                  -- a digest of the request it came with
+        job_ids TEXT NOT NULL,                  -- JSON: the jobs that request created
+        created_at REAL NOT NULL
+    );
+    """,
 )
 
 PRAGMAS = (
@@ -89,19 +101,32 @@ PRAGMAS = (
 
 _JOB_COLUMNS = (
     "id, task, args, kwargs, state, attempt, interruptions, progress, result, error, "
-    "created_at, started_at, finished_at, seq, options, scheduled_at, retries, attempts"
+    "created_at, started_at, finished_at, seq, options, scheduled_at, retries, attempts, key"
 )
 SELECT_JOB = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?"
 SELECT_IDS_IN_STATE = "SELECT id FROM jobs WHERE state = ? ORDER BY seq"
 INSERT_JOB = (
     "INSERT INTO jobs (id, task, args, kwargs, state, attempt, interruptions, progress, result, "
-    "error, created_at, started_at, finished_at, options, scheduled_at, retries, attempts) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "error, created_at, started_at, finished_at, options, scheduled_at, retries, attempts, key) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 UPDATE_JOB = (
     "UPDATE jobs SET state = ?, attempt = ?, interruptions = ?, progress = ?, result = ?, "
     "error = ?, started_at = ?, finished_at = ?, scheduled_at = ?, retries = ?, attempts = ? "
     "WHERE id = ?"
+)
+# what the ready queue needs of each queued job, oldest first (jobs stored before queues and
+# priorities existed have neither in their options)
+SELECT_QUEUED = (
+    "SELECT id, task, coalesce(json_extract(options, '$.queue'), 'default'), "
+    "coalesce(json_extract(options, '$.priority'), 0) FROM jobs WHERE state = 'queued' ORDER BY seq"
+)
+SELECT_ACTIVE_WITH_KEY = (
+    "SELECT id FROM jobs WHERE key = ? AND state IN ('scheduled', 'queued', 'running')"
+)
+SELECT_IDEMPOTENCY = "SELECT request, job_ids, created_at FROM idempotency WHERE key = ?"
+UPSERT_IDEMPOTENCY = (
+    "INSERT OR REPLACE INTO idempotency (key, request, job_ids, created_at) VALUES (?, ?, ?, ?)"
 )
 SELECT_SCHEDULED = "SELECT id, scheduled_at FROM jobs WHERE state = 'scheduled'"
 INSERT_EVENT = "INSERT INTO events (id, job_id, kind, at, data) VALUES (?, ?, ?, ?, ?)"
@@ -132,13 +157,13 @@ def job_to_row(job: Job) -> tuple[Any, ...]:
         None if job.state is not JobState.SUCCEEDED else _dumps(job.result),
         None if job.error is None else _dumps(job.error.as_dict()),
         job.created_at, job.started_at, job.finished_at, _dumps(job.options.as_dict()),
-        job.scheduled_at, job.retries, _dumps([a.as_dict() for a in job.attempts]),
+        job.scheduled_at, job.retries, _dumps([a.as_dict() for a in job.attempts]), job.key,
     )  # fmt: skip
 
 
 def _update_params(job: Job) -> tuple[Any, ...]:
     row = job_to_row(job)
-    return (*row[4:10], *row[11:13], *row[14:], job.id)
+    return (*row[4:10], *row[11:13], *row[14:17], job.id)  # the key never changes
 
 
 def row_to_job(row: Sequence[Any]) -> Job:
@@ -151,6 +176,7 @@ def row_to_job(row: Sequence[Any]) -> Job:
         created_at=row[10], started_at=row[11], finished_at=row[12],
         options=JobOptions.from_dict(orjson.loads(row[14])), scheduled_at=row[15],
         retries=row[16], attempts=tuple(Attempt.from_dict(a) for a in orjson.loads(row[17])),
+        key=row[18],
     )  # fmt: skip
 
 
@@ -192,6 +218,17 @@ class Batch:
         staged = [i for i, job in self.rows.items() if job.state is state and i not in stored]
         return stored + staged
 
+    async def holder_of(self, key: str) -> Job | None:
+        """The unfinished job that holds ``key``, as this transaction sees it."""
+        for staged in self.rows.values():
+            if staged.key == key and staged.state in ACTIVE:
+                return staged
+        for row in await self._conn.execute_fetchall(SELECT_ACTIVE_WITH_KEY, (key,)):
+            stored = await self.get(row[0])  # a staged change may have finished it
+            if stored is not None and stored.state in ACTIVE:
+                return stored
+        return None
+
     def put(self, job: Job, *, new: bool = False, kind: str | None = "state") -> None:
         self.rows[job.id] = job
         if new:
@@ -202,6 +239,10 @@ class Batch:
             progress = None if job.progress is None else job.progress.as_dict()
             self._event(job, kind, {"job_id": job.id, "task": job.task, "progress": progress})
 
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run a statement inside this transaction (on tables the batch does not stage)."""
+        return list(await self._conn.execute_fetchall(sql, params))
+
     def _event(self, job: Job, kind: str, data: dict[str, Any]) -> None:
         self.events.append(Event(self.next_event_id, job.id, kind, self._clock(), data))
         self.next_event_id += 1
@@ -209,14 +250,37 @@ class Batch:
     async def flush(self) -> None:
         inserts = [job_to_row(j) for i, j in self.rows.items() if i in self.inserted]
         updates = [_update_params(j) for i, j in self.rows.items() if i not in self.inserted]
-        if inserts:
-            await self._conn.executemany(INSERT_JOB, inserts)
+        # updates first: a job that finishes frees its key for a job inserted in the same batch
         if updates:
             await self._conn.executemany(UPDATE_JOB, updates)
+        if inserts:
+            await self._conn.executemany(INSERT_JOB, inserts)
         if self.events:
             await self._conn.executemany(
                 INSERT_EVENT, [(e.id, e.job_id, e.kind, e.at, _dumps(e.data)) for e in self.events]
             )
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    """An ``Idempotency-Key`` header and a digest of the request it came with."""
+
+    key: str
+    request: str
+    at: float  # epoch seconds: when the request came
+    ttl_s: float  # how long the key answers with the same jobs
+
+
+async def _idempotent_replay(batch: Batch, claim: IdempotencyClaim) -> list[Job] | None:
+    """The jobs an earlier request under ``claim.key`` created, if it is still remembered."""
+    rows = await batch.execute(SELECT_IDEMPOTENCY, (claim.key,))
+    if not rows or rows[0][2] <= claim.at - claim.ttl_s:
+        return None
+    if rows[0][0] != claim.request:
+        raise IdempotencyKeyReused(claim.key)
+    jobs = [await batch.get(job_id) for job_id in orjson.loads(rows[0][1])]
+    found = [job for job in jobs if job is not None]
+    return found or None  # pruned meanwhile: the request is new again
 
 
 @dataclass
@@ -316,12 +380,39 @@ class Database:
 
     async def insert(self, *jobs: Job) -> None:
         """Store new jobs, all in one transaction."""
+        await self.submit(jobs)
 
-        async def operation(batch: Batch) -> None:
+    async def submit(
+        self, jobs: Sequence[Job], idempotency: IdempotencyClaim | None = None
+    ) -> list[tuple[Job, bool]]:
+        """Store new jobs in one transaction; return each with whether it was created.
+
+        A job whose ``key`` an unfinished job holds is not stored: that job stands in for it.
+        With ``idempotency``, a request seen under the same key within its time to live gets
+        the jobs it created back instead (IdempotencyKeyReused if the request differs).
+        Operations run one at a time in the writer, so racing submits cannot both create.
+        """
+
+        async def operation(batch: Batch) -> list[tuple[Job, bool]]:
+            if idempotency is not None:
+                earlier = await _idempotent_replay(batch, idempotency)
+                if earlier is not None:
+                    return [(job, False) for job in earlier]
+            outcome: list[tuple[Job, bool]] = []
             for job in jobs:
-                batch.put(job, new=True)
+                holder = None if job.key is None else await batch.holder_of(job.key)
+                if holder is None:
+                    batch.put(job, new=True)
+                outcome.append((job, True) if holder is None else (holder, False))
+            if idempotency is not None:
+                await batch.execute(
+                    UPSERT_IDEMPOTENCY,
+                    (idempotency.key, idempotency.request,
+                     _dumps([job.id for job, _ in outcome]), idempotency.at),
+                )  # fmt: skip
+            return outcome
 
-        await self.transact(operation)
+        return await self.transact(operation)
 
     def start_soon(
         self, job_id: str, attempt: int, change: Callable[[Job], Job | None]
@@ -355,6 +446,10 @@ class Database:
             if job is None:
                 raise JobNotFound(job_id)
             changed = change(job)
+            if changed is not None and changed.key is not None and job.state not in ACTIVE:
+                holder = await batch.holder_of(changed.key)  # a finished job run again
+                if holder is not None and changed.state in ACTIVE:
+                    raise KeyTaken(job.id, changed.key, holder.id)
             if changed is not None:
                 batch.put(changed, kind=kind)
             return changed
@@ -500,6 +595,11 @@ class Database:
             SELECT_IDS_IN_STATE, (state.value,)
         )
         return [row[0] for row in rows]
+
+    async def queued(self) -> list[tuple[str, str, str, int]]:
+        """(id, task, queue, priority) of every queued job, in submission order."""
+        rows = await self._connection(self._reader).execute_fetchall(SELECT_QUEUED)
+        return [(row[0], row[1], row[2], row[3]) for row in rows]
 
     async def scheduled(self) -> list[tuple[float, str]]:
         """(scheduled_at, id) of every scheduled job."""

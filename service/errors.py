@@ -95,3 +95,24 @@ class PoolClosed(ServiceError):
 
     def __init__(self) -> None:
         super().__init__("the worker pool is closed")
+
+
+class KeyTaken(ServiceError):
+    """Another unfinished job holds this job's ``key``."""
+
+    def __init__(self, job_id: str, key: str, holder_id: str) -> None:
+        self.job_id = job_id
+        self.key = key
+        self.holder_id = holder_id
+        super().__init__(f"job {holder_id} holds the key {key!r} until it finishes")
+
+
+class IdempotencyKeyReused(ServiceError):
+    """An ``Idempotency-Key`` came back with a different request."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(
+            f"the Idempotency-Key {key!r} was used within 24 h for a different request; "
+            "use a new key for a new request"
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -104,6 +105,8 @@ class JobOptions:
     retry_backoff_s: float | None = None  # the first retry's wait; doubled for each one after
     retry_backoff_max_s: float | None = None  # the longest wait
     retry_on: tuple[str, ...] | None = None  # error types worth a retry; None: any
+    priority: int | None = None  # higher runs first; FIFO within a priority
+    queue: str | None = None  # whose concurrency limit (CONVEYOR_QUEUES) the job counts against
 
     def merged(self, overrides: JobOptions) -> JobOptions:
         """These options with every value ``overrides`` sets put in their place."""
@@ -143,7 +146,19 @@ class JobOptions:
 
 
 # What a job gets for the options neither its task nor its submit sets.
-DEFAULT_OPTIONS = JobOptions(max_retries=0, retry_backoff_s=1.0, retry_backoff_max_s=300.0)
+DEFAULT_QUEUE = "default"
+MAX_PRIORITY = 1_000_000
+QUEUE_NAME_RULE = "1 to 100 letters, digits and . _ : -"
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9._:-]{1,100}")
+
+
+def is_queue_name(name: str) -> bool:
+    return _QUEUE_NAME.fullmatch(name) is not None
+
+
+DEFAULT_OPTIONS = JobOptions(
+    max_retries=0, retry_backoff_s=1.0, retry_backoff_max_s=300.0, priority=0, queue=DEFAULT_QUEUE
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +170,7 @@ class JobSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
     options: JobOptions = field(default_factory=JobOptions)  # over the task's own
     run_at: float | None = None  # epoch seconds; None or past: due now
+    key: str | None = None  # unique among unfinished jobs
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +192,7 @@ class Job:
     scheduled_at: float | None = None  # when a scheduled job becomes due
     retries: int = 0  # failures retried so far (not the interruptions)
     attempts: tuple[Attempt, ...] = ()  # every run that ended, oldest first
+    key: str | None = None  # no two unfinished jobs share one
 
     @property
     def is_terminal(self) -> bool:

@@ -15,11 +15,11 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from .db import Database
+from .db import Database, IdempotencyClaim
 from .delays import DueQueue
 from .errors import (
     BatchRejected,
@@ -32,6 +32,7 @@ from .errors import (
 )
 from .jobs import (
     DEFAULT_OPTIONS,
+    DEFAULT_QUEUE,
     TERMINAL,
     Job,
     JobError,
@@ -44,6 +45,7 @@ from .jobs import (
     transition,
 )
 from .pool import Outcome, ProcessPool, Worker
+from .ready import Entry, ReadyQueue
 from .tasks import Task, lookup
 
 log = logging.getLogger("conveyor.scheduler")
@@ -53,11 +55,17 @@ Clock = Callable[[], float]
 RETRY_DUE_S = 1.0  # after a failed write, how soon to try to start or queue a job again
 
 
+class Submitted(NamedTuple):
+    job: Job
+    created: bool  # False: an earlier job stands in (the same key, or the same request)
+
+
 @dataclass(eq=False)
 class _Run:
     """A job between leaving the ready queue and reaching its next state."""
 
     job_id: str
+    entry: Entry  # its place in the ready queue's limits, held until the run ends
     worker: Worker | None = None
     cancel_requested: bool = False
     timeout_s: float | None = None
@@ -76,6 +84,7 @@ class Scheduler:
         tasks: dict[str, Task],
         *,
         max_interruptions: int,
+        queue_limits: Mapping[str, int] | None = None,
         clock: Clock = time.time,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -85,7 +94,8 @@ class Scheduler:
         self._max_interruptions = max_interruptions
         self._clock = clock
         self._rand = rand  # the jitter of retry back-offs
-        self._ready: asyncio.Queue[str] = asyncio.Queue()
+        task_limits = {name: task.concurrency for name, task in tasks.items()}
+        self._ready = ReadyQueue(queue_limits or {}, task_limits)
         self._scheduled = DueQueue(clock)
         self._canceling: set[str] = set()  # queued jobs being canceled: never start them
         self._runs: dict[str, _Run] = {}
@@ -114,8 +124,8 @@ class Scheduler:
         )
         if recovered:
             log.warning("recovered %d job(s) left running by a previous run", len(recovered))
-        for job_id in await self._db.ids_in_state(JobState.QUEUED):
-            self._ready.put_nowait(job_id)
+        for job_id, task, queue, priority in await self._db.queued():
+            self._ready.put(job_id, task, queue, priority)
         for due_at, job_id in await self._db.scheduled():
             self._scheduled.add(due_at, job_id)
         loop = asyncio.get_running_loop()
@@ -139,26 +149,28 @@ class Scheduler:
 
     # -- what the app asks for ----------------------------------------------------------------
 
-    async def submit(self, spec: JobSpec) -> Job:
+    async def submit(self, spec: JobSpec, idempotency: IdempotencyClaim | None = None) -> Submitted:
         """Create a job, queued or (with a future ``run_at``) scheduled; committed on return.
 
-        Raises UnknownTask, InvalidArguments when the arguments do not bind to the task's
-        signature, or InvalidOptions.
+        If an unfinished job holds the spec's ``key``, or ``idempotency`` names an earlier
+        request, that job is returned instead (``created`` False). Raises UnknownTask,
+        InvalidArguments when the arguments do not bind to the task's signature,
+        InvalidOptions, or IdempotencyKeyReused.
         """
-        job = self._new_job(spec)
-        await self._enqueue([job])
-        return job
+        (submitted,) = await self._enqueue([self._new_job(spec)], idempotency)
+        return submitted
 
-    async def submit_many(self, specs: Sequence[JobSpec]) -> list[Job]:
-        """Create several queued jobs in one transaction: all of them, or (BatchRejected) none."""
+    async def submit_many(
+        self, specs: Sequence[JobSpec], idempotency: IdempotencyClaim | None = None
+    ) -> list[Submitted]:
+        """Create several jobs in one transaction: all of them, or (BatchRejected) none."""
         jobs = []
         for index, spec in enumerate(specs):
             try:
                 jobs.append(self._new_job(spec))
             except (UnknownTask, InvalidArguments, InvalidOptions) as exc:
                 raise BatchRejected(index, exc) from None
-        await self._enqueue(jobs)
-        return jobs
+        return await self._enqueue(jobs, idempotency)
 
     def _new_job(self, spec: JobSpec) -> Job:
         task = lookup(self._tasks, spec.task)
@@ -172,16 +184,21 @@ class Scheduler:
         return Job(
             id=str(uuid.uuid4()), task=spec.task, args=spec.args, kwargs=spec.kwargs,
             state=JobState.SCHEDULED if later else JobState.QUEUED, created_at=now,
-            options=options, scheduled_at=spec.run_at if later else None,
+            options=options, scheduled_at=spec.run_at if later else None, key=spec.key,
         )  # fmt: skip
 
-    async def _enqueue(self, jobs: list[Job]) -> None:
-        await self._db.insert(*jobs)
-        for job in jobs:  # queued only once committed
+    async def _enqueue(
+        self, jobs: list[Job], idempotency: IdempotencyClaim | None
+    ) -> list[Submitted]:
+        stored = await self._db.submit(jobs, idempotency)
+        for job, created in stored:  # queued only once committed
+            if not created:
+                continue
             if job.state is JobState.SCHEDULED and job.scheduled_at is not None:
                 self._scheduled.add(job.scheduled_at, job.id)
             else:
-                self._ready.put_nowait(job.id)
+                self._make_ready(job)
+        return [Submitted(job, created) for job, created in stored]
 
     async def _wake_scheduled(self) -> None:
         """Queue scheduled jobs as they come due: never before their time."""
@@ -194,7 +211,7 @@ class Scheduler:
                 job_ids, await asyncio.gather(*writes, return_exceptions=True), strict=True
             ):
                 if isinstance(outcome, Job):
-                    self._ready.put_nowait(job_id)
+                    self._make_ready(outcome)
                 elif isinstance(outcome, Exception) and not isinstance(outcome, JobNotFound):
                     log.error("job %s: cannot make it due (%s); trying again", job_id, outcome)
                     self._scheduled.add(self._clock() + RETRY_DUE_S, job_id)
@@ -226,7 +243,11 @@ class Scheduler:
         return job
 
     def status(self) -> dict[str, Any]:
-        return {"queued": self._ready.qsize(), "running": len(self._runs)}
+        return {
+            "queued": self._ready.qsize(),
+            "running": len(self._runs),
+            "queued_by_queue": self._ready.sizes(),
+        }
 
     @property
     def tasks(self) -> dict[str, Task]:
@@ -241,7 +262,7 @@ class Scheduler:
             except PoolClosed:
                 return
             try:
-                job_id = await self._ready.get()
+                entry = await self._ready.get()
                 while not worker.alive:  # it died while idle, waiting for this job
                     worker = await self._pool.acquire()
             except PoolClosed:
@@ -249,8 +270,8 @@ class Scheduler:
             except asyncio.CancelledError:
                 self._pool.release(worker)
                 raise
-            run = _Run(job_id)
-            self._runs[job_id] = run  # before any await: a cancel from now on finds it
+            run = _Run(entry.job_id, entry)
+            self._runs[entry.job_id] = run  # before any await: a cancel from now on finds it
             self._own(self._run(run, worker))
 
     async def _run(self, run: _Run, worker: Worker) -> None:
@@ -272,6 +293,7 @@ class Scheduler:
         finally:
             if self._runs.get(run.job_id) is run:  # a retry on request may have begun anew
                 del self._runs[run.job_id]
+            self._ready.release(run.entry)
             run.done.set()
 
     async def _start(self, run: _Run, worker: Worker) -> tuple[Job, Worker] | None:
@@ -287,7 +309,7 @@ class Scheduler:
             await self._db.update(run.job_id, _ending(JobState.CANCELED, self._clock()))
             return None
         if not worker.alive:  # it died while we looked the job up: go round again
-            self._ready.put_nowait(run.job_id)
+            self._make_ready(job)
             return None
         now = self._clock()
         # Written behind, not awaited: once a job has a run nothing else may change its state,
@@ -298,7 +320,7 @@ class Scheduler:
         except OSError as exc:  # the journal cannot be written (a full disk): not now
             log.error("job %s: cannot journal its start (%s); trying again", run.job_id, exc)
             self._pool.release(worker)
-            asyncio.get_running_loop().call_later(RETRY_DUE_S, self._ready.put_nowait, run.job_id)
+            asyncio.get_running_loop().call_later(RETRY_DUE_S, self._make_ready, job)
             return None
         claim.add_done_callback(_log_failure)
         run.worker = worker
@@ -361,12 +383,18 @@ class Scheduler:
     async def retry(self, job_id: str) -> Job:
         """Queue a failed or canceled job again: the same job, a new attempt, its history kept.
 
-        Raises JobNotFound, or InvalidTransition for a job in another state.
+        Raises JobNotFound, InvalidTransition for a job in another state, or KeyTaken when
+        another unfinished job holds its key.
         """
         retried = await self._db.update(job_id, functools.partial(_rerun, at=self._clock()))
         assert retried is not None
-        self._ready.put_nowait(job_id)
+        self._make_ready(retried)
         return retried
+
+    def _make_ready(self, job: Job) -> None:
+        """Queue a due job for a worker (committed as queued before this is called)."""
+        options = job.options
+        self._ready.put(job.id, job.task, options.queue or DEFAULT_QUEUE, options.priority or 0)
 
     def on_progress(self, job_id: str, progress: Progress) -> None:
         """Called by the pool, in order with the job's other messages."""

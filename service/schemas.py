@@ -7,7 +7,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .jobs import Job, JobOptions, JobSpec, JobState, isoformat
+from .jobs import (
+    MAX_PRIORITY,
+    QUEUE_NAME_RULE,
+    Job,
+    JobOptions,
+    JobSpec,
+    JobState,
+    is_queue_name,
+    isoformat,
+)
 
 MAX_JOBS_PER_BATCH = 1000
 # orjson writes at most 254 levels; a job's arguments travel inside a few more (the worker
@@ -15,6 +24,7 @@ MAX_JOBS_PER_BATCH = 1000
 MAX_ARGUMENT_DEPTH = 64
 MAX_ID = 2**63 - 1  # cursors and event ids are SQLite integers
 MAX_DELAY_S = 100 * 365 * 24 * 3600.0
+MAX_KEY_CHARS = 200
 LATEST_TIME = datetime(9999, 12, 31, tzinfo=UTC).timestamp()  # the last that ISO-8601 shows
 
 
@@ -54,6 +64,23 @@ class SubmitJob(BaseModel):
         None, ge=0, le=MAX_DELAY_S, description="run no sooner than this from now"
     )
     run_at: str | None = Field(None, description="run no sooner than this ISO-8601 time")
+    priority: int | None = Field(
+        None, ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="higher starts first"
+    )
+    queue: str | None = Field(None, description="the queue whose concurrency limit applies")
+    key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_KEY_CHARS,
+        description="while a job with this key is unfinished, submitting it again returns it",
+    )
+
+    @field_validator("queue")
+    @classmethod
+    def _a_queue(cls, value: str | None) -> str | None:
+        if value is not None and not is_queue_name(value):
+            raise ValueError(f"must be {QUEUE_NAME_RULE}")
+        return value
 
     @field_validator("run_at")
     @classmethod
@@ -75,12 +102,13 @@ class SubmitJob(BaseModel):
             max_retries=self.max_retries, retry_backoff_s=self.retry_backoff_s,
             retry_backoff_max_s=self.retry_backoff_max_s,
             retry_on=None if self.retry_on is None else tuple(self.retry_on),
+            priority=self.priority, queue=self.queue,
         )  # fmt: skip
         if self.delay_s is not None:
             run_at: float | None = now + self.delay_s
         else:
             run_at = None if self.run_at is None else parse_time(self.run_at)
-        return JobSpec(self.task, self.args, self.kwargs, options, run_at)
+        return JobSpec(self.task, self.args, self.kwargs, options, run_at, self.key)
 
     @field_validator("args", "kwargs")
     @classmethod
@@ -160,6 +188,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "result": job.result if job.state is JobState.SUCCEEDED else None,
         "error": None if job.error is None else job.error.as_dict(),
         "attempt": job.attempt,
+        "key": job.key,
         "options": job.options.as_dict(),
         "created_at": isoformat(job.created_at),
         "started_at": isoformat(job.started_at),

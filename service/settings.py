@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import SettingsError
+from .jobs import is_queue_name
 
 PREFIX = "CONVEYOR_"
 DEMO_TASKS = "service.demo"
@@ -60,6 +61,19 @@ def _token(text: str) -> str:
     return text
 
 
+def _queue_limits(text: str) -> dict[str, int]:
+    """``"default=4,reports=1"`` → ``{"default": 4, "reports": 1}``."""
+    limits: dict[str, int] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        name, equals, limit = part.partition("=")
+        if not equals or not is_queue_name(name.strip()) or name.strip() in limits:
+            raise ValueError
+        limits[name.strip()] = _positive_int(limit.strip())
+    return limits
+
+
 # field name → (parser, what a valid value looks like)
 _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "database": (_path, "a file path"),
@@ -70,6 +84,7 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "max_interruptions": (_non_negative_int, "a whole number >= 0"),
     "max_body_bytes": (_positive_int, "a whole number of bytes >= 1"),
     "sse_keepalive_s": (_positive_float, "a number of seconds > 0"),
+    "queues": (_queue_limits, "queue=limit pairs, e.g. 'default=4,reports=1'"),
 }
 
 
@@ -83,6 +98,8 @@ class Settings:
     max_interruptions: int = 3  # restarts under a running job before it fails as Interrupted
     max_body_bytes: int = 1024 * 1024  # larger request bodies get 413
     sse_keepalive_s: float = 15.0  # comment sent on idle event streams
+    # most jobs of each named queue that run at once; other queues are bounded by the pool alone
+    queues: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

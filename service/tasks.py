@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
 from .errors import InvalidArguments, TaskLoadError, UnknownTask
-from .jobs import JobOptions
+from .jobs import MAX_PRIORITY, QUEUE_NAME_RULE, JobOptions, is_queue_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,6 +30,7 @@ class Task:
     fn: Callable[..., Any]
     signature: inspect.Signature  # read once: every submit binds against it
     options: JobOptions = field(default_factory=JobOptions)  # defaults for its jobs
+    concurrency: int | None = None  # how many of its jobs may run at once; None: no limit
 
     @property
     def is_async(self) -> bool:
@@ -64,6 +65,7 @@ class Task:
             "doc": doc,
             "is_async": self.is_async,
             "options": self.options.as_dict(),
+            "concurrency": self.concurrency,
             "params": [_describe_param(p) for p in self.signature.parameters.values()],
         }
 
@@ -117,6 +119,9 @@ def task(
     retry_backoff_s: float | None = None,
     retry_backoff_max_s: float | None = None,
     retry_on: Iterable[str | type[BaseException]] | None = None,
+    priority: int | None = None,
+    queue: str | None = None,
+    concurrency: int | None = None,
 ) -> Callable[[F], F]: ...
 def task(
     fn: Callable[..., Any] | None = None,
@@ -129,6 +134,9 @@ def task(
     retry_backoff_s: float | None = None,
     retry_backoff_max_s: float | None = None,
     retry_on: Iterable[str | type[BaseException]] | None = None,
+    priority: int | None = None,
+    queue: str | None = None,
+    concurrency: int | None = None,
 ) -> Any:
     """Register a function as a task, named ``"<module>.<function>"`` unless ``name`` is given.
 
@@ -145,14 +153,20 @@ def task(
     ``Timeout``); ``soft_timeout_s`` raises ``service.SoftTimeout`` inside it first. A failed
     job is retried up to ``max_retries`` times (only for the error types in ``retry_on``, if
     given), after ``retry_backoff_s``, doubled each time up to ``retry_backoff_max_s``, with
-    jitter. A job submitted with its own values uses those instead.
+    jitter. Jobs of a higher ``priority`` start first; ``queue`` names the queue whose
+    concurrency limit (``CONVEYOR_QUEUES``) they count against, and ``concurrency`` caps how
+    many jobs of this task run at once. A job submitted with its own values uses those instead
+    (``concurrency`` belongs to the task alone).
     """
     options = JobOptions(
         timeout_s=timeout_s, soft_timeout_s=soft_timeout_s, max_retries=max_retries,
         retry_backoff_s=retry_backoff_s, retry_backoff_max_s=retry_backoff_max_s,
         retry_on=None if retry_on is None else tuple(_type_name(t) for t in retry_on),
+        priority=priority, queue=queue,
     )  # fmt: skip
     _check_options(options)
+    if concurrency is not None and not (_is_whole(concurrency) and concurrency >= 1):
+        raise ValueError(f"@task(concurrency=...) must be a whole number >= 1, got {concurrency!r}")
 
     def register(fn: F) -> F:
         if not callable(fn):
@@ -164,7 +178,7 @@ def task(
                 f"task name {task_name!r} is taken by {_origin(known.fn)}; "
                 f"give {_origin(fn)} another name with @task(name=...)"
             )
-        _registry[task_name] = Task(task_name, fn, inspect.signature(fn), options)
+        _registry[task_name] = Task(task_name, fn, inspect.signature(fn), options, concurrency)
         return fn
 
     return register if fn is None else register(fn)
@@ -180,10 +194,22 @@ def _check_options(options: JobOptions) -> None:
         if value is not None and not (isinstance(value, int | float) and value > 0):
             raise ValueError(f"@task({option}=...) must be a number of seconds > 0, got {value!r}")
     retries = options.max_retries
-    if retries is not None and not (isinstance(retries, int) and retries >= 0):
+    if retries is not None and not (_is_whole(retries) and retries >= 0):
         raise ValueError(f"@task(max_retries=...) must be a whole number >= 0, got {retries!r}")
+    priority = options.priority
+    if priority is not None and not (_is_whole(priority) and abs(priority) <= MAX_PRIORITY):
+        raise ValueError(
+            f"@task(priority=...) must be a whole number from {-MAX_PRIORITY} to {MAX_PRIORITY}, "
+            f"got {priority!r}"
+        )
+    if options.queue is not None and not is_queue_name(options.queue):
+        raise ValueError(f"@task(queue=...) must be {QUEUE_NAME_RULE}, got {options.queue!r}")
     if options.problem() is not None:
         raise ValueError(f"@task: {options.problem()}")
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _origin(fn: Callable[..., Any]) -> str:

@@ -236,3 +236,33 @@ def flaky(marker: str, failures: int) -> int:
 @task(max_retries=2, retry_backoff_s=0.05)
 def flaky_with_policy(marker: str, failures: int) -> int:
     return int(flaky(marker, failures))
+
+
+def _wait_for_file(path: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.01)
+
+
+@task
+def gate(path: str, label: str = "", marker: str | None = None) -> str:
+    """Wait until ``path`` exists; then append ``label`` to ``marker``."""
+    _wait_for_file(path)
+    if marker is not None:
+        with open(marker, "a") as f:
+            f.write(label + "\n")
+    return label
+
+
+@task(queue="reports", priority=3)
+def report(path: str) -> str:
+    _wait_for_file(path)
+    return "report"
+
+
+@task(concurrency=1)
+def one_at_a_time(path: str) -> str:
+    _wait_for_file(path)
+    return "done"

@@ -122,7 +122,7 @@ def dumps(body: object) -> str:
         (dumps({"task": 5}), JSON, 400, "invalid_request"),
         (dumps({"task": ADD, "args": {"x": 1}}), JSON, 400, "invalid_request"),
         (dumps({"task": ADD, "kwargs": [1]}), JSON, 400, "invalid_request"),
-        (dumps({"task": ADD, "queue": "x"}), JSON, 400, "invalid_request"),
+        (dumps({"task": ADD, "colour": "x"}), JSON, 400, "invalid_request"),
         (dumps({"args": [1, 2]}), JSON, 400, "invalid_request"),
         (dumps([1, 2]), JSON, 400, "invalid_request"),
         (dumps({"task": ""}), JSON, 400, "invalid_request"),

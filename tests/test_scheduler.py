@@ -30,7 +30,7 @@ class Service:
     scheduler: Scheduler
 
     async def submit(self, task: str, *args: Any) -> Job:
-        return await self.scheduler.submit(JobSpec(T + task, list(args)))
+        return (await self.scheduler.submit(JobSpec(T + task, list(args)))).job
 
     async def wait_state(self, job_id: str, *states: JobState) -> Job:
         async def reached() -> Job | None:
@@ -143,7 +143,7 @@ async def test_a_soft_timeout_leaves_no_child_tasks_behind(
 ) -> None:
     marker = tmp_path / "ticks"
     spec = JobSpec(T + "fan_out", [str(marker)], options=JobOptions(soft_timeout_s=0.2))
-    fanned = await one_worker.scheduler.submit(spec)
+    fanned = (await one_worker.scheduler.submit(spec)).job
     job = await one_worker.wait_state(fanned.id, JobState.FAILED, JobState.SUCCEEDED)
     assert job.error is not None and job.error.type == "SoftTimeout"
     ticks = len(marker.read_text().split())

@@ -181,7 +181,10 @@ def test_describe_lists_the_parameters() -> None:
             "retry_backoff_s": None,
             "retry_backoff_max_s": None,
             "retry_on": None,
+            "priority": None,
+            "queue": None,
         },
+        "concurrency": None,
         "params": [
             {
                 "name": "value",
