@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -28,7 +29,7 @@ async def test_a_key_returns_the_unfinished_job_then_frees_up(
     client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     gate = tmp_path / "open"
-    body = {"task": T + "gate", "args": [str(gate)], "key": "nightly-report"}
+    body: dict[str, Any] = {"task": T + "gate", "args": [str(gate)], "key": "nightly-report"}
     first = await post(client, **body)
     assert first.status_code == 202 and first.json()["key"] == "nightly-report"
     again = await post(client, **body)
@@ -48,7 +49,7 @@ async def test_a_key_returns_the_unfinished_job_then_frees_up(
 async def test_racing_submits_of_one_key_make_one_job(
     client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    body = {"task": T + "gate", "args": [str(tmp_path / "never")], "key": "once"}
+    body: dict[str, Any] = {"task": T + "gate", "args": [str(tmp_path / "never")], "key": "once"}
     responses = await asyncio.gather(*(post(client, **body) for _ in range(30)))
     assert sorted(r.status_code for r in responses) == [200] * 29 + [202]
     assert len({r.json()["id"] for r in responses}) == 1
@@ -60,7 +61,7 @@ async def test_racing_submits_of_one_key_make_one_job(
 async def test_a_scheduled_job_holds_its_key_and_cancel_frees_it(
     client: httpx.AsyncClient,
 ) -> None:
-    body = {"task": T + "add", "args": [1, 2], "key": "k", "delay_s": 60}
+    body: dict[str, Any] = {"task": T + "add", "args": [1, 2], "key": "k", "delay_s": 60}
     first = (await post(client, **body)).json()
     assert first["state"] == "scheduled"
     assert (await post(client, **body)).json()["id"] == first["id"]
@@ -103,7 +104,7 @@ async def test_keys_in_a_batch(client: httpx.AsyncClient, tmp_path: Path) -> Non
 async def test_an_idempotency_key_returns_the_first_requests_job(
     client: httpx.AsyncClient,
 ) -> None:
-    body = {"task": T + "add", "args": [2, 2]}
+    body: dict[str, Any] = {"task": T + "add", "args": [2, 2]}
     first = await post(client, once="req-1", **body)
     assert first.status_code == 202
     job = await finished(client, first.json()["id"])
@@ -143,7 +144,7 @@ async def test_racing_retries_of_one_request_make_one_job(client: httpx.AsyncCli
 
 
 async def test_an_idempotent_batch(client: httpx.AsyncClient) -> None:
-    body = {"jobs": [{"task": T + "add", "args": [i, i]} for i in range(3)]}
+    body: dict[str, Any] = {"jobs": [{"task": T + "add", "args": [i, i]} for i in range(3)]}
     headers = {"Idempotency-Key": "batch-1"}
     first = await client.post("/jobs/batch", json=body, headers=headers)
     again = await client.post("/jobs/batch", json=body, headers=headers)
