@@ -40,6 +40,7 @@ from .errors import (
 )
 from .events import Broker
 from .pool import ProcessPool
+from .retention import RetentionSweep
 from .scheduler import Scheduler
 from .schemas import JobsQuery, SubmitJob, SubmitJobs, job_json, parse_id
 from .settings import Settings
@@ -140,6 +141,11 @@ def create_app(settings: Settings | None = None) -> Quart:
                     tasks,
                     max_interruptions=settings.max_interruptions,
                     queue_limits=settings.queues,
+                )
+            )
+            await stack.enter_async_context(
+                RetentionSweep(
+                    db, retention_s=settings.retention_s, idempotency_ttl_s=IDEMPOTENCY_TTL_S
                 )
             )
             app.extensions["conveyor"] = Runtime(settings, broker, db, pool, scheduler)

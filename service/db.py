@@ -89,6 +89,8 @@ MIGRATIONS: tuple[str, ...] = (
         job_ids TEXT NOT NULL,                  -- JSON: the jobs that request created
         created_at REAL NOT NULL
     );
+    CREATE INDEX idempotency_created_at ON idempotency (created_at);
+    CREATE INDEX jobs_finished_at ON jobs (finished_at) WHERE finished_at IS NOT NULL;
     """,
 )
 
@@ -128,6 +130,11 @@ SELECT_IDEMPOTENCY = "SELECT request, job_ids, created_at FROM idempotency WHERE
 UPSERT_IDEMPOTENCY = (
     "INSERT OR REPLACE INTO idempotency (key, request, job_ids, created_at) VALUES (?, ?, ?, ?)"
 )
+SELECT_EXPIRED = (
+    "SELECT id FROM jobs WHERE finished_at < ? AND state IN ('succeeded', 'failed', 'canceled') "
+    "ORDER BY finished_at LIMIT ?"
+)
+DELETE_EXPIRED_IDEMPOTENCY = "DELETE FROM idempotency WHERE created_at < ?"
 SELECT_SCHEDULED = "SELECT id, scheduled_at FROM jobs WHERE state = 'scheduled'"
 INSERT_EVENT = "INSERT INTO events (id, job_id, kind, at, data) VALUES (?, ?, ?, ?, ?)"
 SELECT_EVENTS_AFTER = (
@@ -477,6 +484,31 @@ class Database:
             return changed
 
         return await self.transact(operation)
+
+    async def prune(self, finished_before: float, limit: int) -> int:
+        """Delete up to ``limit`` jobs that finished before ``finished_before``, with their
+        events; return how many. One short transaction: call again while it returns ``limit``.
+        """
+
+        async def operation(batch: Batch) -> int:
+            rows = await batch.execute(SELECT_EXPIRED, (finished_before, limit))
+            # a job changed in this same transaction (run again on request) stays
+            ids = [row[0] for row in rows if row[0] not in batch.rows]
+            if ids:
+                marks = ", ".join("?" * len(ids))
+                await batch.execute(f"DELETE FROM events WHERE job_id IN ({marks})", ids)
+                await batch.execute(f"DELETE FROM jobs WHERE id IN ({marks})", ids)
+            return len(rows)
+
+        return await self.transact(operation)
+
+    async def prune_idempotency(self, created_before: float) -> None:
+        """Forget the Idempotency-Keys of requests made before ``created_before``."""
+
+        async def operation(batch: Batch) -> None:
+            await batch.execute(DELETE_EXPIRED_IDEMPOTENCY, (created_before,))
+
+        await self.transact(operation)
 
     async def _write_loop(self) -> None:
         while True:

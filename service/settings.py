@@ -85,6 +85,7 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "max_body_bytes": (_positive_int, "a whole number of bytes >= 1"),
     "sse_keepalive_s": (_positive_float, "a number of seconds > 0"),
     "queues": (_queue_limits, "queue=limit pairs, e.g. 'default=4,reports=1'"),
+    "retention_s": (_non_negative_float, "a number of seconds >= 0 (0: keep for good)"),
 }
 
 
@@ -100,6 +101,7 @@ class Settings:
     sse_keepalive_s: float = 15.0  # comment sent on idle event streams
     # most jobs of each named queue that run at once; other queues are bounded by the pool alone
     queues: Mapping[str, int] = field(default_factory=dict)
+    retention_s: float = 7 * 24 * 3600.0  # finished jobs are pruned this long after; 0: never
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
