@@ -34,6 +34,7 @@ from .errors import (
     KeyTaken,
     ServiceError,
     SettingsError,
+    ShuttingDown,
     StoreUnavailable,
     TaskLoadError,
     UnknownTask,
@@ -44,6 +45,7 @@ from .retention import RetentionSweep
 from .scheduler import Scheduler
 from .schemas import JobsQuery, SubmitJob, SubmitJobs, job_json, parse_id
 from .settings import Settings
+from .shutdown import GracefulShutdown
 from .streams import event_stream
 from .tasks import load_tasks
 
@@ -149,12 +151,16 @@ def create_app(settings: Settings | None = None) -> Quart:
                 )
             )
             app.extensions["conveyor"] = Runtime(settings, broker, db, pool, scheduler)
+            shutdown = GracefulShutdown(scheduler, broker, grace_s=settings.shutdown_grace_s)
+            shutdown.install()
+            stack.callback(shutdown.stopping)
             log.info(
                 "serving %d task(s) from %s on %d worker(s); database %s",
                 len(tasks), ", ".join(settings.tasks), settings.concurrency, settings.database,
             )  # fmt: skip
             yield
-            log.info("stopping: running jobs are stopped and requeued")
+            running = scheduler.status()["running"]
+            log.info("stopping; %d running job(s) to stop and requeue", running)
 
     _add_auth(app, settings)
     _add_error_handlers(app)
@@ -250,6 +256,12 @@ def _add_job_error_handlers(app: Quart) -> None:
     @app.errorhandler(IdempotencyKeyReused)
     async def idempotency_key_reused(exc: IdempotencyKeyReused) -> Any:
         return error_response(422, "idempotency_key_reused", str(exc))
+
+    @app.errorhandler(ShuttingDown)
+    async def shutting_down(exc: ShuttingDown) -> Any:
+        response = error_response(503, "shutting_down", str(exc))
+        response.headers["Retry-After"] = "5"
+        return response
 
     @app.errorhandler(ServiceError)
     async def service_error(exc: ServiceError) -> Any:
@@ -447,9 +459,11 @@ def _add_service_routes(app: Quart) -> None:
             workers.pop("workers")
         # workers still starting (or being replaced) are fine; workers that cannot start are not
         broken = workers["alive"] == 0 and workers["last_start_error"] is not None
-        ok = database["ok"] and not broken
+        draining = rt.scheduler.draining
+        ok = database["ok"] and not broken and not draining
         body = {
-            "status": "ok" if ok else "degraded",
+            # 503 while draining too: a load balancer sends new work elsewhere
+            "status": "draining" if draining else "ok" if ok else "degraded",
             "database": database,
             "workers": workers,
             "jobs": rt.scheduler.status(),

@@ -116,3 +116,10 @@ class IdempotencyKeyReused(ServiceError):
             f"the Idempotency-Key {key!r} was used within 24 h for a different request; "
             "use a new key for a new request"
         )
+
+
+class ShuttingDown(ServiceError):
+    """The service is draining before it stops: it takes no new jobs."""
+
+    def __init__(self) -> None:
+        super().__init__("the service is shutting down and takes no new jobs; submit again soon")

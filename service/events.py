@@ -22,20 +22,28 @@ class Subscription:
     def __init__(self, job_id: str | None, maxsize: int) -> None:
         self.job_id = job_id
         self.overflowed = False
-        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+        self.closed = False
+        self._maxsize = maxsize
+        # unbounded underneath, bounded by offer(): close() can always get through
+        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
 
     def offer(self, event: Event) -> bool:
         """Queue ``event``; False (and the subscription is spent) when the queue is full."""
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
+        if self._queue.qsize() >= self._maxsize:
             self.overflowed = True
             return False
+        self._queue.put_nowait(event)
         return True
 
+    def close(self) -> None:
+        """End the stream: ``get`` returns None at once, and ``closed`` says why."""
+        self.closed = True
+        self._queue.put_nowait(None)
+
     async def get(self, timeout_s: float) -> Event | None:
-        """The next event, or None after ``timeout_s`` of silence or once overflowed and drained."""
-        if self.overflowed and self._queue.empty():
+        """The next event, or None after ``timeout_s`` of silence, once overflowed and drained,
+        or once closed."""
+        if self.closed or (self.overflowed and self._queue.empty()):
             return None
         try:
             # not wait_for: on 3.11 it can swallow the cancellation that ends a stream whose
@@ -50,11 +58,22 @@ class Broker:
     def __init__(self, maxsize: int = SUBSCRIBER_QUEUE_SIZE) -> None:
         self._maxsize = maxsize
         self._subscriptions: set[Subscription] = set()
+        self._closed = False
 
     def subscribe(self, job_id: str | None = None) -> Subscription:
         subscription = Subscription(job_id, self._maxsize)
-        self._subscriptions.add(subscription)
+        if self._closed:
+            subscription.close()
+        else:
+            self._subscriptions.add(subscription)
         return subscription
+
+    def close(self) -> None:
+        """End every stream, now and from now on (the service is stopping)."""
+        self._closed = True
+        for subscription in self._subscriptions:
+            subscription.close()
+        self._subscriptions.clear()
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription)

@@ -28,6 +28,7 @@ from .errors import (
     InvalidTransition,
     JobNotFound,
     PoolClosed,
+    ShuttingDown,
     UnknownTask,
 )
 from .jobs import (
@@ -103,6 +104,7 @@ class Scheduler:
         self._dispatcher: asyncio.Task[None] | None = None
         self._waker: asyncio.Task[None] | None = None
         self._closing = False
+        self._draining = False
 
     async def __aenter__(self) -> Scheduler:
         await self.start()
@@ -132,6 +134,33 @@ class Scheduler:
         self._dispatcher = loop.create_task(self._dispatch())
         self._waker = loop.create_task(self._wake_scheduled())
 
+    async def drain(self, grace_s: float, hurry: asyncio.Event | None = None) -> int:
+        """Start no more jobs and refuse new ones (ShuttingDown); give the running jobs up to
+        ``grace_s`` (or until ``hurry`` is set) to finish. Return how many still run; ``close``
+        stops and requeues those. Cancels still work meanwhile."""
+        self._draining = True
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
+        endings = [asyncio.ensure_future(run.done.wait()) for run in self._runs.values()]
+        if hurry is not None:
+            endings.append(asyncio.ensure_future(hurry.wait()))
+        try:
+            async with asyncio.timeout(grace_s):
+                while self._runs and not (hurry is not None and hurry.is_set()):
+                    await asyncio.wait(endings, return_when=asyncio.FIRST_COMPLETED)
+                    endings = [e for e in endings if not e.done()]
+        except TimeoutError:
+            pass
+        finally:
+            for ending in endings:
+                ending.cancel()
+        return len(self._runs)
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
     async def close(self) -> None:
         """Stop dispatching; stop the running jobs and requeue them for the next start."""
         if self._closing:
@@ -157,6 +186,7 @@ class Scheduler:
         InvalidArguments when the arguments do not bind to the task's signature,
         InvalidOptions, or IdempotencyKeyReused.
         """
+        self._refuse_while_draining()
         (submitted,) = await self._enqueue([self._new_job(spec)], idempotency)
         return submitted
 
@@ -164,6 +194,7 @@ class Scheduler:
         self, specs: Sequence[JobSpec], idempotency: IdempotencyClaim | None = None
     ) -> list[Submitted]:
         """Create several jobs in one transaction: all of them, or (BatchRejected) none."""
+        self._refuse_while_draining()
         jobs = []
         for index, spec in enumerate(specs):
             try:
@@ -171,6 +202,10 @@ class Scheduler:
             except (UnknownTask, InvalidArguments, InvalidOptions) as exc:
                 raise BatchRejected(index, exc) from None
         return await self._enqueue(jobs, idempotency)
+
+    def _refuse_while_draining(self) -> None:
+        if self._draining or self._closing:
+            raise ShuttingDown
 
     def _new_job(self, spec: JobSpec) -> Job:
         task = lookup(self._tasks, spec.task)
@@ -299,10 +334,11 @@ class Scheduler:
     async def _start(self, run: _Run, worker: Worker) -> tuple[Job, Worker] | None:
         """Move the job to running on a live worker; None if it should not run."""
         job = None
-        if not self._closing and run.job_id not in self._canceling:
+        if not (self._closing or self._draining) and run.job_id not in self._canceling:
             job = await self._stored(run.job_id)
-        if job is None or job.state is not JobState.QUEUED or run.interrupted or self._closing:
-            self._pool.release(worker)  # an interrupted job stays queued for the next start
+        stopping = self._closing or self._draining  # it stays queued for the next start
+        if job is None or job.state is not JobState.QUEUED or run.interrupted or stopping:
+            self._pool.release(worker)
             return None
         if run.cancel_requested:  # canceled while we looked it up
             self._pool.release(worker)

@@ -86,6 +86,7 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "sse_keepalive_s": (_positive_float, "a number of seconds > 0"),
     "queues": (_queue_limits, "queue=limit pairs, e.g. 'default=4,reports=1'"),
     "retention_s": (_non_negative_float, "a number of seconds >= 0 (0: keep for good)"),
+    "shutdown_grace_s": (_non_negative_float, "a number of seconds >= 0"),
 }
 
 
@@ -102,6 +103,9 @@ class Settings:
     # most jobs of each named queue that run at once; other queues are bounded by the pool alone
     queues: Mapping[str, int] = field(default_factory=dict)
     retention_s: float = 7 * 24 * 3600.0  # finished jobs are pruned this long after; 0: never
+    # SIGTERM → how long running jobs may go on before they are stopped and requeued; within
+    # the 30 s a container platform waits before it kills
+    shutdown_grace_s: float = 20.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

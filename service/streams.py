@@ -49,6 +49,8 @@ async def event_stream(
             while True:  # live
                 live = await subscription.get(keepalive_s)
                 if live is None:
+                    if subscription.closed:
+                        return  # the service is stopping; the client resumes from its id
                     if subscription.overflowed:
                         break  # too slow: catch up from the store
                     yield KEEPALIVE

@@ -232,6 +232,7 @@ def service_process(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
             "CONVEYOR_TASKS": TASKS,
             "CONVEYOR_CONCURRENCY": "2",
             "CONVEYOR_CANCEL_GRACE_S": "1",
+            "CONVEYOR_SHUTDOWN_GRACE_S": "0",  # SIGTERM stops and requeues at once
         }
         service = ServiceProcess(tmp_path, {**defaults, **env})
         made.append(service)
