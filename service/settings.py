@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -60,6 +61,14 @@ def _token(text: str) -> str:
     return text
 
 
+def _timezone(text: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(text)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # "Europe" is a directory
+        raise ValueError from None
+    return text
+
+
 # field name → (parser, what a valid value looks like)
 _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "database": (_path, "a file path"),
@@ -70,6 +79,7 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "max_interruptions": (_non_negative_int, "a whole number >= 0"),
     "max_body_bytes": (_positive_int, "a whole number of bytes >= 1"),
     "sse_keepalive_s": (_positive_float, "a number of seconds > 0"),
+    "timezone": (_timezone, "a time zone name such as 'UTC' or 'Europe/Berlin'"),
 }
 
 
@@ -83,6 +93,7 @@ class Settings:
     max_interruptions: int = 3  # restarts under a running job before it fails as Interrupted
     max_body_bytes: int = 1024 * 1024  # larger request bodies get 413
     sse_keepalive_s: float = 15.0  # comment sent on idle event streams
+    timezone: str = "UTC"  # the zone that cron expressions of schedules are read in
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
