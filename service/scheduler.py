@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .db import Database
+from .db import Database, Guard
 from .delays import DueQueue
 from .errors import (
     BatchRejected,
@@ -139,14 +139,15 @@ class Scheduler:
 
     # -- what the app asks for ----------------------------------------------------------------
 
-    async def submit(self, spec: JobSpec) -> Job:
+    async def submit(self, spec: JobSpec, *, guard: Guard | None = None) -> Job:
         """Create a job, queued or (with a future ``run_at``) scheduled; committed on return.
 
         Raises UnknownTask, InvalidArguments when the arguments do not bind to the task's
-        signature, or InvalidOptions.
+        signature, or InvalidOptions. ``guard`` runs first in the transaction that stores the
+        job: it may write along with it, or refuse (its ServiceError is raised, no job made).
         """
         job = self._new_job(spec)
-        await self._enqueue([job])
+        await self._enqueue([job], guard)
         return job
 
     async def submit_many(self, specs: Sequence[JobSpec]) -> list[Job]:
@@ -175,8 +176,8 @@ class Scheduler:
             options=options, scheduled_at=spec.run_at if later else None,
         )  # fmt: skip
 
-    async def _enqueue(self, jobs: list[Job]) -> None:
-        await self._db.insert(*jobs)
+    async def _enqueue(self, jobs: list[Job], guard: Guard | None = None) -> None:
+        await self._db.insert(*jobs, guard=guard)
         for job in jobs:  # queued only once committed
             if job.state is JobState.SCHEDULED and job.scheduled_at is not None:
                 self._scheduled.add(job.scheduled_at, job.id)

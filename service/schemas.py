@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .cron import MAX_CRON_LENGTH, Schedule, check_cron
 from .jobs import Job, JobOptions, JobSpec, JobState, isoformat
 
 MAX_JOBS_PER_BATCH = 1000
@@ -15,6 +16,7 @@ MAX_JOBS_PER_BATCH = 1000
 MAX_ARGUMENT_DEPTH = 64
 MAX_ID = 2**63 - 1  # cursors and event ids are SQLite integers
 MAX_DELAY_S = 100 * 365 * 24 * 3600.0
+SCHEDULE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # safe in a URL; never "task:…"
 LATEST_TIME = datetime(9999, 12, 31, tzinfo=UTC).timestamp()  # the last that ISO-8601 shows
 
 
@@ -97,6 +99,59 @@ class SubmitJobs(BaseModel):
     jobs: list[SubmitJob] = Field(min_length=1, max_length=MAX_JOBS_PER_BATCH)
 
 
+class JobOptionFields(BaseModel):
+    """The per-job options of ``POST /jobs``, for requests that make jobs later."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    timeout_s: float | None = Field(None, gt=0, description="kill the job after this long")
+    soft_timeout_s: float | None = Field(
+        None, gt=0, description="raise service.SoftTimeout inside the job after this long"
+    )
+    max_retries: int | None = Field(None, ge=0, le=1000, description="failures to retry")
+    retry_backoff_s: float | None = Field(None, gt=0, description="the first retry's wait")
+    retry_backoff_max_s: float | None = Field(None, gt=0, description="the longest wait")
+    retry_on: list[str] | None = Field(
+        None, max_length=100, description="error types worth a retry (default: any)"
+    )
+
+    def job_options(self) -> JobOptions:
+        """The options given; those left out come from the task when a job is made."""
+        return JobOptions(
+            timeout_s=self.timeout_s, soft_timeout_s=self.soft_timeout_s,
+            max_retries=self.max_retries, retry_backoff_s=self.retry_backoff_s,
+            retry_backoff_max_s=self.retry_backoff_max_s,
+            retry_on=None if self.retry_on is None else tuple(self.retry_on),
+        )  # fmt: skip
+
+
+class CreateSchedule(JobOptionFields):
+    """``POST /schedules``: run a task at every tick of a cron expression."""
+
+    id: str | None = Field(
+        None, pattern=SCHEDULE_ID_PATTERN, description="letters, digits, '.', '_', '-' (1-100)"
+    )
+    task: str = Field(min_length=1, max_length=200)
+    cron: str = Field(
+        min_length=1,
+        max_length=MAX_CRON_LENGTH,
+        description="5 fields (minute hour day month weekday), 6 with seconds first, or @hourly…",
+    )
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("cron")
+    @classmethod
+    def _a_cron(cls, value: str) -> str:
+        return check_cron(value)
+
+    @field_validator("args", "kwargs")
+    @classmethod
+    def _not_too_deep(cls, value: Any) -> Any:
+        if json_depth(value) > MAX_ARGUMENT_DEPTH:
+            raise ValueError(f"nests deeper than {MAX_ARGUMENT_DEPTH} levels")
+        return value
+
+
 class JobsQuery(BaseModel):
     """``GET /jobs``: filters and the page."""
 
@@ -174,4 +229,22 @@ def job_json(job: Job) -> dict[str, Any]:
             }
             for attempt in job.attempts
         ],
+    }
+
+
+def schedule_json(
+    schedule: Schedule, *, next_run_at: float | None, timezone: str
+) -> dict[str, Any]:
+    return {
+        "id": schedule.id,
+        "task": schedule.task,
+        "cron": schedule.cron,
+        "timezone": timezone,
+        "args": schedule.args,
+        "kwargs": schedule.kwargs,
+        "options": schedule.options.as_dict(),
+        "source": schedule.source,
+        "created_at": isoformat(schedule.created_at),
+        "last_run_at": isoformat(schedule.last_tick_at),
+        "next_run_at": isoformat(next_run_at),
     }

@@ -30,6 +30,7 @@ class Task:
     fn: Callable[..., Any]
     signature: inspect.Signature  # read once: every submit binds against it
     options: JobOptions = field(default_factory=JobOptions)  # defaults for its jobs
+    cron: str | None = None  # run (with no arguments) at every tick of this cron expression
 
     @property
     def is_async(self) -> bool:
@@ -64,6 +65,7 @@ class Task:
             "doc": doc,
             "is_async": self.is_async,
             "options": self.options.as_dict(),
+            "cron": self.cron,
             "params": [_describe_param(p) for p in self.signature.parameters.values()],
         }
 
@@ -117,6 +119,7 @@ def task(
     retry_backoff_s: float | None = None,
     retry_backoff_max_s: float | None = None,
     retry_on: Iterable[str | type[BaseException]] | None = None,
+    cron: str | None = None,
 ) -> Callable[[F], F]: ...
 def task(
     fn: Callable[..., Any] | None = None,
@@ -129,6 +132,7 @@ def task(
     retry_backoff_s: float | None = None,
     retry_backoff_max_s: float | None = None,
     retry_on: Iterable[str | type[BaseException]] | None = None,
+    cron: str | None = None,
 ) -> Any:
     """Register a function as a task, named ``"<module>.<function>"`` unless ``name`` is given.
 
@@ -146,6 +150,9 @@ def task(
     job is retried up to ``max_retries`` times (only for the error types in ``retry_on``, if
     given), after ``retry_backoff_s``, doubled each time up to ``retry_backoff_max_s``, with
     jitter. A job submitted with its own values uses those instead.
+
+    ``cron`` (e.g. ``"*/5 * * * *"``, or six fields with seconds first) makes the service run the
+    task, with no arguments, at every tick: one job per tick, listed in ``GET /schedules``.
     """
     options = JobOptions(
         timeout_s=timeout_s, soft_timeout_s=soft_timeout_s, max_retries=max_retries,
@@ -153,18 +160,22 @@ def task(
         retry_on=None if retry_on is None else tuple(_type_name(t) for t in retry_on),
     )  # fmt: skip
     _check_options(options)
+    cron = None if cron is None else _check_cron(cron)
 
     def register(fn: F) -> F:
         if not callable(fn):
             raise TypeError(f"@task needs a function, got {type(fn).__name__}")
         task_name = name or f"{fn.__module__}.{fn.__qualname__}"
+        signature = inspect.signature(fn)
         known = _registry.get(task_name)
         if known is not None and _origin(known.fn) != _origin(fn):
             raise ValueError(
                 f"task name {task_name!r} is taken by {_origin(known.fn)}; "
                 f"give {_origin(fn)} another name with @task(name=...)"
             )
-        _registry[task_name] = Task(task_name, fn, inspect.signature(fn), options)
+        if cron is not None:
+            _check_callable_without_arguments(task_name, signature)
+        _registry[task_name] = Task(task_name, fn, signature, options, cron)
         return fn
 
     return register if fn is None else register(fn)
@@ -184,6 +195,26 @@ def _check_options(options: JobOptions) -> None:
         raise ValueError(f"@task(max_retries=...) must be a whole number >= 0, got {retries!r}")
     if options.problem() is not None:
         raise ValueError(f"@task: {options.problem()}")
+
+
+def _check_cron(expression: str) -> str:
+    # only modules that declare schedules pay for importing croniter (workers import them too)
+    from .cron import check_cron
+
+    try:
+        return check_cron(expression)
+    except ValueError as exc:
+        raise ValueError(f"@task(cron=...): {exc}") from None
+
+
+def _check_callable_without_arguments(name: str, signature: inspect.Signature) -> None:
+    try:
+        signature.bind()
+    except TypeError as exc:
+        raise ValueError(
+            f"@task(cron=...) runs {name} with no arguments, but it needs some ({exc}); "
+            "give them defaults, or use POST /schedules with args"
+        ) from None
 
 
 def _origin(fn: Callable[..., Any]) -> str:

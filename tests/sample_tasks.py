@@ -236,3 +236,9 @@ def flaky(marker: str, failures: int) -> int:
 @task(max_retries=2, retry_backoff_s=0.05)
 def flaky_with_policy(marker: str, failures: int) -> int:
     return int(flaky(marker, failures))
+
+
+@task
+def tick(label: str = "") -> str:
+    """What the schedules of the tests run; returns its label."""
+    return label

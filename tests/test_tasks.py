@@ -182,6 +182,7 @@ def test_describe_lists_the_parameters() -> None:
             "retry_backoff_max_s": None,
             "retry_on": None,
         },
+        "cron": None,
         "params": [
             {
                 "name": "value",
