@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 import orjson
 import pydantic
@@ -23,6 +24,7 @@ from quart.json.provider import JSONProvider
 from quart_schema import QuartSchema, document_querystring, document_request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from .cron import Schedule
 from .db import Database, IdempotencyClaim, check_database
 from .errors import (
     BatchRejected,
@@ -32,6 +34,8 @@ from .errors import (
     InvalidTransition,
     JobNotFound,
     KeyTaken,
+    ScheduleConflict,
+    ScheduleNotFound,
     ServiceError,
     SettingsError,
     ShuttingDown,
@@ -43,7 +47,16 @@ from .events import Broker
 from .pool import ProcessPool
 from .retention import RetentionSweep
 from .scheduler import Scheduler
-from .schemas import JobsQuery, SubmitJob, SubmitJobs, job_json, parse_id
+from .schedules import Schedules
+from .schemas import (
+    CreateSchedule,
+    JobsQuery,
+    SubmitJob,
+    SubmitJobs,
+    job_json,
+    parse_id,
+    schedule_json,
+)
 from .settings import Settings
 from .shutdown import GracefulShutdown
 from .streams import event_stream
@@ -86,6 +99,7 @@ class Runtime:
     db: Database
     pool: ProcessPool
     scheduler: Scheduler
+    schedules: Schedules
 
 
 def runtime() -> Runtime:
@@ -150,7 +164,10 @@ def create_app(settings: Settings | None = None) -> Quart:
                     db, retention_s=settings.retention_s, idempotency_ttl_s=IDEMPOTENCY_TTL_S
                 )
             )
-            app.extensions["conveyor"] = Runtime(settings, broker, db, pool, scheduler)
+            schedules = await stack.enter_async_context(
+                Schedules(db, scheduler, zone=ZoneInfo(settings.timezone))
+            )
+            app.extensions["conveyor"] = Runtime(settings, broker, db, pool, scheduler, schedules)
             shutdown = GracefulShutdown(scheduler, broker, grace_s=settings.shutdown_grace_s)
             shutdown.install()
             stack.callback(shutdown.stopping)
@@ -326,6 +343,7 @@ def _add_routes(app: Quart) -> None:
     _add_submit_routes(app)
     _add_job_routes(app)
     _add_stream_routes(app)
+    _add_schedule_routes(app)
     _add_service_routes(app)
 
 
@@ -438,6 +456,49 @@ def _add_stream_routes(app: Quart) -> None:
             rt.db, rt.broker, after_id=after_id, keepalive_s=rt.settings.sse_keepalive_s
         )
         return _sse(stream)
+
+
+def _add_schedule_routes(app: Quart) -> None:
+    @app.errorhandler(ScheduleNotFound)
+    async def schedule_not_found(exc: ScheduleNotFound) -> Any:
+        return error_response(404, "not_found", str(exc))
+
+    @app.errorhandler(ScheduleConflict)
+    async def schedule_conflict(exc: ScheduleConflict) -> Any:
+        return error_response(409, "conflict", str(exc))
+
+    def as_json(rt: Runtime, schedule: Schedule) -> dict[str, Any]:
+        next_run_at = rt.schedules.next_run_at(schedule)
+        return schedule_json(schedule, next_run_at=next_run_at, timezone=rt.settings.timezone)
+
+    @app.post("/schedules")
+    @document_request(CreateSchedule)
+    async def create_schedule() -> Any:
+        data = CreateSchedule.model_validate(await json_body())
+        rt = runtime()
+        schedule = await rt.schedules.create(
+            data.task, data.cron, args=data.args, kwargs=data.kwargs,
+            options=data.job_options(), schedule_id=data.id,
+        )  # fmt: skip
+        location = {"Location": f"/schedules/{schedule.id}"}
+        return json_response(as_json(rt, schedule), 201, location)
+
+    @app.get("/schedules")
+    async def list_schedules() -> Any:
+        rt = runtime()
+        schedules = rt.schedules.list_schedules()
+        return json_response({"schedules": [as_json(rt, s) for s in schedules]})
+
+    # <path:...>: the id of a schedule declared in code holds its task's name, which may hold "/"
+    @app.get("/schedules/<path:schedule_id>")
+    async def get_schedule(schedule_id: str) -> Any:
+        rt = runtime()
+        return json_response(as_json(rt, rt.schedules.get(schedule_id)))
+
+    @app.delete("/schedules/<path:schedule_id>")
+    async def delete_schedule(schedule_id: str) -> Any:
+        await runtime().schedules.delete(schedule_id)
+        return Response("", 204)
 
 
 def _add_service_routes(app: Quart) -> None:

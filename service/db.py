@@ -21,7 +21,16 @@ from typing import Any, TypeVar
 import aiosqlite
 import orjson
 
-from .errors import IdempotencyKeyReused, JobNotFound, KeyTaken, ServiceError, StoreUnavailable
+from .cron import Schedule
+from .errors import (
+    IdempotencyKeyReused,
+    JobNotFound,
+    KeyTaken,
+    ScheduleConflict,
+    ScheduleNotFound,
+    ServiceError,
+    StoreUnavailable,
+)
 from .jobs import (
     ACTIVE,
     Attempt,
@@ -92,6 +101,19 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX idempotency_created_at ON idempotency (created_at);
     CREATE INDEX jobs_finished_at ON jobs (finished_at) WHERE finished_at IS NOT NULL;
     """,
+    """
+    CREATE TABLE schedules (
+        id TEXT PRIMARY KEY,
+        task TEXT NOT NULL,
+        cron TEXT NOT NULL,
+        args TEXT NOT NULL,                     -- JSON
+        kwargs TEXT NOT NULL,                   -- JSON
+        options TEXT NOT NULL,                  -- JSON: JobOptions, over the task's own
+        source TEXT NOT NULL,                   -- 'api' (POST /schedules) or 'task' (@task(cron=))
+        created_at REAL NOT NULL,               -- epoch seconds; the first tick comes after it
+        last_tick_at REAL                       -- epoch seconds: the latest tick that made a job
+    );
+    """,
 )
 
 PRAGMAS = (
@@ -148,6 +170,21 @@ LAST_EVENT_ID = (
     "coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0))"
 )
 
+_SCHEDULE_COLUMNS = "id, task, cron, args, kwargs, options, source, created_at, last_tick_at"
+SELECT_SCHEDULES = f"SELECT {_SCHEDULE_COLUMNS} FROM schedules ORDER BY created_at, id"
+INSERT_SCHEDULE = (
+    f"INSERT OR IGNORE INTO schedules ({_SCHEDULE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+REPLACE_SCHEDULE = (
+    f"INSERT OR REPLACE INTO schedules ({_SCHEDULE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+DELETE_SCHEDULE = "DELETE FROM schedules WHERE id = ?"
+# the same schedule (not one made anew under its id) and a tick later than any it fired
+CLAIM_TICK = (
+    "UPDATE schedules SET last_tick_at = ? WHERE id = ? AND created_at = ? "
+    "AND (last_tick_at IS NULL OR last_tick_at < ?)"
+)
+
 MAX_OPERATIONS_PER_COMMIT = 1000
 CACHE_SIZE = 10_000  # unfinished jobs the writer keeps: a larger backlog is read back
 
@@ -184,6 +221,22 @@ def row_to_job(row: Sequence[Any]) -> Job:
         options=JobOptions.from_dict(orjson.loads(row[14])), scheduled_at=row[15],
         retries=row[16], attempts=tuple(Attempt.from_dict(a) for a in orjson.loads(row[17])),
         key=row[18],
+    )  # fmt: skip
+
+
+def schedule_to_row(schedule: Schedule) -> tuple[Any, ...]:
+    return (
+        schedule.id, schedule.task, schedule.cron, _dumps(schedule.args), _dumps(schedule.kwargs),
+        _dumps(schedule.options.as_dict()), schedule.source, schedule.created_at,
+        schedule.last_tick_at,
+    )  # fmt: skip
+
+
+def row_to_schedule(row: Sequence[Any]) -> Schedule:
+    return Schedule(
+        id=row[0], task=row[1], cron=row[2], args=orjson.loads(row[3]),
+        kwargs=orjson.loads(row[4]), options=JobOptions.from_dict(orjson.loads(row[5])),
+        source=row[6], created_at=row[7], last_tick_at=row[8],
     )  # fmt: skip
 
 
@@ -250,6 +303,17 @@ class Batch:
         """Run a statement inside this transaction (on tables the batch does not stage)."""
         return list(await self._conn.execute_fetchall(sql, params))
 
+    async def claim_tick(self, schedule: Schedule, tick_at: float) -> bool:
+        """Record ``tick_at`` as the schedule's latest fired tick; False, changing nothing, if
+        that tick or a later one already fired or the schedule is gone: a tick fires once."""
+        params = (tick_at, schedule.id, schedule.created_at, tick_at)
+        return await self.change(CLAIM_TICK, params) == 1
+
+    async def change(self, sql: str, params: Sequence[Any]) -> int:
+        """Run a statement in this transaction now; how many rows it changed."""
+        async with self._conn.execute(sql, params) as cursor:
+            return cursor.rowcount
+
     def _event(self, job: Job, kind: str, data: dict[str, Any]) -> None:
         self.events.append(Event(self.next_event_id, job.id, kind, self._clock(), data))
         self.next_event_id += 1
@@ -288,6 +352,11 @@ async def _idempotent_replay(batch: Batch, claim: IdempotencyClaim) -> list[Job]
     jobs = [await batch.get(job_id) for job_id in orjson.loads(rows[0][1])]
     found = [job for job in jobs if job is not None]
     return found or None  # pruned meanwhile: the request is new again
+
+
+# Runs first in the transaction that stores new jobs: it may write along with them, or refuse by
+# raising a ServiceError, and then no job is stored.
+Guard = Callable[[Batch], Awaitable[None]]
 
 
 @dataclass
@@ -385,12 +454,16 @@ class Database:
         # shielded: a caller that goes away (a client hanging up) does not undo a queued write
         return await asyncio.shield(self.transact_soon(operation))
 
-    async def insert(self, *jobs: Job) -> None:
-        """Store new jobs, all in one transaction."""
-        await self.submit(jobs)
+    async def insert(self, *jobs: Job, guard: Guard | None = None) -> None:
+        """Store new jobs, all in one transaction; ``guard`` runs first in it (see Guard)."""
+        await self.submit(jobs, guard=guard)
 
     async def submit(
-        self, jobs: Sequence[Job], idempotency: IdempotencyClaim | None = None
+        self,
+        jobs: Sequence[Job],
+        idempotency: IdempotencyClaim | None = None,
+        *,
+        guard: Guard | None = None,
     ) -> list[tuple[Job, bool]]:
         """Store new jobs in one transaction; return each with whether it was created.
 
@@ -398,9 +471,12 @@ class Database:
         With ``idempotency``, a request seen under the same key within its time to live gets
         the jobs it created back instead (IdempotencyKeyReused if the request differs).
         Operations run one at a time in the writer, so racing submits cannot both create.
+        ``guard`` runs first in the transaction (see Guard).
         """
 
         async def operation(batch: Batch) -> list[tuple[Job, bool]]:
+            if guard is not None:
+                await guard(batch)
             if idempotency is not None:
                 earlier = await _idempotent_replay(batch, idempotency)
                 if earlier is not None:
@@ -420,6 +496,35 @@ class Database:
             return outcome
 
         return await self.transact(operation)
+
+    async def add_schedule(self, schedule: Schedule) -> None:
+        """Store a new schedule; ScheduleConflict if its id is taken."""
+
+        async def operation(batch: Batch) -> None:
+            if not await batch.change(INSERT_SCHEDULE, schedule_to_row(schedule)):
+                raise ScheduleConflict(schedule.id, "a schedule with this id exists")
+
+        await self.transact(operation)
+
+    async def remove_schedule(self, schedule_id: str) -> None:
+        """Delete a schedule (the jobs it made stay); ScheduleNotFound if there is none."""
+
+        async def operation(batch: Batch) -> None:
+            if not await batch.change(DELETE_SCHEDULE, (schedule_id,)):
+                raise ScheduleNotFound(schedule_id)
+
+        await self.transact(operation)
+
+    async def replace_schedules(self, put: Sequence[Schedule], remove: Sequence[str]) -> None:
+        """Store ``put`` over any schedules of the same ids and delete ``remove``, together."""
+
+        async def operation(batch: Batch) -> None:
+            for schedule in put:
+                await batch.change(REPLACE_SCHEDULE, schedule_to_row(schedule))
+            for schedule_id in remove:
+                await batch.change(DELETE_SCHEDULE, (schedule_id,))
+
+        await self.transact(operation)
 
     def start_soon(
         self, job_id: str, attempt: int, change: Callable[[Job], Job | None]
@@ -637,6 +742,11 @@ class Database:
         """(scheduled_at, id) of every scheduled job."""
         rows = await self._connection(self._reader).execute_fetchall(SELECT_SCHEDULED)
         return [(row[1], row[0]) for row in rows]
+
+    async def schedules(self) -> list[Schedule]:
+        """Every schedule, oldest first."""
+        rows = await self._connection(self._reader).execute_fetchall(SELECT_SCHEDULES)
+        return [row_to_schedule(row) for row in rows]
 
     async def ping(self) -> None:
         """Raise unless the database answers a query."""

@@ -123,3 +123,20 @@ class ShuttingDown(ServiceError):
 
     def __init__(self) -> None:
         super().__init__("the service is shutting down and takes no new jobs; submit again soon")
+
+
+class ScheduleNotFound(ServiceError):
+    """No schedule has this id."""
+
+    def __init__(self, schedule_id: str) -> None:
+        self.schedule_id = schedule_id
+        super().__init__(f"no schedule with id {schedule_id!r}")
+
+
+class ScheduleConflict(ServiceError):
+    """A schedule cannot be made or removed as asked (its id is taken, it is declared in code)."""
+
+    def __init__(self, schedule_id: str, reason: str) -> None:
+        self.schedule_id = schedule_id
+        self.reason = reason
+        super().__init__(f"schedule {schedule_id!r}: {reason}")

@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .db import Database, IdempotencyClaim
+from .db import Database, Guard, IdempotencyClaim
 from .delays import DueQueue
 from .errors import (
     BatchRejected,
@@ -178,16 +178,24 @@ class Scheduler:
 
     # -- what the app asks for ----------------------------------------------------------------
 
-    async def submit(self, spec: JobSpec, idempotency: IdempotencyClaim | None = None) -> Submitted:
+    async def submit(
+        self,
+        spec: JobSpec,
+        idempotency: IdempotencyClaim | None = None,
+        *,
+        guard: Guard | None = None,
+    ) -> Submitted:
         """Create a job, queued or (with a future ``run_at``) scheduled; committed on return.
 
         If an unfinished job holds the spec's ``key``, or ``idempotency`` names an earlier
-        request, that job is returned instead (``created`` False). Raises UnknownTask,
-        InvalidArguments when the arguments do not bind to the task's signature,
+        request, that job is returned instead (``created`` False). ``guard`` runs first in the
+        transaction that stores the job: it may write along with it, or refuse (its
+        ServiceError is raised, no job made). Raises ShuttingDown while the service drains,
+        UnknownTask, InvalidArguments when the arguments do not bind to the task's signature,
         InvalidOptions, or IdempotencyKeyReused.
         """
         self._refuse_while_draining()
-        (submitted,) = await self._enqueue([self._new_job(spec)], idempotency)
+        (submitted,) = await self._enqueue([self._new_job(spec)], idempotency, guard)
         return submitted
 
     async def submit_many(
@@ -223,9 +231,12 @@ class Scheduler:
         )  # fmt: skip
 
     async def _enqueue(
-        self, jobs: list[Job], idempotency: IdempotencyClaim | None
+        self,
+        jobs: list[Job],
+        idempotency: IdempotencyClaim | None,
+        guard: Guard | None = None,
     ) -> list[Submitted]:
-        stored = await self._db.submit(jobs, idempotency)
+        stored = await self._db.submit(jobs, idempotency, guard=guard)
         for job, created in stored:  # queued only once committed
             if not created:
                 continue

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .cron import MAX_CRON_LENGTH, Schedule, check_cron
 from .jobs import (
     MAX_PRIORITY,
     QUEUE_NAME_RULE,
@@ -25,6 +26,7 @@ MAX_ARGUMENT_DEPTH = 64
 MAX_ID = 2**63 - 1  # cursors and event ids are SQLite integers
 MAX_DELAY_S = 100 * 365 * 24 * 3600.0
 MAX_KEY_CHARS = 200
+SCHEDULE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # safe in a URL; never "task:…"
 LATEST_TIME = datetime(9999, 12, 31, tzinfo=UTC).timestamp()  # the last that ISO-8601 shows
 
 
@@ -42,38 +44,24 @@ def json_depth(value: Any) -> int:
     return deepest
 
 
-class SubmitJob(BaseModel):
-    """``POST /jobs``: which task to run, with which arguments."""
+class JobOptionFields(BaseModel):
+    """The per-job options: on ``POST /jobs``, and on requests that make jobs later."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    task: str = Field(min_length=1, max_length=200)
-    args: list[Any] = Field(default_factory=list)
-    kwargs: dict[str, Any] = Field(default_factory=dict)
     timeout_s: float | None = Field(None, gt=0, description="kill the job after this long")
     soft_timeout_s: float | None = Field(
         None, gt=0, description="raise service.SoftTimeout inside the job after this long"
     )
-
     max_retries: int | None = Field(None, ge=0, le=1000, description="failures to retry")
     retry_backoff_s: float | None = Field(None, gt=0, description="the first retry's wait")
     retry_backoff_max_s: float | None = Field(None, gt=0, description="the longest wait")
     retry_on: list[str] | None = Field(
         None, max_length=100, description="error types worth a retry (default: any)"
     )
-    delay_s: float | None = Field(
-        None, ge=0, le=MAX_DELAY_S, description="run no sooner than this from now"
-    )
-    run_at: str | None = Field(None, description="run no sooner than this ISO-8601 time")
     priority: int | None = Field(
         None, ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="higher starts first"
     )
     queue: str | None = Field(None, description="the queue whose concurrency limit applies")
-    key: str | None = Field(
-        None,
-        min_length=1,
-        max_length=MAX_KEY_CHARS,
-        description="while a job with this key is unfinished, submitting it again returns it",
-    )
 
     @field_validator("queue")
     @classmethod
@@ -81,6 +69,46 @@ class SubmitJob(BaseModel):
         if value is not None and not is_queue_name(value):
             raise ValueError(f"must be {QUEUE_NAME_RULE}")
         return value
+
+    def job_options(self) -> JobOptions:
+        """The options given; those left out come from the task when a job is made."""
+        return JobOptions(
+            timeout_s=self.timeout_s, soft_timeout_s=self.soft_timeout_s,
+            max_retries=self.max_retries, retry_backoff_s=self.retry_backoff_s,
+            retry_backoff_max_s=self.retry_backoff_max_s,
+            retry_on=None if self.retry_on is None else tuple(self.retry_on),
+            priority=self.priority, queue=self.queue,
+        )  # fmt: skip
+
+
+class TaskCall(JobOptionFields):
+    """A task with its arguments and options."""
+
+    task: str = Field(min_length=1, max_length=200)
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("args", "kwargs")
+    @classmethod
+    def _not_too_deep(cls, value: Any) -> Any:
+        if json_depth(value) > MAX_ARGUMENT_DEPTH:
+            raise ValueError(f"nests deeper than {MAX_ARGUMENT_DEPTH} levels")
+        return value
+
+
+class SubmitJob(TaskCall):
+    """``POST /jobs``: which task to run, with which arguments, when, and how."""
+
+    delay_s: float | None = Field(
+        None, ge=0, le=MAX_DELAY_S, description="run no sooner than this from now"
+    )
+    run_at: str | None = Field(None, description="run no sooner than this ISO-8601 time")
+    key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_KEY_CHARS,
+        description="while a job with this key is unfinished, submitting it again returns it",
+    )
 
     @field_validator("run_at")
     @classmethod
@@ -97,25 +125,29 @@ class SubmitJob(BaseModel):
 
     def spec(self, now: float) -> JobSpec:
         """What to create; options the request leaves out come from the task."""
-        options = JobOptions(
-            timeout_s=self.timeout_s, soft_timeout_s=self.soft_timeout_s,
-            max_retries=self.max_retries, retry_backoff_s=self.retry_backoff_s,
-            retry_backoff_max_s=self.retry_backoff_max_s,
-            retry_on=None if self.retry_on is None else tuple(self.retry_on),
-            priority=self.priority, queue=self.queue,
-        )  # fmt: skip
         if self.delay_s is not None:
             run_at: float | None = now + self.delay_s
         else:
             run_at = None if self.run_at is None else parse_time(self.run_at)
-        return JobSpec(self.task, self.args, self.kwargs, options, run_at, self.key)
+        return JobSpec(self.task, self.args, self.kwargs, self.job_options(), run_at, self.key)
 
-    @field_validator("args", "kwargs")
+
+class CreateSchedule(TaskCall):
+    """``POST /schedules``: run a task at every tick of a cron expression."""
+
+    id: str | None = Field(
+        None, pattern=SCHEDULE_ID_PATTERN, description="letters, digits, '.', '_', '-' (1-100)"
+    )
+    cron: str = Field(
+        min_length=1,
+        max_length=MAX_CRON_LENGTH,
+        description="5 fields (minute hour day month weekday), 6 with seconds first, or @hourly…",
+    )
+
+    @field_validator("cron")
     @classmethod
-    def _not_too_deep(cls, value: Any) -> Any:
-        if json_depth(value) > MAX_ARGUMENT_DEPTH:
-            raise ValueError(f"nests deeper than {MAX_ARGUMENT_DEPTH} levels")
-        return value
+    def _a_cron(cls, value: str) -> str:
+        return check_cron(value)
 
 
 class SubmitJobs(BaseModel):
@@ -203,4 +235,22 @@ def job_json(job: Job) -> dict[str, Any]:
             }
             for attempt in job.attempts
         ],
+    }
+
+
+def schedule_json(
+    schedule: Schedule, *, next_run_at: float | None, timezone: str
+) -> dict[str, Any]:
+    return {
+        "id": schedule.id,
+        "task": schedule.task,
+        "cron": schedule.cron,
+        "timezone": timezone,
+        "args": schedule.args,
+        "kwargs": schedule.kwargs,
+        "options": schedule.options.as_dict(),
+        "source": schedule.source,
+        "created_at": isoformat(schedule.created_at),
+        "last_run_at": isoformat(schedule.last_tick_at),
+        "next_run_at": isoformat(next_run_at),
     }

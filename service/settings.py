@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -74,6 +75,14 @@ def _queue_limits(text: str) -> dict[str, int]:
     return limits
 
 
+def _timezone(text: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(text)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # "Europe" is a directory
+        raise ValueError from None
+    return text
+
+
 # field name → (parser, what a valid value looks like)
 _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "database": (_path, "a file path"),
@@ -87,6 +96,7 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "queues": (_queue_limits, "queue=limit pairs, e.g. 'default=4,reports=1'"),
     "retention_s": (_non_negative_float, "a number of seconds >= 0 (0: keep for good)"),
     "shutdown_grace_s": (_non_negative_float, "a number of seconds >= 0"),
+    "timezone": (_timezone, "a time zone name such as 'UTC' or 'Europe/Berlin'"),
 }
 
 
@@ -106,6 +116,7 @@ class Settings:
     # SIGTERM → how long running jobs may go on before they are stopped and requeued; within
     # the 30 s a container platform waits before it kills
     shutdown_grace_s: float = 20.0
+    timezone: str = "UTC"  # the zone that cron expressions of schedules are read in
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

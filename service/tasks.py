@@ -31,6 +31,7 @@ class Task:
     signature: inspect.Signature  # read once: every submit binds against it
     options: JobOptions = field(default_factory=JobOptions)  # defaults for its jobs
     concurrency: int | None = None  # how many of its jobs may run at once; None: no limit
+    cron: str | None = None  # run (with no arguments) at every tick of this cron expression
 
     @property
     def is_async(self) -> bool:
@@ -66,6 +67,7 @@ class Task:
             "is_async": self.is_async,
             "options": self.options.as_dict(),
             "concurrency": self.concurrency,
+            "cron": self.cron,
             "params": [_describe_param(p) for p in self.signature.parameters.values()],
         }
 
@@ -122,6 +124,7 @@ def task(
     priority: int | None = None,
     queue: str | None = None,
     concurrency: int | None = None,
+    cron: str | None = None,
 ) -> Callable[[F], F]: ...
 def task(
     fn: Callable[..., Any] | None = None,
@@ -137,6 +140,7 @@ def task(
     priority: int | None = None,
     queue: str | None = None,
     concurrency: int | None = None,
+    cron: str | None = None,
 ) -> Any:
     """Register a function as a task, named ``"<module>.<function>"`` unless ``name`` is given.
 
@@ -157,6 +161,9 @@ def task(
     concurrency limit (``CONVEYOR_QUEUES``) they count against, and ``concurrency`` caps how
     many jobs of this task run at once. A job submitted with its own values uses those instead
     (``concurrency`` belongs to the task alone).
+
+    ``cron`` (e.g. ``"*/5 * * * *"``, or six fields with seconds first) makes the service run the
+    task, with no arguments, at every tick: one job per tick, listed in ``GET /schedules``.
     """
     options = JobOptions(
         timeout_s=timeout_s, soft_timeout_s=soft_timeout_s, max_retries=max_retries,
@@ -167,18 +174,24 @@ def task(
     _check_options(options)
     if concurrency is not None and not (_is_whole(concurrency) and concurrency >= 1):
         raise ValueError(f"@task(concurrency=...) must be a whole number >= 1, got {concurrency!r}")
+    cron = None if cron is None else _check_cron(cron)
 
     def register(fn: F) -> F:
         if not callable(fn):
             raise TypeError(f"@task needs a function, got {type(fn).__name__}")
         task_name = name or f"{fn.__module__}.{fn.__qualname__}"
+        signature = inspect.signature(fn)
         known = _registry.get(task_name)
         if known is not None and _origin(known.fn) != _origin(fn):
             raise ValueError(
                 f"task name {task_name!r} is taken by {_origin(known.fn)}; "
                 f"give {_origin(fn)} another name with @task(name=...)"
             )
-        _registry[task_name] = Task(task_name, fn, inspect.signature(fn), options, concurrency)
+        if cron is not None:
+            _check_callable_without_arguments(task_name, signature)
+        _registry[task_name] = Task(
+            task_name, fn, signature, options, concurrency=concurrency, cron=cron
+        )
         return fn
 
     return register if fn is None else register(fn)
@@ -210,6 +223,26 @@ def _check_options(options: JobOptions) -> None:
 
 def _is_whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_cron(expression: str) -> str:
+    # only modules that declare schedules pay for importing croniter (workers import them too)
+    from .cron import check_cron
+
+    try:
+        return check_cron(expression)
+    except ValueError as exc:
+        raise ValueError(f"@task(cron=...): {exc}") from None
+
+
+def _check_callable_without_arguments(name: str, signature: inspect.Signature) -> None:
+    try:
+        signature.bind()
+    except TypeError as exc:
+        raise ValueError(
+            f"@task(cron=...) runs {name} with no arguments, but it needs some ({exc}); "
+            "give them defaults, or use POST /schedules with args"
+        ) from None
 
 
 def _origin(fn: Callable[..., Any]) -> str:

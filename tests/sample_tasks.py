@@ -266,3 +266,9 @@ def report(path: str) -> str:
 def one_at_a_time(path: str) -> str:
     _wait_for_file(path)
     return "done"
+
+
+@task
+def tick(label: str = "") -> str:
+    """What the schedules of the tests run; returns its label."""
+    return label

@@ -354,6 +354,7 @@ async def test_a_job_that_keeps_killing_the_service_fails_as_interrupted(
         ({"CONVEYOR_CONCURRENCY": "many"}, "CONVEYOR_CONCURRENCY"),
         ({"CONVEYOR_CANCEL_GRACE_S": "-1"}, "CONVEYOR_CANCEL_GRACE_S"),
         ({"CONVEYOR_COLOUR": "blue"}, "CONVEYOR_COLOUR"),
+        ({"CONVEYOR_TIMEZONE": "Mars/Olympus"}, "CONVEYOR_TIMEZONE"),
         ({"CONVEYOR_TASKS": "no_such_module_here"}, "no_such_module_here"),
         ({"CONVEYOR_DATABASE": "/no/such/dir/jobs.db"}, "CONVEYOR_DATABASE"),
     ],

@@ -24,6 +24,7 @@ def test_defaults_without_any_variable() -> None:
     assert settings.max_interruptions == 3
     assert settings.max_body_bytes == 1024 * 1024
     assert settings.sse_keepalive_s == 15.0
+    assert settings.timezone == "UTC"
 
 
 def test_other_variables_are_ignored() -> None:
@@ -45,6 +46,7 @@ def test_other_variables_are_ignored() -> None:
         ("CONVEYOR_MAX_INTERRUPTIONS", "10", "max_interruptions", 10),
         ("CONVEYOR_MAX_BODY_BYTES", "2048", "max_body_bytes", 2048),
         ("CONVEYOR_SSE_KEEPALIVE_S", "2.5", "sse_keepalive_s", 2.5),
+        ("CONVEYOR_TIMEZONE", "Europe/Berlin", "timezone", "Europe/Berlin"),
     ],
 )
 def test_each_variable_is_parsed(key: str, text: str, field: str, value: Any) -> None:
@@ -66,6 +68,7 @@ def test_all_variables_together() -> None:
             "CONVEYOR_MAX_INTERRUPTIONS": "5",
             "CONVEYOR_MAX_BODY_BYTES": "100",
             "CONVEYOR_SSE_KEEPALIVE_S": "0.25",
+            "CONVEYOR_TIMEZONE": "America/New_York",
             "UNRELATED": "ignored",
         }
     )
@@ -78,6 +81,7 @@ def test_all_variables_together() -> None:
         max_interruptions=5,
         max_body_bytes=100,
         sse_keepalive_s=0.25,
+        timezone="America/New_York",
     )
 
 
@@ -122,6 +126,10 @@ def test_unknown_conveyor_variable_is_refused_by_name() -> None:
         ("CONVEYOR_SSE_KEEPALIVE_S", "-3"),
         ("CONVEYOR_SSE_KEEPALIVE_S", "inf"),
         ("CONVEYOR_SSE_KEEPALIVE_S", "1e400"),
+        ("CONVEYOR_TIMEZONE", "Mars/Olympus"),
+        ("CONVEYOR_TIMEZONE", ""),
+        ("CONVEYOR_TIMEZONE", "Europe"),
+        ("CONVEYOR_TIMEZONE", "../../etc/passwd"),
     ],
 )
 def test_malformed_values_are_refused_by_name(key: str, text: str) -> None:

@@ -185,6 +185,7 @@ def test_describe_lists_the_parameters() -> None:
             "queue": None,
         },
         "concurrency": None,
+        "cron": None,
         "params": [
             {
                 "name": "value",
