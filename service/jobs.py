@@ -104,6 +104,7 @@ class JobOptions:
     retry_backoff_s: float | None = None  # the first retry's wait; doubled for each one after
     retry_backoff_max_s: float | None = None  # the longest wait
     retry_on: tuple[str, ...] | None = None  # error types worth a retry; None: any
+    memory_limit_mb: int | None = None  # what the job may allocate; over it: MemoryError
 
     def merged(self, overrides: JobOptions) -> JobOptions:
         """These options with every value ``overrides`` sets put in their place."""
@@ -194,7 +195,7 @@ class Event:
 
     id: int
     job_id: str
-    kind: str  # "state" or "progress"
+    kind: str  # "state", "progress" or "log"
     at: float
     data: dict[str, Any] = field(default_factory=dict)
 

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .jobs import Job, JobOptions, JobSpec, JobState, isoformat
+from .protocol import MAX_LOG_LINES
 
 MAX_JOBS_PER_BATCH = 1000
 # orjson writes at most 254 levels; a job's arguments travel inside a few more (the worker
@@ -16,6 +17,7 @@ MAX_ARGUMENT_DEPTH = 64
 MAX_ID = 2**63 - 1  # cursors and event ids are SQLite integers
 MAX_DELAY_S = 100 * 365 * 24 * 3600.0
 LATEST_TIME = datetime(9999, 12, 31, tzinfo=UTC).timestamp()  # the last that ISO-8601 shows
+MAX_MEMORY_LIMIT_MB = 1024 * 1024  # a tebibyte
 
 
 def json_depth(value: Any) -> int:
@@ -54,6 +56,9 @@ class SubmitJob(BaseModel):
         None, ge=0, le=MAX_DELAY_S, description="run no sooner than this from now"
     )
     run_at: str | None = Field(None, description="run no sooner than this ISO-8601 time")
+    memory_limit_mb: int | None = Field(
+        None, gt=0, le=MAX_MEMORY_LIMIT_MB, description="what the job may allocate, in MB"
+    )
 
     @field_validator("run_at")
     @classmethod
@@ -75,6 +80,7 @@ class SubmitJob(BaseModel):
             max_retries=self.max_retries, retry_backoff_s=self.retry_backoff_s,
             retry_backoff_max_s=self.retry_backoff_max_s,
             retry_on=None if self.retry_on is None else tuple(self.retry_on),
+            memory_limit_mb=self.memory_limit_mb,
         )  # fmt: skip
         if self.delay_s is not None:
             run_at: float | None = now + self.delay_s
@@ -95,6 +101,13 @@ class SubmitJobs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
     jobs: list[SubmitJob] = Field(min_length=1, max_length=MAX_JOBS_PER_BATCH)
+
+
+class LogsQuery(BaseModel):
+    """``GET /jobs/<id>/logs``: how much of the log."""
+
+    model_config = ConfigDict(extra="forbid")
+    tail: int | None = Field(None, ge=1, le=MAX_LOG_LINES, description="only the last N entries")
 
 
 class JobsQuery(BaseModel):

@@ -117,6 +117,7 @@ def task(
     retry_backoff_s: float | None = None,
     retry_backoff_max_s: float | None = None,
     retry_on: Iterable[str | type[BaseException]] | None = None,
+    memory_limit_mb: int | None = None,
 ) -> Callable[[F], F]: ...
 def task(
     fn: Callable[..., Any] | None = None,
@@ -129,6 +130,7 @@ def task(
     retry_backoff_s: float | None = None,
     retry_backoff_max_s: float | None = None,
     retry_on: Iterable[str | type[BaseException]] | None = None,
+    memory_limit_mb: int | None = None,
 ) -> Any:
     """Register a function as a task, named ``"<module>.<function>"`` unless ``name`` is given.
 
@@ -145,12 +147,15 @@ def task(
     ``Timeout``); ``soft_timeout_s`` raises ``service.SoftTimeout`` inside it first. A failed
     job is retried up to ``max_retries`` times (only for the error types in ``retry_on``, if
     given), after ``retry_backoff_s``, doubled each time up to ``retry_backoff_max_s``, with
-    jitter. A job submitted with its own values uses those instead.
+    jitter. ``memory_limit_mb`` caps what a job may allocate (the kernel refuses more: the
+    job fails with ``MemoryError``); the cap is lifted when it ends. A job submitted with its
+    own values uses those instead.
     """
     options = JobOptions(
         timeout_s=timeout_s, soft_timeout_s=soft_timeout_s, max_retries=max_retries,
         retry_backoff_s=retry_backoff_s, retry_backoff_max_s=retry_backoff_max_s,
         retry_on=None if retry_on is None else tuple(_type_name(t) for t in retry_on),
+        memory_limit_mb=memory_limit_mb,
     )  # fmt: skip
     _check_options(options)
 
@@ -182,6 +187,11 @@ def _check_options(options: JobOptions) -> None:
     retries = options.max_retries
     if retries is not None and not (isinstance(retries, int) and retries >= 0):
         raise ValueError(f"@task(max_retries=...) must be a whole number >= 0, got {retries!r}")
+    limit = options.memory_limit_mb
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(
+            f"@task(memory_limit_mb=...) must be a whole number of MB >= 1, got {limit!r}"
+        )
     if options.problem() is not None:
         raise ValueError(f"@task: {options.problem()}")
 

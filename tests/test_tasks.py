@@ -181,6 +181,7 @@ def test_describe_lists_the_parameters() -> None:
             "retry_backoff_s": None,
             "retry_backoff_max_s": None,
             "retry_on": None,
+            "memory_limit_mb": None,
         },
         "params": [
             {
