@@ -10,7 +10,16 @@ What task authors import::
 """
 
 from .context import SoftTimeout, progress
+from .hooks import on_worker_start, on_worker_stop, worker_state
 from .jobs import JobState
 from .tasks import task
 
-__all__ = ["JobState", "SoftTimeout", "progress", "task"]
+__all__ = [
+    "JobState",
+    "SoftTimeout",
+    "on_worker_start",
+    "on_worker_stop",
+    "progress",
+    "task",
+    "worker_state",
+]

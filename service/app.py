@@ -45,12 +45,14 @@ from .errors import (
 )
 from .events import Broker
 from .pool import ProcessPool
+from .recycling import WorkerLimits
 from .retention import RetentionSweep
 from .scheduler import Scheduler
 from .schedules import Schedules
 from .schemas import (
     CreateSchedule,
     JobsQuery,
+    LogsQuery,
     SubmitJob,
     SubmitJobs,
     job_json,
@@ -136,18 +138,26 @@ def create_app(settings: Settings | None = None) -> Quart:
         broker = Broker()
         async with AsyncExitStack() as stack:
             db = await stack.enter_async_context(
-                Database(settings.database, on_commit=broker.publish)
-            )
+                Database(
+                    settings.database, on_commit=broker.publish,
+                    max_log_lines=settings.max_log_lines,
+                )
+            )  # fmt: skip
             scheduler: Scheduler | None = None
 
             def on_progress(job_id: str, progress: Any) -> None:
                 if scheduler is not None:
                     scheduler.on_progress(job_id, progress)
 
+            def on_log(job_id: str, entries: list[dict[str, Any]], dropped: int) -> None:
+                if scheduler is not None:
+                    scheduler.on_log(job_id, entries, dropped)
+
             pool = await stack.enter_async_context(
                 ProcessPool(
                     settings.concurrency, settings.tasks,
                     grace_s=settings.cancel_grace_s, on_progress=on_progress,
+                    on_log=on_log, limits=worker_limits(settings),
                 )
             )  # fmt: skip
             scheduler = await stack.enter_async_context(
@@ -183,6 +193,16 @@ def create_app(settings: Settings | None = None) -> Quart:
     _add_error_handlers(app)
     _add_routes(app)
     return app
+
+
+def worker_limits(settings: Settings) -> WorkerLimits:
+    return WorkerLimits(
+        max_jobs=settings.max_jobs_per_worker,
+        max_memory_mb=settings.max_worker_memory_mb,
+        max_result_bytes=settings.max_result_bytes,
+        max_log_lines=settings.max_log_lines,
+        stop_timeout_s=settings.worker_stop_timeout_s,
+    )
 
 
 def _configure_logging() -> None:
@@ -407,6 +427,14 @@ def _add_job_routes(app: Quart) -> None:
     async def get_job(job_id: str) -> Any:
         return json_response(job_json(await runtime().db.get_job(job_id)))
 
+    @app.get("/jobs/<job_id>/logs")
+    @document_querystring(LogsQuery)
+    async def job_logs(job_id: str) -> Any:
+        query = LogsQuery.model_validate(request.args.to_dict())
+        entries, dropped = await runtime().db.job_logs(job_id, tail=query.tail)
+        body = {"job_id": job_id, "entries": [e.as_json() for e in entries], "dropped": dropped}
+        return json_response(body)
+
     @app.post("/jobs/<job_id>/cancel")
     async def cancel(job_id: str) -> Any:
         try:
@@ -516,8 +544,10 @@ def _add_service_routes(app: Quart) -> None:
         except Exception as exc:  # report, don't crash: this is what health checks are for
             database = {"ok": False, "error": str(exc)}
         workers = rt.pool.status()
-        if not has_token(rt.settings):  # public: counts only, no job ids
+        if not has_token(rt.settings):  # public: counts only, no job ids, no tracebacks
             workers.pop("workers")
+            if workers["start_error"] is not None:
+                workers["start_error"] = {**workers["start_error"], "traceback": None}
         # workers still starting (or being replaced) are fine; workers that cannot start are not
         broken = workers["alive"] == 0 and workers["last_start_error"] is not None
         draining = rt.scheduler.draining

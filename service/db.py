@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import sqlite3
@@ -42,6 +43,8 @@ from .jobs import (
     Progress,
     state_event_data,
 )
+from .logs import LogEntry
+from .protocol import DEFAULT_MAX_LOG_LINES
 from .storefiles import StartJournal, lock_database
 
 T = TypeVar("T")
@@ -114,6 +117,25 @@ MIGRATIONS: tuple[str, ...] = (
         last_tick_at REAL                       -- epoch seconds: the latest tick that made a job
     );
     """,
+    """
+    CREATE TABLE job_logs (                     -- the newest CONVEYOR_MAX_LOG_LINES of each job
+        id INTEGER PRIMARY KEY,                 -- arrival order
+        job_id TEXT NOT NULL,
+        event_id INTEGER NOT NULL,              -- the "log" event that carried it
+        attempt INTEGER NOT NULL,
+        at REAL NOT NULL,                       -- epoch seconds
+        stream TEXT NOT NULL,                   -- stdout, stderr or log
+        level TEXT,                             -- log records only
+        logger TEXT,
+        text TEXT NOT NULL
+    );
+    CREATE INDEX job_logs_job_id ON job_logs (job_id, id);
+    CREATE TABLE job_log_counts (
+        job_id TEXT PRIMARY KEY,
+        kept INTEGER NOT NULL,                  -- its rows in job_logs
+        dropped INTEGER NOT NULL                -- its lines no longer (or never) kept
+    ) WITHOUT ROWID;
+    """,
 )
 
 PRAGMAS = (
@@ -183,6 +205,35 @@ DELETE_SCHEDULE = "DELETE FROM schedules WHERE id = ?"
 CLAIM_TICK = (
     "UPDATE schedules SET last_tick_at = ? WHERE id = ? AND created_at = ? "
     "AND (last_tick_at IS NULL OR last_tick_at < ?)"
+)
+INSERT_LOG = (
+    "INSERT INTO job_logs (job_id, event_id, attempt, at, stream, level, logger, text) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+COUNT_LOGS = (
+    "INSERT INTO job_log_counts (job_id, kept, dropped) VALUES (?, ?, ?) "
+    "ON CONFLICT (job_id) DO UPDATE SET "
+    "kept = kept + excluded.kept, dropped = dropped + excluded.dropped RETURNING kept"
+)
+PRUNE_LOGS = (
+    "DELETE FROM job_logs WHERE id IN "
+    "(SELECT id FROM job_logs WHERE job_id = ? ORDER BY id LIMIT ?)"
+)
+COUNT_PRUNED = "UPDATE job_log_counts SET kept = kept - ?, dropped = dropped + ? WHERE job_id = ?"
+# a log event all of whose lines are gone goes too: replays stay as bounded as the log
+PRUNE_LOG_EVENTS = (
+    "DELETE FROM events WHERE job_id = ? AND kind = 'log' AND id < "
+    "(SELECT min(event_id) FROM job_logs WHERE job_id = ?)"
+)
+SELECT_LOGS = (
+    "SELECT at, stream, text, level, logger, attempt FROM job_logs "
+    "WHERE job_id = ? ORDER BY id DESC LIMIT ?"
+)
+SELECT_LOG_DROPPED = "SELECT dropped FROM job_log_counts WHERE job_id = ?"
+DELETE_LOGS = (
+    "DELETE FROM job_logs WHERE job_id = ?",
+    "DELETE FROM job_log_counts WHERE job_id = ?",
+    "DELETE FROM events WHERE job_id = ? AND kind = 'log'",
 )
 
 MAX_OPERATIONS_PER_COMMIT = 1000
@@ -318,6 +369,35 @@ class Batch:
         self.events.append(Event(self.next_event_id, job.id, kind, self._clock(), data))
         self.next_event_id += 1
 
+    async def add_logs(
+        self, job: Job, entries: Sequence[LogEntry], dropped: int, keep: int
+    ) -> None:
+        """Append a batch of the job's output, as rows and as one ``log`` event; then let go of
+        its oldest lines beyond the newest ``keep``."""
+        event_id = self.next_event_id
+        entries = [dataclasses.replace(e, attempt=job.attempt) for e in entries]
+        data = {
+            "job_id": job.id, "task": job.task,
+            "entries": [e.as_json() for e in entries], "dropped": dropped,
+        }  # fmt: skip
+        self._event(job, "log", data)
+        rows = [
+            (job.id, event_id, e.attempt, e.at, e.stream, e.level, e.logger, e.text)
+            for e in entries
+        ]
+        await self._conn.executemany(INSERT_LOG, rows)
+        counted = await self._conn.execute_fetchall(COUNT_LOGS, (job.id, len(rows), dropped))
+        excess = int(next(iter(counted))[0]) - keep
+        if excess > 0:
+            await self._conn.execute(PRUNE_LOGS, (job.id, excess))
+            await self._conn.execute(COUNT_PRUNED, (excess, excess, job.id))
+            await self._conn.execute(PRUNE_LOG_EVENTS, (job.id, job.id))
+
+    async def delete_logs(self, job_ids: Sequence[str]) -> None:
+        """Forget these jobs' logs, also their ``log`` events (for a retention sweep)."""
+        for sql in DELETE_LOGS:
+            await self._conn.executemany(sql, [(job_id,) for job_id in job_ids])
+
     async def flush(self) -> None:
         inserts = [job_to_row(j) for i, j in self.rows.items() if i in self.inserted]
         updates = [_update_params(j) for i, j in self.rows.items() if i not in self.inserted]
@@ -376,10 +456,12 @@ class Database:
         *,
         on_commit: Callable[[list[Event]], None],
         clock: Callable[[], float] = time.time,
+        max_log_lines: int = DEFAULT_MAX_LOG_LINES,
     ) -> None:
         self.path = path
         self._on_commit = on_commit
         self._clock = clock  # stamps the events: epoch seconds
+        self._max_log_lines = max_log_lines  # kept per job: the newest
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._pending: asyncio.Queue[_Pending] = asyncio.Queue()
@@ -578,6 +660,29 @@ class Database:
         """
         return await asyncio.shield(self.update_soon(job_id, change, kind=kind))
 
+    def append_logs_soon(
+        self, job_id: str, entries: Sequence[LogEntry], dropped: int = 0
+    ) -> asyncio.Future[None]:
+        """Queue a batch of a job's output (``dropped``: lines lost before it), in call order
+        with the job's other writes; the job keeps its newest ``max_log_lines`` lines."""
+
+        async def operation(batch: Batch) -> None:
+            job = await batch.get(job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            await batch.add_logs(job, entries, dropped, self._max_log_lines)
+
+        return self.transact_soon(operation)
+
+    async def delete_logs(self, job_ids: Sequence[str]) -> None:
+        """Forget the logs of these jobs, in one transaction (inside another one, use
+        ``Batch.delete_logs``)."""
+
+        async def operation(batch: Batch) -> None:
+            await batch.delete_logs(job_ids)
+
+        await self.transact(operation)
+
     async def update_all(self, state: JobState, change: Callable[[Job], Job]) -> list[Job]:
         """Apply ``change`` to every job in ``state``, in submission order (used at start)."""
 
@@ -592,7 +697,7 @@ class Database:
 
     async def prune(self, finished_before: float, limit: int) -> int:
         """Delete up to ``limit`` jobs that finished before ``finished_before``, with their
-        events; return how many. One short transaction: call again while it returns ``limit``.
+        events and logs; return how many. One short transaction: call again while it returns ``limit``.
         """
 
         async def operation(batch: Batch) -> int:
@@ -601,6 +706,7 @@ class Database:
             ids = [row[0] for row in rows if row[0] not in batch.rows]
             if ids:
                 marks = ", ".join("?" * len(ids))
+                await batch.delete_logs(ids)
                 await batch.execute(f"DELETE FROM events WHERE job_id IN ({marks})", ids)
                 await batch.execute(f"DELETE FROM jobs WHERE id IN ({marks})", ids)
             return len(rows)
@@ -726,6 +832,17 @@ class Database:
         else:
             rows = await conn.execute_fetchall(SELECT_JOB_EVENTS_AFTER, (job_id, after_id, limit))
         return [row_to_event(r) for r in rows]
+
+    async def job_logs(self, job_id: str, *, tail: int | None = None) -> tuple[list[LogEntry], int]:
+        """The job's kept log entries, oldest first (only the last ``tail`` of them if given),
+        and how many lines it wrote that are not kept. Raises JobNotFound."""
+        await self.get_job(job_id)
+        conn = self._connection(self._reader)
+        counts = await conn.execute_fetchall(SELECT_LOG_DROPPED, (job_id,))
+        dropped = int(next(iter(counts))[0]) if counts else 0
+        limit = self._max_log_lines if tail is None else min(tail, self._max_log_lines)
+        rows = await conn.execute_fetchall(SELECT_LOGS, (job_id, limit))
+        return [LogEntry(*row) for row in reversed(list(rows))], dropped
 
     async def ids_in_state(self, state: JobState) -> list[str]:
         rows = await self._connection(self._reader).execute_fetchall(

@@ -107,6 +107,7 @@ class JobOptions:
     retry_on: tuple[str, ...] | None = None  # error types worth a retry; None: any
     priority: int | None = None  # higher runs first; FIFO within a priority
     queue: str | None = None  # whose concurrency limit (CONVEYOR_QUEUES) the job counts against
+    memory_limit_mb: int | None = None  # what the job may allocate; over it: MemoryError
 
     def merged(self, overrides: JobOptions) -> JobOptions:
         """These options with every value ``overrides`` sets put in their place."""
@@ -211,7 +212,7 @@ class Event:
 
     id: int
     job_id: str
-    kind: str  # "state" or "progress"
+    kind: str  # "state", "progress" or "log"
     at: float
     data: dict[str, Any] = field(default_factory=dict)
 

@@ -1,7 +1,9 @@
 """A supervisor of long-lived worker processes: start them, run a job on one, kill, replace.
 
 Each worker leads its own session, so killing a job's process group stops every process the job
-started. A worker that dies or is killed is replaced at once, so capacity never shrinks.
+started. A worker that dies or is killed is replaced at once, so capacity never shrinks; so is
+one recycled between jobs (too many jobs run, too much memory held), whose replacement starts
+before it has left.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -21,6 +24,8 @@ from typing import Any
 from . import protocol
 from .errors import PoolClosed
 from .jobs import JobError, Progress
+from .memory import resident_mb
+from .recycling import DEFAULT_LIMITS, WorkerLimits, recycle
 
 log = logging.getLogger("conveyor.pool")
 
@@ -32,6 +37,7 @@ GROUP_POLL_S = 0.005
 GROUP_POLL_MAX_S = 0.05
 
 ProgressCallback = Callable[[str, Progress], None]
+LogCallback = Callable[[str, list[dict[str, Any]], int], None]  # job id, entries, dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +68,10 @@ class Worker:
     killing: bool = False
     problem: str | None = None  # why the pool itself killed it (a broken message)
     started_at: float = field(default_factory=time.time)
+    jobs_run: int = 0
+    retiring: bool = False  # recycled: it runs its stop hooks and exits; already replaced
+    start_failed: bool = False  # it reported why it could not start
+    memory_limit_mb: int | None = None  # the running job's
 
     @property
     def pid(self) -> int:
@@ -69,7 +79,7 @@ class Worker:
 
     @property
     def alive(self) -> bool:
-        return not self.exited.is_set() and not self.killing
+        return not self.exited.is_set() and not self.killing and not self.retiring
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -139,11 +149,15 @@ class ProcessPool:
         *,
         grace_s: float,
         on_progress: ProgressCallback,
+        on_log: LogCallback | None = None,
+        limits: WorkerLimits = DEFAULT_LIMITS,
     ) -> None:
         self.size = size
         self.grace_s = grace_s
+        self.limits = limits
         self._modules = tuple(modules)
         self._on_progress = on_progress
+        self._on_log = on_log
         self._workers: set[Worker] = set()
         self._idle: asyncio.Queue[Worker] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -151,6 +165,9 @@ class ProcessPool:
         self._closed = asyncio.Event()  # wakes a respawn that is backing off
         self._failed_starts = 0
         self.last_start_error: str | None = None
+        self.start_error: dict[str, Any] | None = None  # type, message, traceback
+        self._logged_start_error: tuple[Any, Any] | None = None
+        self.recycled: Counter[str] = Counter()
 
     async def __aenter__(self) -> ProcessPool:
         await asyncio.gather(*(self._spawn() for _ in range(self.size)))
@@ -188,16 +205,24 @@ class ProcessPool:
         loop = asyncio.get_running_loop()
         worker.job_id = job_id
         worker.outcome = loop.create_future()
+        worker.memory_limit_mb = message.get("memory_limit_mb")
         try:
             if worker.exited.is_set():  # it died after it was acquired: nobody would answer
                 error = JobError("WorkerCrashed", "the worker process ended before the job began")
                 return Outcome(error=error)
-            worker.writer.write(protocol.encode(message))
-            return await asyncio.shield(worker.outcome)
+            limits = {
+                "max_result_bytes": self.limits.max_result_bytes,
+                "max_log_lines": self.limits.max_log_lines,
+            }
+            worker.writer.write(protocol.encode({**message, **limits}))
+            outcome = await asyncio.shield(worker.outcome)
+            worker.jobs_run += 1
+            return outcome
         finally:
             worker.job_id = None
             worker.outcome = None
-            self.release(worker)
+            worker.memory_limit_mb = None
+            self._after_job(worker)
 
     async def kill(self, worker: Worker, job_id: str | None = None) -> bool:
         """SIGTERM the worker's process group, SIGKILL what is left after the grace period.
@@ -228,27 +253,69 @@ class ProcessPool:
 
     def status(self) -> dict[str, Any]:
         workers = [
-            {"pid": w.pid, "job_id": w.job_id, "ready": w.ready.is_set()}
+            {"pid": w.pid, "job_id": w.job_id, "ready": w.ready.is_set(), "jobs_run": w.jobs_run}
             for w in sorted(self._workers, key=lambda w: w.started_at)
+            if not w.retiring
         ]
         return {
             "size": self.size,
             "alive": sum(1 for w in self._workers if w.ready.is_set() and w.alive),
             "busy": sum(1 for w in self._workers if w.job_id is not None),
             "workers": workers,
+            "recycled": {"jobs": self.recycled["jobs"], "memory": self.recycled["memory"]},
             "last_start_error": self.last_start_error,
+            "start_error": self.start_error,
         }
 
     async def close(self) -> None:
-        """Stop every worker (SIGTERM, grace, SIGKILL) and wait for them; idempotent."""
+        """Stop every worker and wait for them; idempotent.
+
+        An idle worker ends normally, running its stop hooks, within ``limits.stop_timeout_s``;
+        a busy or starting one, or one that takes longer, is killed (SIGTERM, grace, SIGKILL).
+        """
         self._closing = True
         self._closed.set()
         # a replacement may be starting as we close: go round until none is left
         while self._workers or self._tasks:
-            for worker in list(self._workers):
-                worker.writer.close()  # an idle worker exits on end of input
-            await asyncio.gather(*(self.kill(w) for w in list(self._workers)))
+            await asyncio.gather(*(self._stop(w) for w in list(self._workers)))
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _stop(self, worker: Worker) -> None:
+        worker.writer.close()  # an idle worker exits on end of input
+        if worker.ready.is_set() and worker.job_id is None and not worker.killing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(worker.exited.wait(), self.limits.stop_timeout_s)
+        await self.kill(worker)  # also takes any process its jobs left behind
+
+    # -- recycling --------------------------------------------------------------------------
+
+    def _after_job(self, worker: Worker) -> None:
+        """Free the worker for the next job, or replace it if it has done enough."""
+        verdict = None
+        if worker.alive and not self._closing:
+            memory_mb = resident_mb(worker.pid) if self.limits.max_memory_mb else None
+            verdict = recycle(self.limits, worker.jobs_run, memory_mb)
+        if verdict is None:
+            self.release(worker)
+            return
+        worker.retiring = True
+        self.recycled[verdict.kind] += 1
+        log.info("worker %d recycled: %s", worker.pid, verdict.reason)
+        worker.writer.close()  # end of input: it runs its stop hooks and exits
+        self._start(self._respawn(started_ok=True, killed=False))  # capacity stays as it was
+        self._start(self._see_out(worker))
+
+    async def _see_out(self, worker: Worker) -> None:
+        """Kill a recycled worker whose stop hooks take longer than allowed."""
+        try:
+            await asyncio.wait_for(worker.exited.wait(), self.limits.stop_timeout_s)
+        except TimeoutError:
+            log.warning(
+                "worker %d: stop hooks still running after %s s "
+                "(CONVEYOR_WORKER_STOP_TIMEOUT_S); killing it",
+                worker.pid, self.limits.stop_timeout_s,
+            )  # fmt: skip
+            await self.kill(worker)
 
     # -- process management ---------------------------------------------------------------
 
@@ -298,11 +365,12 @@ class ProcessPool:
             worker.read_transport.close()
             self._workers.discard(worker)
             if worker.outcome is not None and not worker.outcome.done():
-                error = JobError("WorkerCrashed", worker.problem or describe_exit(returncode))
+                error = JobError("WorkerCrashed", _crash_message(worker, returncode))
                 worker.outcome.set_result(Outcome(error=error, killed=worker.killing))
-            if not worker.killing and not self._closing:
+            expected = worker.killing or worker.retiring or worker.start_failed
+            if not expected and not self._closing:
                 log.warning("worker %d: %s", worker.pid, describe_exit(returncode))
-        if not self._closing:
+        if not self._closing and not worker.retiring:
             await self._respawn(started_ok=worker.ready.is_set(), killed=worker.killing)
 
     async def _respawn(self, *, started_ok: bool, killed: bool) -> None:
@@ -344,13 +412,17 @@ class ProcessPool:
             worker.ready.set()
             self._failed_starts = 0
             self.last_start_error = None
+            self.start_error = None
+            self._logged_start_error = None
             self._idle.put_nowait(worker)
         elif kind == protocol.PROGRESS and message.get("job") == worker.job_id:
             progress = Progress(message["done"], message["total"], message["message"])
             self._on_progress(message["job"], progress)
+        elif kind == protocol.LOG and worker.job_id is not None:
+            if message.get("job") == worker.job_id and self._on_log is not None:
+                self._on_log(worker.job_id, message["entries"], message.get("dropped", 0))
         elif kind in (protocol.RESULT, protocol.ERROR) and message.get("job") is None:
-            self.last_start_error = message["error"]["message"]
-            log.error("worker %d could not start: %s", worker.pid, self.last_start_error)
+            self._start_failed(worker, message["error"])
         elif kind in (protocol.RESULT, protocol.ERROR) and message.get("job") == worker.job_id:
             outcome = worker.outcome
             if outcome is None or outcome.done() or worker.killing:
@@ -362,3 +434,26 @@ class ProcessPool:
                 outcome.set_result(
                     Outcome(error=JobError(error["type"], error["message"], error["traceback"]))
                 )
+
+    def _start_failed(self, worker: Worker, error: dict[str, Any]) -> None:
+        """A worker could not start (a task module, a start hook): keep why, say it once."""
+        worker.start_failed = True
+        self.start_error = {k: error.get(k) for k in ("type", "message", "traceback")}
+        self.last_start_error = error["message"]
+        seen = (error.get("type"), error.get("message"))
+        if seen != self._logged_start_error:  # the same failure again, at each retry: said
+            self._logged_start_error = seen
+            log.error(
+                "worker %d could not start: %s%s", worker.pid, self.last_start_error,
+                "\n" + error["traceback"] if error.get("traceback") else "",
+            )  # fmt: skip
+
+
+def _crash_message(worker: Worker, returncode: int | None) -> str:
+    message = worker.problem or describe_exit(returncode)
+    if worker.memory_limit_mb is not None:
+        message += (
+            f"; the job ran with memory_limit_mb={worker.memory_limit_mb}, and code that "
+            "cannot report a failed allocation may end its process instead"
+        )
+    return message

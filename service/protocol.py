@@ -1,9 +1,11 @@
 """The messages between the service and its worker processes: one JSON object per line.
 
-service → worker: ``{"job": id, "task": name, "args": [...], "kwargs": {...}}``
+service → worker: ``{"job": id, "task": name, "args": [...], "kwargs": {...}, ...limits}``
 worker → service: ``{"t": "ready"}``, ``{"t": "progress", "job", "done", "total", "message"}``,
+``{"t": "log", "job", "entries": [{"at", "stream", "text", "level"?, "logger"?}], "dropped"}``,
 ``{"t": "result", "job", "result"}`` or
-``{"t": "error", "job", "error": {"type", "message", "traceback"}}``.
+``{"t": "error", "job", "error": {"type", "message", "traceback"}}`` (``"job": null`` when the
+worker could not start).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import orjson
 
 READY = "ready"
 PROGRESS = "progress"
+LOG = "log"
 RESULT = "result"
 ERROR = "error"
 
@@ -29,8 +32,15 @@ def decode(line: bytes) -> dict[str, Any]:
     return message
 
 
-# The largest message a worker may send (a result, mostly); larger results fail the job.
+# The largest message a worker may send: the hard cap of the pipe. Results have their own,
+# smaller limit (CONVEYOR_MAX_RESULT_BYTES, checked in the worker), which must leave room for
+# the envelope.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+MAX_RESULT_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
+DEFAULT_MAX_RESULT_BYTES = 1024 * 1024
+DEFAULT_MAX_LOG_LINES = 1000
+MAX_LOG_LINES = 100_000  # per job: what a worker may hold, the store keep, a response carry
+MAX_LOG_LINE_CHARS = 4 * 1024  # longer output lines and log records are cut
 MAX_ERROR_MESSAGE_CHARS = 64 * 1024
 MAX_TRACEBACK_CHARS = 256 * 1024
 MAX_PROGRESS_MESSAGE_CHARS = 4 * 1024

@@ -45,6 +45,7 @@ from .jobs import (
     retry_delay_s,
     transition,
 )
+from .logs import entries_from_worker
 from .pool import Outcome, ProcessPool, Worker
 from .ready import Entry, ReadyQueue
 from .tasks import Task, lookup
@@ -454,6 +455,12 @@ class Scheduler:
         future = self._db.update_soon(job_id, change, kind="progress")
         future.add_done_callback(_log_failure)
 
+    def on_log(self, job_id: str, entries: list[dict[str, Any]], dropped: int) -> None:
+        """Called by the pool with a batch of a job's output, in order with its other messages
+        (so a job's last lines are stored before its end)."""
+        future = self._db.append_logs_soon(job_id, entries_from_worker(entries), dropped)
+        future.add_done_callback(_log_failure)
+
     def _own(self, coro: Coroutine[Any, Any, object]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._owned.add(task)
@@ -464,6 +471,7 @@ def _job_message(job: Job) -> dict[str, Any]:
     return {
         "job": job.id, "task": job.task, "args": job.args, "kwargs": job.kwargs,
         "soft_timeout_s": job.options.soft_timeout_s,
+        "memory_limit_mb": job.options.memory_limit_mb,
     }  # fmt: skip
 
 

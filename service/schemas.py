@@ -18,6 +18,7 @@ from .jobs import (
     is_queue_name,
     isoformat,
 )
+from .protocol import MAX_LOG_LINES
 
 MAX_JOBS_PER_BATCH = 1000
 # orjson writes at most 254 levels; a job's arguments travel inside a few more (the worker
@@ -28,6 +29,7 @@ MAX_DELAY_S = 100 * 365 * 24 * 3600.0
 MAX_KEY_CHARS = 200
 SCHEDULE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # safe in a URL; never "task:…"
 LATEST_TIME = datetime(9999, 12, 31, tzinfo=UTC).timestamp()  # the last that ISO-8601 shows
+MAX_MEMORY_LIMIT_MB = 1024 * 1024  # a tebibyte
 
 
 def json_depth(value: Any) -> int:
@@ -62,6 +64,9 @@ class JobOptionFields(BaseModel):
         None, ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="higher starts first"
     )
     queue: str | None = Field(None, description="the queue whose concurrency limit applies")
+    memory_limit_mb: int | None = Field(
+        None, gt=0, le=MAX_MEMORY_LIMIT_MB, description="what the job may allocate, in MB"
+    )
 
     @field_validator("queue")
     @classmethod
@@ -77,7 +82,7 @@ class JobOptionFields(BaseModel):
             max_retries=self.max_retries, retry_backoff_s=self.retry_backoff_s,
             retry_backoff_max_s=self.retry_backoff_max_s,
             retry_on=None if self.retry_on is None else tuple(self.retry_on),
-            priority=self.priority, queue=self.queue,
+            priority=self.priority, queue=self.queue, memory_limit_mb=self.memory_limit_mb,
         )  # fmt: skip
 
 
@@ -155,6 +160,13 @@ class SubmitJobs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
     jobs: list[SubmitJob] = Field(min_length=1, max_length=MAX_JOBS_PER_BATCH)
+
+
+class LogsQuery(BaseModel):
+    """``GET /jobs/<id>/logs``: how much of the log."""
+
+    model_config = ConfigDict(extra="forbid")
+    tail: int | None = Field(None, ge=1, le=MAX_LOG_LINES, description="only the last N entries")
 
 
 class JobsQuery(BaseModel):

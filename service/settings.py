@@ -10,6 +10,12 @@ from typing import Any
 
 from .errors import SettingsError
 from .jobs import is_queue_name
+from .protocol import (
+    DEFAULT_MAX_LOG_LINES,
+    DEFAULT_MAX_RESULT_BYTES,
+    MAX_LOG_LINES,
+    MAX_RESULT_BYTES,
+)
 
 PREFIX = "CONVEYOR_"
 DEMO_TASKS = "service.demo"
@@ -27,6 +33,16 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise ValueError
     return value
+
+
+def _int_between(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise ValueError
+        return value
+
+    return parse
 
 
 def _positive_float(text: str) -> float:
@@ -97,6 +113,17 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "retention_s": (_non_negative_float, "a number of seconds >= 0 (0: keep for good)"),
     "shutdown_grace_s": (_non_negative_float, "a number of seconds >= 0"),
     "timezone": (_timezone, "a time zone name such as 'UTC' or 'Europe/Berlin'"),
+    "max_log_lines": (
+        _int_between(1, MAX_LOG_LINES),
+        f"a whole number of lines from 1 to {MAX_LOG_LINES}",
+    ),
+    "max_result_bytes": (
+        _int_between(1, MAX_RESULT_BYTES),
+        f"a whole number of bytes from 1 to {MAX_RESULT_BYTES}",
+    ),
+    "max_jobs_per_worker": (_non_negative_int, "a whole number >= 0 (0: no limit)"),
+    "max_worker_memory_mb": (_non_negative_int, "a whole number of MB >= 0 (0: no limit)"),
+    "worker_stop_timeout_s": (_non_negative_float, "a number of seconds >= 0"),
 }
 
 
@@ -117,6 +144,11 @@ class Settings:
     # the 30 s a container platform waits before it kills
     shutdown_grace_s: float = 20.0
     timezone: str = "UTC"  # the zone that cron expressions of schedules are read in
+    max_log_lines: int = DEFAULT_MAX_LOG_LINES  # output lines kept per job: the newest
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES  # a larger result (as JSON) fails the job
+    max_jobs_per_worker: int = 0  # a worker is replaced after this many jobs; 0: never
+    max_worker_memory_mb: int = 0  # ... or when it holds more RAM after a job; 0: never
+    worker_stop_timeout_s: float = 5.0  # a worker ending normally: its stop hooks, then killed
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

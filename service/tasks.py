@@ -125,6 +125,7 @@ def task(
     queue: str | None = None,
     concurrency: int | None = None,
     cron: str | None = None,
+    memory_limit_mb: int | None = None,
 ) -> Callable[[F], F]: ...
 def task(
     fn: Callable[..., Any] | None = None,
@@ -141,6 +142,7 @@ def task(
     queue: str | None = None,
     concurrency: int | None = None,
     cron: str | None = None,
+    memory_limit_mb: int | None = None,
 ) -> Any:
     """Register a function as a task, named ``"<module>.<function>"`` unless ``name`` is given.
 
@@ -160,7 +162,8 @@ def task(
     jitter. Jobs of a higher ``priority`` start first; ``queue`` names the queue whose
     concurrency limit (``CONVEYOR_QUEUES``) they count against, and ``concurrency`` caps how
     many jobs of this task run at once. A job submitted with its own values uses those instead
-    (``concurrency`` belongs to the task alone).
+    (``concurrency`` belongs to the task alone). ``memory_limit_mb`` caps what a job may allocate
+    (the kernel refuses more: the job fails with ``MemoryError``); the cap is lifted when it ends.
 
     ``cron`` (e.g. ``"*/5 * * * *"``, or six fields with seconds first) makes the service run the
     task, with no arguments, at every tick: one job per tick, listed in ``GET /schedules``.
@@ -170,6 +173,7 @@ def task(
         retry_backoff_s=retry_backoff_s, retry_backoff_max_s=retry_backoff_max_s,
         retry_on=None if retry_on is None else tuple(_type_name(t) for t in retry_on),
         priority=priority, queue=queue,
+        memory_limit_mb=memory_limit_mb,
     )  # fmt: skip
     _check_options(options)
     if concurrency is not None and not (_is_whole(concurrency) and concurrency >= 1):
@@ -217,6 +221,11 @@ def _check_options(options: JobOptions) -> None:
         )
     if options.queue is not None and not is_queue_name(options.queue):
         raise ValueError(f"@task(queue=...) must be {QUEUE_NAME_RULE}, got {options.queue!r}")
+    limit = options.memory_limit_mb
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(
+            f"@task(memory_limit_mb=...) must be a whole number of MB >= 1, got {limit!r}"
+        )
     if options.problem() is not None:
         raise ValueError(f"@task: {options.problem()}")
 

@@ -1,15 +1,17 @@
 """The entry point of a worker process: ``python -m service.worker``.
 
-It imports the task modules once, then runs one job at a time as the service sends them, and
-reports progress and the outcome back on a private pipe. It leads its own session, so the service
-can stop a job together with every process the job started by signalling the group.
-Nothing heavy is imported here: a worker is ready in a few tens of milliseconds.
+It imports the task modules and runs their start hooks once, then runs one job at a time as the
+service sends them, and reports progress, output and the outcome back on a private pipe. It
+leads its own session, so the service can stop a job together with every process the job
+started by signalling the group. When the service closes its input it runs the stop hooks and
+exits. Nothing heavy is imported here: a worker is ready in a few tens of milliseconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import faulthandler
+import logging
 import os
 import signal
 import sys
@@ -22,10 +24,14 @@ from typing import Any
 
 import orjson
 
-from . import context, protocol
+from . import context, hooks, protocol
+from .capture import OutputCapture
 from .context import SoftTimeout
 from .errors import ServiceError
+from .memory import address_space_limit
 from .tasks import Task, load_tasks
+
+log = logging.getLogger("conveyor.worker")
 
 # How often a worker checks that the service is still alive.
 PARENT_CHECK_INTERVAL_S = 0.2
@@ -81,23 +87,57 @@ def _error(exc: BaseException, type_name: str | None = None) -> dict[str, Any]:
 class Runner:
     """Runs jobs in this process; ``async def`` tasks share one event loop kept for its life."""
 
-    def __init__(self, tasks: dict[str, Task], channel: Channel) -> None:
+    def __init__(self, tasks: dict[str, Task], channel: Channel, capture: OutputCapture) -> None:
         self._tasks = tasks
         self._channel = channel
+        self._capture = capture
         self._loop: Any = None
+        self._worker_tasks: set[Any] = set()  # what async start hooks left running: kept
+
+    def start(self) -> dict[str, Any] | None:
+        """Run the start hooks; the error of the first one that fails, else None."""
+        for hook in hooks.start_hooks():
+            try:
+                self._call_hook(hook)
+            except Exception as exc:
+                error = _error(exc, "WorkerStartError")
+                error["message"] = protocol.clean_text(
+                    f"on_worker_start hook {hooks.origin(hook)} failed: "
+                    f"{type(exc).__qualname__}: {exc}",
+                    protocol.MAX_ERROR_MESSAGE_CHARS,
+                )
+                return error
+        if self._loop is not None:
+            import asyncio
+
+            self._worker_tasks = asyncio.all_tasks(self._loop)
+        return None
+
+    def stop(self) -> None:
+        """Run the stop hooks; one that fails is logged and the others still run."""
+        for hook in hooks.stop_hooks():
+            try:
+                self._call_hook(hook)
+            except Exception:
+                log.exception("on_worker_stop hook %s failed", hooks.origin(hook))
+
+    def _call_hook(self, hook: hooks.Hook) -> None:
+        value = hook()
+        if hasattr(value, "__await__"):
+            self._await(value, None, drain=False)
 
     def run(self, message: dict[str, Any]) -> None:
         job_id = message["job"]
         reporter = context.ProgressReporter(self._channel.send, job_id)
         context.set_reporter(reporter)
+        self._capture.begin(job_id, message.get("max_log_lines", protocol.DEFAULT_MAX_LOG_LINES))
         try:
             reply = self._call(job_id, message)
         finally:
             context.set_reporter(None)
             reporter.close()
             signal.signal(signal.SIGTERM, _on_sigterm)  # the job may have replaced it
-            sys.stdout.flush()
-            sys.stderr.flush()
+            self._capture.end()  # its output before its result: nothing spills onto the next
         self._channel.write(reply)
 
     def _call(self, job_id: str, message: dict[str, Any]) -> bytes:
@@ -110,12 +150,14 @@ class Runner:
             }
             return protocol.encode({"t": protocol.ERROR, "job": job_id, "error": error})
         try:
-            result = self._invoke(
-                task, message["args"], message["kwargs"], message.get("soft_timeout_s")
-            )
+            with address_space_limit(message.get("memory_limit_mb")):
+                result = self._invoke(
+                    task, message["args"], message["kwargs"], message.get("soft_timeout_s")
+                )
         except Exception as exc:
             return protocol.encode({"t": protocol.ERROR, "job": job_id, "error": _error(exc)})
-        return encode_result(job_id, result)
+        max_result_bytes = message.get("max_result_bytes", protocol.DEFAULT_MAX_RESULT_BYTES)
+        return encode_result(job_id, result, max_result_bytes)
 
     def _invoke(
         self, task: Task, args: list[Any], kwargs: dict[str, Any], soft_timeout_s: float | None
@@ -135,7 +177,7 @@ class Runner:
             value = self._await(value, None)
         return value
 
-    def _await(self, awaitable: Any, soft_timeout_s: float | None) -> Any:
+    def _await(self, awaitable: Any, soft_timeout_s: float | None, *, drain: bool = True) -> Any:
         import asyncio  # only workers that run async tasks pay for it
 
         if self._loop is None:
@@ -157,13 +199,14 @@ class Runner:
         finally:
             if timer is not None:
                 timer.cancel()
-            self._drain()
+            if drain:
+                self._drain()
 
     def _drain(self) -> None:
         """Cancel what a job left behind on the loop (its own tasks), before the next job."""
         import asyncio
 
-        leftovers = asyncio.all_tasks(self._loop)
+        leftovers = asyncio.all_tasks(self._loop) - self._worker_tasks
         for leftover in leftovers:
             leftover.cancel()
         if leftovers:
@@ -198,10 +241,15 @@ def _interrupt_softly(job: Any, soft_timeout_s: float, fired: list[bool]) -> Non
         job.cancel()
 
 
-def encode_result(job_id: str, result: Any) -> bytes:
-    """The result message, or an error message when the result is not JSON or too large."""
+def encode_result(
+    job_id: str, result: Any, max_result_bytes: int = protocol.DEFAULT_MAX_RESULT_BYTES
+) -> bytes:
+    """The result message, or an error message when the result is not JSON or too large.
+
+    Checked here, so an oversized result never travels to the service.
+    """
     try:
-        data = protocol.encode({"t": protocol.RESULT, "job": job_id, "result": result})
+        data = orjson.dumps(result)
     except TypeError as exc:
         error = {
             "type": "UnserializableResult",
@@ -209,15 +257,17 @@ def encode_result(job_id: str, result: Any) -> bytes:
             "traceback": None,
         }
         return protocol.encode({"t": protocol.ERROR, "job": job_id, "error": error})
-    if len(data) > protocol.MAX_MESSAGE_BYTES:
+    limit_bytes = min(max_result_bytes, protocol.MAX_RESULT_BYTES)
+    if len(data) > limit_bytes:
         error = {
             "type": "ResultTooLarge",
             "message": f"the result is {len(data)} bytes as JSON; "
-            f"the limit is {protocol.MAX_MESSAGE_BYTES}",
+            f"the limit is {limit_bytes} bytes (CONVEYOR_MAX_RESULT_BYTES)",
             "traceback": None,
         }
         return protocol.encode({"t": protocol.ERROR, "job": job_id, "error": error})
-    return data
+    # spliced, not encoded again: a large result is serialised once
+    return b'{"t":"result","job":%b,"result":%b}\n' % (orjson.dumps(job_id), data)
 
 
 def _private_fd(fd: int) -> int:
@@ -238,22 +288,29 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     options = _parse_args(sys.argv[1:] if argv is None else argv)
-    faulthandler.enable()
     signal.signal(signal.SIGTERM, _on_sigterm)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the service, which decides
     threading.Thread(target=_watch_parent, args=(options.parent,), daemon=True).start()
     jobs = os.fdopen(_private_fd(options.jobs_fd), "rb")
     channel = Channel(_private_fd(options.results_fd))
+    capture = OutputCapture(channel.send)
+    faulthandler.enable(capture.stderr_fd)  # a crash dump concerns the worker: not a job's log
+    capture.install()  # before the task modules: they may set up logging as they load
     try:
         try:
             tasks = load_tasks(m for m in options.tasks.split(",") if m)
         except ServiceError as exc:
             channel.send({"t": protocol.ERROR, "job": None, "error": _error(exc, "TaskLoadError")})
             return 3
+        runner = Runner(tasks, channel, capture)
+        problem = runner.start()
+        if problem is not None:
+            channel.send({"t": protocol.ERROR, "job": None, "error": problem})
+            return 3
         channel.send({"t": protocol.READY, "pid": os.getpid()})
-        runner = Runner(tasks, channel)
         for line in jobs:  # ends when the service closes the pipe
             runner.run(orjson.loads(line))
+        runner.stop()
     except Terminated:
         os._exit(128 + signal.SIGTERM)  # skip interpreter teardown: the service is waiting
     except BrokenPipeError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import logging
 import os
 import signal
 import subprocess
@@ -272,3 +273,96 @@ def one_at_a_time(path: str) -> str:
 def tick(label: str = "") -> str:
     """What the schedules of the tests run; returns its label."""
     return label
+
+
+# -- output, results and memory ------------------------------------------------------------
+
+
+@task
+def chatter(tag: str) -> str:
+    """Write through every channel a job has, each line starting with ``tag``."""
+    print(f"{tag} print")
+    sys.stdout.write(f"{tag} stdout write\n")
+    sys.stderr.write(f"{tag} stderr\n")
+    logging.getLogger("tests.chatter").warning("%s logged", tag)
+    subprocess.run(["echo", f"{tag} echo"], check=True)
+    os.write(1, f"{tag} raw fd\n".encode())
+    ctypes.CDLL(None).printf(f"{tag} printf\n".encode())
+    sys.stdout.write(f"{tag} unfinished")  # no newline: still a line of its own
+    return tag
+
+
+@task
+def print_lines(count: int) -> int:
+    for i in range(count):
+        print(f"line {i}")
+    return count
+
+
+@task
+def leave_a_writer(go: str, done: str) -> None:
+    """Leave a child that writes to this job's stdout once ``go`` exists, after the job."""
+    code = (
+        "import os, signal, sys, time\n"
+        "signal.signal(signal.SIGPIPE, signal.SIG_IGN)\n"
+        "while not os.path.exists(sys.argv[1]):\n"
+        "    time.sleep(0.01)\n"
+        "try:\n"
+        "    os.write(1, b'leftover\\n')\n"
+        "except OSError:\n"
+        "    pass\n"
+        "open(sys.argv[2], 'w').close()\n"
+    )
+    subprocess.Popen([sys.executable, "-c", code, go, done])
+
+
+@task
+def say_after_the_leftover(text: str, go: str, done: str) -> str:
+    Path(go).touch()
+    while not Path(done).exists():
+        time.sleep(0.01)
+    print(text)
+    return text
+
+
+@task
+def talk_until_stopped(started: str) -> None:
+    print("working")
+    logging.getLogger("tests.talk").info("still working")
+    try:
+        Path(started).touch()
+        time.sleep(600)
+    finally:
+        print("cleaning up")
+
+
+@task
+def big_result(size: int) -> str:
+    return "x" * size
+
+
+_leaked: list[bytes] = []
+
+
+@task
+def allocate(mb: int) -> int:
+    """Allocate ``mb`` MB (touched, so really in RAM) and let it go."""
+    block = b"x" * (mb * 1024 * 1024)
+    return len(block) // (1024 * 1024)
+
+
+@task(memory_limit_mb=64)
+def allocate_limited(mb: int) -> int:
+    return int(allocate(mb))
+
+
+@task
+def leak(mb: int) -> int:
+    """Keep ``mb`` MB in this worker after the job; return its pid."""
+    _leaked.append(b"x" * (mb * 1024 * 1024))
+    return os.getpid()
+
+
+@task
+def abort() -> None:
+    os.abort()

@@ -8,6 +8,7 @@ import httpx
 
 from service.db import Batch, Database, IdempotencyClaim
 from service.jobs import TERMINAL, Job, JobState, transition
+from service.logs import LogEntry
 from service.retention import PRUNE_CHUNK, RetentionSweep
 from service.settings import Settings
 
@@ -40,6 +41,9 @@ async def test_the_sweep_prunes_only_what_finished_long_enough_ago(tmp_path: Pat
         waiting = queued(90_001, 0.0)  # unfinished jobs stay however old they are
         await db.insert(recent, waiting)
         await db.update(recent.id, lambda j: ended(j, JobState.SUCCEEDED, 9_500.0))
+        line = [LogEntry(100.0, "stdout", "hello")]
+        await db.append_logs_soon(old[0].id, line)
+        await db.append_logs_soon(recent.id, line)
         sweep = RetentionSweep(
             db, retention_s=1_000.0, idempotency_ttl_s=50.0, clock=lambda: now[0]
         )
@@ -47,6 +51,9 @@ async def test_the_sweep_prunes_only_what_finished_long_enough_ago(tmp_path: Pat
         remaining, _ = await db.list_jobs(limit=1000)
         assert sorted(j.id for j in remaining) == [recent.id, waiting.id]
         assert {e.job_id for e in await db.events_after(0, limit=10_000)} == {recent.id, waiting.id}
+        assert [e.text for e in (await db.job_logs(recent.id))[0]] == ["hello"]
+        leftover = await db.transact(lambda batch: batch.execute("SELECT count(*) FROM job_logs"))
+        assert leftover[0][0] == 1  # the pruned job's lines went with it
         now[0] = 10_600.0
         assert await sweep.sweep() == 1
         assert [j.id for j in (await db.list_jobs())[0]] == [waiting.id]

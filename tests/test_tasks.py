@@ -183,6 +183,7 @@ def test_describe_lists_the_parameters() -> None:
             "retry_on": None,
             "priority": None,
             "queue": None,
+            "memory_limit_mb": None,
         },
         "concurrency": None,
         "cron": None,

@@ -1,0 +1,353 @@
+"""Per-job capture of a worker's output: file descriptors 1 and 2, and ``logging`` records.
+
+While a job runs, descriptors 1 and 2 of the worker are fresh pipes that only this job (and the
+processes it starts) write to, so ``print``, C extensions and ``subprocess.run(["echo", ...])``
+are all caught. A reader thread turns what arrives into log entries and sends them to the
+service in batches, at most one per ``interval_s``. Between jobs, 1 and 2 are the worker's own
+again (the service's terminal): what runs outside a job (start hooks, say) writes there, and a
+child a job left behind writes into that job's pipe, never into the next job's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import select
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from .protocol import DEFAULT_MAX_LOG_LINES, LOG, MAX_LOG_LINE_CHARS, clean_text
+
+Send = Callable[[dict[str, Any]], None]
+Entry = dict[str, Any]
+
+FLUSH_INTERVAL_S = 0.1  # live enough to watch, few enough writes for the store
+READ_BYTES = 64 * 1024
+LINE_BYTES = MAX_LOG_LINE_CHARS * 4  # a line with no end in sight is cut here
+# At a job's end, what is left in its pipes is read; a child it left running could write for
+# ever, so the reading stops after this much.
+DRAIN_MAX_BYTES = 1024 * 1024
+END_TIMEOUT_S = 5.0  # the reader answers in microseconds; this only guards against a bug
+BATCH_CHARS = 256 * 1024  # text per message: far below the pipe's message limit
+WORKER_LOG_FORMAT = "%(asctime)s [%(levelname)s] %(name)s (worker %(process)d): %(message)s"
+
+
+class Lines:
+    """Splits one stream's bytes into lines; a line longer than LINE_BYTES is cut there."""
+
+    def __init__(self) -> None:
+        self._partial = bytearray()
+        self._skipping = False  # the rest of a line already cut
+
+    def feed(self, data: bytes) -> list[bytes]:
+        lines = []
+        start = 0
+        while (end := data.find(b"\n", start)) >= 0:
+            if self._skipping:
+                self._skipping = False
+            else:
+                self._partial += data[start:end]
+                lines.append(bytes(self._partial))
+            self._partial.clear()
+            start = end + 1
+        if not self._skipping:
+            self._partial += data[start:]
+            if len(self._partial) > LINE_BYTES:
+                lines.append(bytes(self._partial))
+                self._partial.clear()
+                self._skipping = True
+        return lines
+
+    def rest(self) -> list[bytes]:
+        """The last line, if the output did not end with a newline."""
+        if self._skipping or not self._partial:
+            return []
+        line = bytes(self._partial)
+        self._partial.clear()
+        return [line]
+
+
+def line_text(line: bytes) -> str:
+    text = line.removesuffix(b"\r").decode("utf-8", "replace")
+    return clean_text(text, MAX_LOG_LINE_CHARS)
+
+
+class JobLog:
+    """The entries of one job not sent yet: the newest ``max_lines`` of them, and a count of
+    the older ones dropped (the store keeps only that many anyway)."""
+
+    def __init__(self, job_id: str, max_lines: int) -> None:
+        self.job_id = job_id
+        self.entries: deque[Entry] = deque(maxlen=max_lines)
+        self.dropped = 0
+
+    def add(self, entry: Entry) -> None:
+        if len(self.entries) == self.entries.maxlen:
+            self.dropped += 1
+        self.entries.append(entry)
+
+    def take(self) -> list[dict[str, Any]]:
+        """The pending entries as log messages, each within BATCH_CHARS of text."""
+        messages: list[dict[str, Any]] = []
+        batch: list[Entry] = []
+        chars = 0
+        for entry in self.entries:
+            if batch and chars + len(entry["text"]) > BATCH_CHARS:
+                messages.append(self._message(batch))
+                batch, chars = [], 0
+            batch.append(entry)
+            chars += len(entry["text"])
+        if batch or self.dropped:
+            messages.append(self._message(batch))
+        self.entries.clear()
+        return messages
+
+    def _message(self, entries: list[Entry]) -> dict[str, Any]:
+        message = {"t": LOG, "job": self.job_id, "entries": entries, "dropped": self.dropped}
+        self.dropped = 0
+        return message
+
+
+class Pipe:
+    """The read end of one of a job's two pipes."""
+
+    def __init__(self, fd: int, stream: str, job: JobLog) -> None:
+        self.fd = fd
+        self.stream = stream
+        self.job = job
+        self.lines = Lines()
+        self.at_end = False  # every writer has closed it
+
+    def read(self, limit_bytes: int) -> None:
+        """Turn up to ``limit_bytes`` of what the pipe holds now into the job's entries."""
+        read_bytes = 0
+        while read_bytes < limit_bytes and not self.at_end:
+            try:
+                data = os.read(self.fd, READ_BYTES)
+            except BlockingIOError:
+                return
+            self.at_end = not data
+            read_bytes += len(data)
+            self.add(self.lines.feed(data))
+
+    def add(self, lines: list[bytes]) -> None:
+        now = time.time()
+        for line in lines:
+            self.job.add({"at": now, "stream": self.stream, "text": line_text(line)})
+
+
+class OutputCapture:
+    """Owns descriptors 1 and 2 of the worker, and the thread that reads a job's output.
+
+    The reader thread and the main thread share the job's pipes under ``_lock``: the reader
+    reads whatever arrives while the job runs; at the job's end the main thread itself reads
+    what is left and sends it, which costs no round trip to the reader.
+    """
+
+    def __init__(self, send: Send, *, interval_s: float = FLUSH_INTERVAL_S) -> None:
+        self._send = send
+        self._interval_s = interval_s
+        self._lock = threading.Lock()  # the job, its entries, its pipes
+        self._send_lock = threading.Lock()  # batches leave in the order they were taken
+        self._job: JobLog | None = None
+        self._pipes: dict[int, Pipe] = {}
+        self._streams: tuple[Any, Any] = (sys.stdout, sys.stderr)
+        self._sent_monotonic_s = 0.0
+        # the worker's own 1 and 2, kept where a job cannot reach them
+        self._stdout_fd = os.dup(1)
+        self._stderr_fd = os.dup(2)
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._fflush = _c_fflush()
+
+    @property
+    def stderr_fd(self) -> int:
+        """The worker's own stderr: for what concerns the worker, not a job (crash dumps)."""
+        return self._stderr_fd
+
+    def install(self) -> None:
+        """Start the reader and route ``logging`` to the running job (or, between jobs, to the
+        worker's stderr). Call before the task modules are imported: their ``basicConfig()``
+        then leaves this in place instead of printing each record twice."""
+        if isinstance(sys.stdout, io.TextIOWrapper):  # printed lines reach the log as printed
+            sys.stdout.reconfigure(line_buffering=True)
+        stream = os.fdopen(os.dup(self._stderr_fd), "w", buffering=1, errors="backslashreplace")
+        fallback = logging.StreamHandler(stream)
+        fallback.setFormatter(logging.Formatter(WORKER_LOG_FORMAT))
+        root = logging.getLogger()
+        root.addHandler(JobLogHandler(self, fallback))
+        root.setLevel(logging.INFO)
+        threading.Thread(target=self._read_loop, name="conveyor-capture", daemon=True).start()
+
+    # -- the main thread: a job's beginning and end ----------------------------------------
+
+    def begin(self, job_id: str, max_lines: int = DEFAULT_MAX_LOG_LINES) -> None:
+        """Point descriptors 1 and 2 at new pipes for the job ``job_id``."""
+        self._streams = (sys.stdout, sys.stderr)
+        _flush_streams(self._fflush)
+        try:
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+        except OSError:  # out of descriptors: the job runs, its output goes where it went
+            return
+        for write_end, fd in ((out_w, 1), (err_w, 2)):
+            os.dup2(write_end, fd)  # inheritable: the job's children write there too
+            os.close(write_end)
+        job = JobLog(job_id, max_lines)
+        with self._lock:
+            self._job = job
+            for read_end, stream in ((out_r, "stdout"), (err_r, "stderr")):
+                os.set_blocking(read_end, False)
+                self._pipes[read_end] = Pipe(read_end, stream, job)
+        self._wake()  # the reader watches the new pipes from now on
+
+    def end(self) -> None:
+        """Give descriptors 1 and 2 back to the worker and send the rest of the job's output:
+        everything the job wrote reaches the service before its result does.
+
+        A child the job left running that writes on finds its pipe closed (EPIPE or SIGPIPE),
+        as if it wrote to a terminal that went away.
+        """
+        if self._job is None:
+            return
+        _flush_streams(self._fflush)
+        sys.stdout, sys.stderr = self._streams  # a job may have replaced them and not put back
+        os.dup2(self._stdout_fd, 1)
+        os.dup2(self._stderr_fd, 2)
+        with self._send_lock:
+            with self._lock:
+                for pipe in self._pipes.values():
+                    pipe.read(DRAIN_MAX_BYTES)
+                    pipe.add(pipe.lines.rest())
+                    os.close(pipe.fd)
+                self._pipes.clear()
+                messages = self._job.take()
+                self._job = None
+            self._send_all(messages)
+
+    # -- any thread -------------------------------------------------------------------------
+
+    def add(self, entry: Entry) -> bool:
+        """Add an entry to the running job's log; False when no job is running."""
+        with self._lock:
+            job = self._job
+            if job is None:
+                return False
+            first = not job.entries
+            for pipe in self._pipes.values():  # what was printed before comes before
+                pipe.read(DRAIN_MAX_BYTES)
+            job.add(entry)
+        if first:  # the reader may be asleep with nothing to send
+            self._wake()
+        return True
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # a wake-up is pending already
+            os.write(self._wake_w, b"\0")
+
+    def _send_all(self, messages: list[dict[str, Any]]) -> None:
+        for message in messages:
+            self._send(message)
+        if messages:
+            self._sent_monotonic_s = time.monotonic()
+
+    # -- the reader thread ------------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        while True:
+            try:
+                self._step()
+            except Exception:  # MemoryError under a job's memory limit, say: carry on
+                time.sleep(0.01)
+
+    def _step(self) -> None:
+        # a new poll set each round: a descriptor the main thread has closed since is never
+        # read again, and one whose number a new pipe took is read as that pipe
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        with self._lock:
+            for pipe in self._pipes.values():
+                if not pipe.at_end:  # else it would be reported readable for ever
+                    poller.register(pipe.fd, select.POLLIN)
+            pending = self._job is not None and bool(self._job.entries or self._job.dropped)
+        timeout_ms = None
+        if pending:
+            timeout_ms = max(0.0, self._sent_monotonic_s + self._interval_s - time.monotonic())
+            timeout_ms *= 1000
+        for fd, _ in poller.poll(timeout_ms):
+            if fd == self._wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 4096)
+                continue
+            with self._lock:
+                ready = self._pipes.get(fd)
+                if ready is not None:
+                    ready.read(READ_BYTES)
+        if time.monotonic() >= self._sent_monotonic_s + self._interval_s:
+            with self._send_lock:
+                with self._lock:
+                    messages = [] if self._job is None else self._job.take()
+                self._send_all(messages)
+
+
+class JobLogHandler(logging.Handler):
+    """Sends ``logging`` records to the running job's log; between jobs, to ``fallback``."""
+
+    def __init__(self, capture: OutputCapture, fallback: logging.Handler) -> None:
+        super().__init__()
+        self._capture = capture
+        self._fallback = fallback
+        self.setFormatter(logging.Formatter("%(message)s"))  # level and logger go apart
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            # a traceback says most at its end
+            text = clean_text(
+                self.format(record), MAX_LOG_LINE_CHARS, keep_end=bool(record.exc_info)
+            )
+            entry = {
+                "at": record.created,
+                "stream": "log",
+                "text": text,
+                "level": record.levelname,
+                "logger": record.name,
+            }
+            if not self._capture.add(entry):
+                self._fallback.handle(record)
+        except Exception:
+            self.handleError(record)
+
+
+def _flush_streams(fflush: Callable[[], None] | None) -> None:
+    """Push what Python and C hold in their buffers to the descriptor it was written for."""
+    for stream in {
+        id(s): s for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+    }.values():
+        _flush(stream)
+    if fflush is not None:
+        fflush()
+
+
+def _flush(stream: Any) -> None:
+    with contextlib.suppress(Exception):  # a job may have closed or replaced it
+        if stream is not None:
+            stream.flush()
+
+
+def _c_fflush() -> Callable[[], None] | None:
+    """``fflush(NULL)`` of the C library: C extensions' ``printf`` is buffered there."""
+    try:
+        import ctypes
+
+        fflush = ctypes.CDLL(None).fflush
+    except (ImportError, OSError, AttributeError):
+        return None
+    fflush.argtypes = [ctypes.c_void_p]
+    return lambda: fflush(None)
