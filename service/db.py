@@ -697,8 +697,8 @@ class Database:
 
     async def prune(self, finished_before: float, limit: int) -> int:
         """Delete up to ``limit`` jobs that finished before ``finished_before``, with their
-        events and logs; return how many. One short transaction: call again while it returns ``limit``.
-        """
+        events and logs; return how many. One short transaction: call again while it returns
+        ``limit``."""
 
         async def operation(batch: Batch) -> int:
             rows = await batch.execute(SELECT_EXPIRED, (finished_before, limit))
