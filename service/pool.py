@@ -306,7 +306,8 @@ class ProcessPool:
         self._start(self._see_out(worker))
 
     async def _see_out(self, worker: Worker) -> None:
-        """Kill a recycled worker whose stop hooks take longer than allowed."""
+        """Kill a recycled worker whose stop hooks take longer than allowed; once it has
+        exited, end what is left of its process group."""
         try:
             await asyncio.wait_for(worker.exited.wait(), self.limits.stop_timeout_s)
         except TimeoutError:
@@ -316,6 +317,15 @@ class ProcessPool:
                 worker.pid, self.limits.stop_timeout_s,
             )  # fmt: skip
             await self.kill(worker)
+            return
+        # what its jobs left behind in its group (a daemon, a stray child) goes with it
+        deadline = time.monotonic() + self.grace_s
+        _signal_group(worker.pid, signal.SIGTERM)
+        while await _group_alive(worker.pid):
+            if time.monotonic() >= deadline:
+                _signal_group(worker.pid, signal.SIGKILL)
+                break
+            await asyncio.sleep(GROUP_POLL_S)
 
     # -- process management ---------------------------------------------------------------
 

@@ -38,15 +38,21 @@ class ReadyQueue:
         self._arrivals = itertools.count()
         self._running_by_queue: Counter[str] = Counter()
         self._running_by_task: Counter[str] = Counter()
-        self._size = 0
+        self._waiting: set[str] = set()  # ids in the heaps: a job waits there once at most
         self._changed = asyncio.Event()
 
     def put(self, job_id: str, task: str, queue: str, priority: int) -> None:
-        """Add a due job; it starts after every job of a higher priority, and those before it."""
+        """Add a due job; it starts after every job of a higher priority, and those before it.
+
+        A job already waiting keeps its place: it may be back before its old entry was taken
+        (canceled while queued, then run again on request), and must not start twice.
+        """
+        if job_id in self._waiting:
+            return
+        self._waiting.add(job_id)
         key = (queue, task)
         item = (-priority, next(self._arrivals), job_id)
         heapq.heappush(self._heaps.setdefault(key, []), item)
-        self._size += 1
         self._changed.set()
 
     def take(self) -> Entry | None:
@@ -61,7 +67,7 @@ class ReadyQueue:
         _, _, job_id = heapq.heappop(heap)
         if not heap:  # keep the scan over pairs that have work
             del self._heaps[best]
-        self._size -= 1
+        self._waiting.discard(job_id)
         queue, task = best
         self._running_by_queue[queue] += 1
         self._running_by_task[task] += 1
@@ -81,7 +87,7 @@ class ReadyQueue:
         self._changed.set()
 
     def qsize(self) -> int:
-        return self._size
+        return len(self._waiting)
 
     def sizes(self) -> dict[str, int]:
         """Due jobs per queue."""

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from .db import Database, Guard, IdempotencyClaim
 from .delays import DueQueue
@@ -51,6 +51,8 @@ from .ready import Entry, ReadyQueue
 from .tasks import Task, lookup
 
 log = logging.getLogger("conveyor.scheduler")
+
+T = TypeVar("T")
 
 Clock = Callable[[], float]
 
@@ -196,7 +198,9 @@ class Scheduler:
         InvalidOptions, or IdempotencyKeyReused.
         """
         self._refuse_while_draining()
-        (submitted,) = await self._enqueue([self._new_job(spec)], idempotency, guard)
+        (submitted,) = await _outliving_caller(
+            self._enqueue([self._new_job(spec)], idempotency, guard)
+        )
         return submitted
 
     async def submit_many(
@@ -210,7 +214,7 @@ class Scheduler:
                 jobs.append(self._new_job(spec))
             except (UnknownTask, InvalidArguments, InvalidOptions) as exc:
                 raise BatchRejected(index, exc) from None
-        return await self._enqueue(jobs, idempotency)
+        return await _outliving_caller(self._enqueue(jobs, idempotency))
 
     def _refuse_while_draining(self) -> None:
         if self._draining or self._closing:
@@ -348,13 +352,13 @@ class Scheduler:
         job = None
         if not (self._closing or self._draining) and run.job_id not in self._canceling:
             job = await self._stored(run.job_id)
+        if run.cancel_requested:  # canceled while we looked it up (also while draining)
+            self._pool.release(worker)
+            await self._db.update(run.job_id, _ending(JobState.CANCELED, self._clock()))
+            return None
         stopping = self._closing or self._draining  # it stays queued for the next start
         if job is None or job.state is not JobState.QUEUED or run.interrupted or stopping:
             self._pool.release(worker)
-            return None
-        if run.cancel_requested:  # canceled while we looked it up
-            self._pool.release(worker)
-            await self._db.update(run.job_id, _ending(JobState.CANCELED, self._clock()))
             return None
         if not worker.alive:  # it died while we looked the job up: go round again
             self._make_ready(job)
@@ -434,6 +438,9 @@ class Scheduler:
         Raises JobNotFound, InvalidTransition for a job in another state, or KeyTaken when
         another unfinished job holds its key.
         """
+        return await _outliving_caller(self._rerun(job_id))
+
+    async def _rerun(self, job_id: str) -> Job:
         retried = await self._db.update(job_id, functools.partial(_rerun, at=self._clock()))
         assert retried is not None
         self._make_ready(retried)
@@ -465,6 +472,12 @@ class Scheduler:
         task = asyncio.get_running_loop().create_task(coro)
         self._owned.add(task)
         task.add_done_callback(self._owned.discard)
+
+
+async def _outliving_caller(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to its end even if the caller is cancelled (a client hanging up): a job
+    committed as queued must also reach the ready queue, or it would wait for a restart."""
+    return await asyncio.shield(asyncio.ensure_future(coro))
 
 
 def _job_message(job: Job) -> dict[str, Any]:

@@ -212,6 +212,8 @@ class Schedules:
             try:
                 made = await self._submit(schedule, tick)
             except ShuttingDown:  # the tick stays due: the next start makes its job
+                if schedule.id in self._look_at:
+                    self._look_at[schedule.id] = self._clock() + RETRY_S
                 return False
             except Exception as exc:  # the store failed: the tick stays due
                 log.error("schedule %s: cannot fire (%s); trying again", schedule.id, exc)

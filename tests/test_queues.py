@@ -184,3 +184,32 @@ async def test_ready_queue_prefers_any_queue_under_its_limit() -> None:
     assert first is not None
     ready.release(first)
     assert (await asyncio.wait_for(ready.get(), 1)).job_id == "r1"
+
+
+async def test_a_job_canceled_then_retried_while_queued_runs_once(
+    one_worker: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    gate_file, marker_file = tmp_path / "open", tmp_path / "runs"
+    gate, marker = str(gate_file), str(marker_file)
+    blocker = await submit_job(one_worker, "gate", gate)
+    await wait_state(one_worker, blocker, "running")
+    job_id = await submit_job(one_worker, "gate", gate, "run", marker)
+    assert (await one_worker.post(f"/jobs/{job_id}/cancel")).json()["state"] == "canceled"
+    assert (await one_worker.post(f"/jobs/{job_id}/retry")).json()["state"] == "queued"
+    health = (await one_worker.get("/health")).json()
+    assert health["jobs"]["queued"] == 1  # one place in the queue, not two
+    gate_file.touch()
+    assert (await finished(one_worker, job_id))["state"] == "succeeded"
+    assert (await finished(one_worker, await submit_job(one_worker, "add", 1, 1)))["result"] == 2
+    assert marker_file.read_text().split() == ["run"]
+
+
+def test_the_ready_queue_holds_a_job_once() -> None:
+    ready = ReadyQueue({}, {})
+    ready.put("a", "t", "default", 0)
+    ready.put("a", "t", "default", 5)  # back before its entry was taken: keeps its place
+    assert ready.qsize() == 1
+    entry = ready.take()
+    assert entry is not None and entry.job_id == "a" and ready.take() is None
+    ready.put("a", "t", "default", 0)  # taken, then due again (a retry): a new entry
+    assert ready.qsize() == 1
