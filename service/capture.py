@@ -14,7 +14,7 @@ import contextlib
 import io
 import logging
 import os
-import select
+import selectors
 import sys
 import threading
 import time
@@ -43,6 +43,7 @@ class Pipe:
         self.job = job
         self.lines = Lines()
         self.at_end = False  # every writer has closed it
+        self.watched = True  # registered with the reader's selector
 
     def read(self, limit_bytes: int) -> None:
         """Turn up to ``limit_bytes`` of what the pipe holds now into the job's entries."""
@@ -67,7 +68,9 @@ class OutputCapture:
 
     The reader thread and the main thread share the job's pipes under ``_lock``: the reader
     reads whatever arrives while the job runs; at the job's end the main thread itself reads
-    what is left and sends it, which costs no round trip to the reader.
+    what is left and sends it. The main thread adds and removes the job's pipes on the reader's
+    selector itself (epoll and kqueue allow it while another thread waits), so a job that
+    prints nothing wakes no thread: its capture costs a few system calls.
     """
 
     def __init__(self, send: Send, *, interval_s: float = FLUSH_INTERVAL_S) -> None:
@@ -85,6 +88,8 @@ class OutputCapture:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
         self._fflush = _c_fflush()
 
     @property
@@ -126,7 +131,7 @@ class OutputCapture:
             for read_end, stream in ((out_r, "stdout"), (err_r, "stderr")):
                 os.set_blocking(read_end, False)
                 self._pipes[read_end] = Pipe(read_end, stream, job)
-        self._wake()  # the reader watches the new pipes from now on
+                self._selector.register(read_end, selectors.EVENT_READ)
 
     def end(self) -> None:
         """Give descriptors 1 and 2 back to the worker and send the rest of the job's output:
@@ -139,6 +144,9 @@ class OutputCapture:
             return
         _flush_streams(self._fflush)
         sys.stdout, sys.stderr = self._streams  # a job may have replaced them and not put back
+        with self._lock:  # before their writers close: the reader need not wake for that
+            for pipe in self._pipes.values():
+                self._unwatch(pipe)
         os.dup2(self._stdout_fd, 1)
         os.dup2(self._stderr_fd, 2)
         with self._send_lock:
@@ -172,6 +180,12 @@ class OutputCapture:
         with contextlib.suppress(BlockingIOError):  # a wake-up is pending already
             os.write(self._wake_w, b"\0")
 
+    def _unwatch(self, pipe: Pipe) -> None:
+        """Stop the reader waiting on ``pipe``; call with ``_lock`` held."""
+        if pipe.watched:
+            self._selector.unregister(pipe.fd)
+            pipe.watched = False
+
     def _send_all(self, messages: list[dict[str, Any]]) -> None:
         for message in messages:
             self._send(message)
@@ -188,28 +202,24 @@ class OutputCapture:
                 time.sleep(0.01)
 
     def _step(self) -> None:
-        # a new poll set each round: a descriptor the main thread has closed since is never
-        # read again, and one whose number a new pipe took is read as that pipe
-        poller = select.poll()
-        poller.register(self._wake_r, select.POLLIN)
         with self._lock:
-            for pipe in self._pipes.values():
-                if not pipe.at_end:  # else it would be reported readable for ever
-                    poller.register(pipe.fd, select.POLLIN)
             pending = self._job is not None and bool(self._job.entries or self._job.dropped)
-        timeout_ms = None
+        timeout_s = None
         if pending:
-            timeout_ms = max(0.0, self._sent_monotonic_s + self._interval_s - time.monotonic())
-            timeout_ms *= 1000
-        for fd, _ in poller.poll(timeout_ms):
-            if fd == self._wake_r:
+            timeout_s = max(0.0, self._sent_monotonic_s + self._interval_s - time.monotonic())
+        for key, _ in self._selector.select(timeout_s):
+            if key.fd == self._wake_r:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_r, 4096)
                 continue
             with self._lock:
-                ready = self._pipes.get(fd)
-                if ready is not None:
-                    ready.read(READ_BYTES)
+                # by descriptor, now: one the main thread has closed since is gone, one whose
+                # number a new pipe took is read as that pipe
+                pipe = self._pipes.get(key.fd)
+                if pipe is not None:
+                    pipe.read(READ_BYTES)
+                    if pipe.at_end:  # else it would be reported ready for ever
+                        self._unwatch(pipe)
         if time.monotonic() >= self._sent_monotonic_s + self._interval_s:
             with self._send_lock:
                 with self._lock:
