@@ -14,104 +14,24 @@ import contextlib
 import io
 import logging
 import os
-import select
+import selectors
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .protocol import DEFAULT_MAX_LOG_LINES, LOG, MAX_LOG_LINE_CHARS, clean_text
+from .loglines import Entry, JobLog, Lines, line_text
+from .protocol import DEFAULT_MAX_LOG_LINES, MAX_LOG_LINE_CHARS, clean_text
 
 Send = Callable[[dict[str, Any]], None]
-Entry = dict[str, Any]
 
 FLUSH_INTERVAL_S = 0.1  # live enough to watch, few enough writes for the store
 READ_BYTES = 64 * 1024
-LINE_BYTES = MAX_LOG_LINE_CHARS * 4  # a line with no end in sight is cut here
 # At a job's end, what is left in its pipes is read; a child it left running could write for
 # ever, so the reading stops after this much.
 DRAIN_MAX_BYTES = 1024 * 1024
-END_TIMEOUT_S = 5.0  # the reader answers in microseconds; this only guards against a bug
-BATCH_CHARS = 256 * 1024  # text per message: far below the pipe's message limit
 WORKER_LOG_FORMAT = "%(asctime)s [%(levelname)s] %(name)s (worker %(process)d): %(message)s"
-
-
-class Lines:
-    """Splits one stream's bytes into lines; a line longer than LINE_BYTES is cut there."""
-
-    def __init__(self) -> None:
-        self._partial = bytearray()
-        self._skipping = False  # the rest of a line already cut
-
-    def feed(self, data: bytes) -> list[bytes]:
-        lines = []
-        start = 0
-        while (end := data.find(b"\n", start)) >= 0:
-            if self._skipping:
-                self._skipping = False
-            else:
-                self._partial += data[start:end]
-                lines.append(bytes(self._partial))
-            self._partial.clear()
-            start = end + 1
-        if not self._skipping:
-            self._partial += data[start:]
-            if len(self._partial) > LINE_BYTES:
-                lines.append(bytes(self._partial))
-                self._partial.clear()
-                self._skipping = True
-        return lines
-
-    def rest(self) -> list[bytes]:
-        """The last line, if the output did not end with a newline."""
-        if self._skipping or not self._partial:
-            return []
-        line = bytes(self._partial)
-        self._partial.clear()
-        return [line]
-
-
-def line_text(line: bytes) -> str:
-    text = line.removesuffix(b"\r").decode("utf-8", "replace")
-    return clean_text(text, MAX_LOG_LINE_CHARS)
-
-
-class JobLog:
-    """The entries of one job not sent yet: the newest ``max_lines`` of them, and a count of
-    the older ones dropped (the store keeps only that many anyway)."""
-
-    def __init__(self, job_id: str, max_lines: int) -> None:
-        self.job_id = job_id
-        self.entries: deque[Entry] = deque(maxlen=max_lines)
-        self.dropped = 0
-
-    def add(self, entry: Entry) -> None:
-        if len(self.entries) == self.entries.maxlen:
-            self.dropped += 1
-        self.entries.append(entry)
-
-    def take(self) -> list[dict[str, Any]]:
-        """The pending entries as log messages, each within BATCH_CHARS of text."""
-        messages: list[dict[str, Any]] = []
-        batch: list[Entry] = []
-        chars = 0
-        for entry in self.entries:
-            if batch and chars + len(entry["text"]) > BATCH_CHARS:
-                messages.append(self._message(batch))
-                batch, chars = [], 0
-            batch.append(entry)
-            chars += len(entry["text"])
-        if batch or self.dropped:
-            messages.append(self._message(batch))
-        self.entries.clear()
-        return messages
-
-    def _message(self, entries: list[Entry]) -> dict[str, Any]:
-        message = {"t": LOG, "job": self.job_id, "entries": entries, "dropped": self.dropped}
-        self.dropped = 0
-        return message
 
 
 class Pipe:
@@ -123,6 +43,7 @@ class Pipe:
         self.job = job
         self.lines = Lines()
         self.at_end = False  # every writer has closed it
+        self.watched = True  # registered with the reader's selector
 
     def read(self, limit_bytes: int) -> None:
         """Turn up to ``limit_bytes`` of what the pipe holds now into the job's entries."""
@@ -147,7 +68,9 @@ class OutputCapture:
 
     The reader thread and the main thread share the job's pipes under ``_lock``: the reader
     reads whatever arrives while the job runs; at the job's end the main thread itself reads
-    what is left and sends it, which costs no round trip to the reader.
+    what is left and sends it. The main thread adds and removes the job's pipes on the reader's
+    selector itself (epoll and kqueue allow it while another thread waits), so a job that
+    prints nothing wakes no thread: its capture costs a few system calls.
     """
 
     def __init__(self, send: Send, *, interval_s: float = FLUSH_INTERVAL_S) -> None:
@@ -165,6 +88,8 @@ class OutputCapture:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
         self._fflush = _c_fflush()
 
     @property
@@ -206,7 +131,7 @@ class OutputCapture:
             for read_end, stream in ((out_r, "stdout"), (err_r, "stderr")):
                 os.set_blocking(read_end, False)
                 self._pipes[read_end] = Pipe(read_end, stream, job)
-        self._wake()  # the reader watches the new pipes from now on
+                self._selector.register(read_end, selectors.EVENT_READ)
 
     def end(self) -> None:
         """Give descriptors 1 and 2 back to the worker and send the rest of the job's output:
@@ -219,6 +144,9 @@ class OutputCapture:
             return
         _flush_streams(self._fflush)
         sys.stdout, sys.stderr = self._streams  # a job may have replaced them and not put back
+        with self._lock:  # before their writers close: the reader need not wake for that
+            for pipe in self._pipes.values():
+                self._unwatch(pipe)
         os.dup2(self._stdout_fd, 1)
         os.dup2(self._stderr_fd, 2)
         with self._send_lock:
@@ -252,6 +180,12 @@ class OutputCapture:
         with contextlib.suppress(BlockingIOError):  # a wake-up is pending already
             os.write(self._wake_w, b"\0")
 
+    def _unwatch(self, pipe: Pipe) -> None:
+        """Stop the reader waiting on ``pipe``; call with ``_lock`` held."""
+        if pipe.watched:
+            self._selector.unregister(pipe.fd)
+            pipe.watched = False
+
     def _send_all(self, messages: list[dict[str, Any]]) -> None:
         for message in messages:
             self._send(message)
@@ -268,28 +202,24 @@ class OutputCapture:
                 time.sleep(0.01)
 
     def _step(self) -> None:
-        # a new poll set each round: a descriptor the main thread has closed since is never
-        # read again, and one whose number a new pipe took is read as that pipe
-        poller = select.poll()
-        poller.register(self._wake_r, select.POLLIN)
         with self._lock:
-            for pipe in self._pipes.values():
-                if not pipe.at_end:  # else it would be reported readable for ever
-                    poller.register(pipe.fd, select.POLLIN)
             pending = self._job is not None and bool(self._job.entries or self._job.dropped)
-        timeout_ms = None
+        timeout_s = None
         if pending:
-            timeout_ms = max(0.0, self._sent_monotonic_s + self._interval_s - time.monotonic())
-            timeout_ms *= 1000
-        for fd, _ in poller.poll(timeout_ms):
-            if fd == self._wake_r:
+            timeout_s = max(0.0, self._sent_monotonic_s + self._interval_s - time.monotonic())
+        for key, _ in self._selector.select(timeout_s):
+            if key.fd == self._wake_r:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_r, 4096)
                 continue
             with self._lock:
-                ready = self._pipes.get(fd)
-                if ready is not None:
-                    ready.read(READ_BYTES)
+                # by descriptor, now: one the main thread has closed since is gone, one whose
+                # number a new pipe took is read as that pipe
+                pipe = self._pipes.get(key.fd)
+                if pipe is not None:
+                    pipe.read(READ_BYTES)
+                    if pipe.at_end:  # else it would be reported ready for ever
+                        self._unwatch(pipe)
         if time.monotonic() >= self._sent_monotonic_s + self._interval_s:
             with self._send_lock:
                 with self._lock:

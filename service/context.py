@@ -22,6 +22,58 @@ class SoftTimeout(Exception):
     stop; ``timeout_s`` still ends the job if it goes on."""
 
 
+class Deferred:
+    """One daemon thread that runs callbacks when they come due.
+
+    Progress updates held back are sent from here, not from a thread started per update: under
+    a job's memory limit a new thread may fail to start, or hang the job while it starts.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: dict[Callable[[], None], float] = {}  # callback → monotonic due time
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread now (a worker does, before its first job); idempotent."""
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="conveyor-deferred")
+                self._thread.daemon = True
+                self._thread.start()
+
+    def call_at(self, due_monotonic_s: float, callback: Callable[[], None]) -> None:
+        self.start()
+        with self._cond:
+            self._due[callback] = due_monotonic_s
+            self._cond.notify()
+
+    def cancel(self, callback: Callable[[], None]) -> None:
+        with self._cond:
+            self._due.pop(callback, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                callback = self._next()
+            callback()  # unlocked: it may take its own lock, whose holder may be calling in
+
+    def _next(self) -> Callable[[], None]:
+        while True:
+            if not self._due:
+                self._cond.wait()
+                continue
+            callback, due_s = min(self._due.items(), key=lambda item: item[1])
+            wait_s = due_s - time.monotonic()
+            if wait_s <= 0:
+                del self._due[callback]
+                return callback
+            self._cond.wait(wait_s)
+
+
+deferred = Deferred()
+
+
 class ProgressReporter:
     """Sends a job's progress, at most one message per ``interval_s``; the latest value wins.
 
@@ -36,7 +88,7 @@ class ProgressReporter:
         self._lock = threading.Lock()
         self._pending: dict[str, Any] | None = None
         self._sent_monotonic_s = 0.0
-        self._timer: threading.Timer | None = None
+        self._scheduled = False  # a flush is due on the deferred thread
 
     def update(self, done: float, total: float | None, message: str | None) -> None:
         payload = {
@@ -51,10 +103,9 @@ class ProgressReporter:
             wait_s = self._sent_monotonic_s + self._interval_s - time.monotonic()
             if wait_s <= 0:
                 self._flush_locked()
-            elif self._timer is None:
-                self._timer = threading.Timer(wait_s, self.flush)
-                self._timer.daemon = True
-                self._timer.start()
+            elif not self._scheduled:
+                self._scheduled = True
+                deferred.call_at(time.monotonic() + wait_s, self.flush)
 
     def flush(self) -> None:
         with self._lock:
@@ -63,12 +114,12 @@ class ProgressReporter:
     def close(self) -> None:
         """Send what is pending now: called before the job's result, which must come last."""
         with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
+            if self._scheduled:
+                deferred.cancel(self.flush)
             self._flush_locked()
 
     def _flush_locked(self) -> None:
-        self._timer = None
+        self._scheduled = False
         if self._pending is not None:
             self._send(self._pending)
             self._pending = None

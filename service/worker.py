@@ -296,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     capture = OutputCapture(channel.send)
     faulthandler.enable(capture.stderr_fd)  # a crash dump concerns the worker: not a job's log
     capture.install()  # before the task modules: they may set up logging as they load
+    context.deferred.start()  # no thread is started for progress once jobs run (memory limits)
     try:
         try:
             tasks = load_tasks(m for m in options.tasks.split(",") if m)

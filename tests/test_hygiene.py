@@ -121,6 +121,17 @@ async def test_an_allocation_over_the_job_limit_fails_the_job_not_the_worker() -
         assert (await run(pool, "pid")).result == pid  # the same worker all along
 
 
+async def test_progress_is_reported_under_a_tight_memory_limit() -> None:
+    seen: list[Any] = []
+    async with ProcessPool(
+        1, [TASKS], grace_s=1.0, on_progress=lambda *update: seen.append(update)
+    ) as pool:
+        # held-back updates are sent by a thread the worker started before the job: starting
+        # one under the limit could fail, or hang the job
+        assert (await run(pool, "steps", 20, 0.005, memory_limit_mb=4)).result == 20
+    assert seen[-1][1].done == 20
+
+
 async def test_a_worker_that_dies_under_a_memory_limit_says_so() -> None:
     async with pool_of_one() as pool:
         outcome = await run(pool, "abort", memory_limit_mb=50)

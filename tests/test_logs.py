@@ -16,8 +16,10 @@ from httpx_sse import aconnect_sse
 
 from service.db import Database
 from service.jobs import Job, JobState
+from service.loglines import BATCH_CHARS, LINE_BYTES, JobLog, Lines, line_text
 from service.logs import LogEntry
 from service.pool import ProcessPool
+from service.protocol import MAX_LOG_LINE_CHARS
 from service.recycling import WorkerLimits
 from service.settings import Settings
 
@@ -236,3 +238,41 @@ async def test_the_store_keeps_a_bounded_tail_and_forgets_it_on_request(tmp_path
         await db.delete_logs(["j"])
         assert await db.job_logs("j") == ([], 0)
         assert not [e for e in await db.events_after(0) if e.kind == "log"]
+
+
+# -- lines and batches (pure) ---------------------------------------------------------------
+
+
+def test_lines_are_cut_from_chunks_however_they_arrive() -> None:
+    lines = Lines()
+    assert lines.feed(b"one\r\ntw") == [b"one\r"]
+    assert lines.feed(b"o\nthree") == [b"two"]
+    assert lines.rest() == [b"three"] and lines.rest() == []
+    assert [line_text(b"one\r"), line_text(b"caf\xc3\xa9 \xff")] == ["one", "café \ufffd"]
+
+
+def test_a_line_without_end_is_cut_and_the_rest_of_it_skipped() -> None:
+    lines = Lines()
+    head = lines.feed(b"x" * (LINE_BYTES + 1))
+    assert head == [b"x" * (LINE_BYTES + 1)]
+    assert lines.feed(b"more of the same\nnext\n") == [b"next"]  # the long line's tail: gone
+    assert line_text(head[0]).endswith("characters cut …]")
+    assert len(line_text(head[0])) < MAX_LOG_LINE_CHARS + 40
+
+
+def test_pending_entries_keep_the_newest_and_count_the_rest() -> None:
+    job = JobLog("job-1", max_lines=3)
+    for i in range(5):
+        job.add({"at": 0.0, "stream": "stdout", "text": f"line {i}"})
+    [message] = job.take()
+    assert [e["text"] for e in message["entries"]] == ["line 2", "line 3", "line 4"]
+    assert (message["t"], message["job"], message["dropped"]) == ("log", "job-1", 2)
+    assert job.take() == []  # nothing pending, nothing dropped: no message
+
+
+def test_pending_entries_leave_in_messages_of_bounded_size() -> None:
+    job = JobLog("job-1", max_lines=100)
+    for _ in range(10):
+        job.add({"at": 0.0, "stream": "stdout", "text": "y" * (BATCH_CHARS // 4)})
+    messages = job.take()
+    assert [len(m["entries"]) for m in messages] == [4, 4, 2]
