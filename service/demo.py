@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from service import progress, task
@@ -43,3 +44,14 @@ async def countdown(start: int = 5, interval_s: float = 1.0) -> str:
         await asyncio.sleep(interval_s)
     progress(start, start, "lift-off")
     return "lift-off"
+
+
+@task
+def talk(lines: int = 10, interval_s: float = 0.5) -> int:
+    """Print ``lines`` lines and log a warning halfway: watch them on ``/jobs/<id>/logs``."""
+    for line in range(1, lines + 1):
+        print(f"line {line} of {lines}")
+        if line == lines // 2:
+            logging.getLogger("service.demo").warning("halfway there")
+        time.sleep(interval_s)
+    return lines

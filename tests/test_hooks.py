@@ -152,6 +152,23 @@ async def test_jobs_wait_queued_while_workers_cannot_start(
         assert (await client.get("/health")).status_code == 200
 
 
+async def test_public_health_names_the_start_error_without_its_traceback(
+    settings: Settings, hook_dir: Path
+) -> None:
+    (hook_dir / "broken").touch()
+    failing = dataclasses.replace(settings, tasks=(FAILING,), concurrency=1, token="s3cret")
+    async with running_app(failing) as (_, client):
+
+        async def start_error(headers: dict[str, str]) -> Any:
+            body = await (await client.get("/health", headers=headers)).get_json()
+            return body["workers"]["start_error"]
+
+        public = await wait_until(lambda: start_error({}), what="the start error")
+        assert "the database is down" in public["message"] and public["traceback"] is None
+        private = await start_error({"Authorization": "Bearer s3cret"})
+        assert "Traceback" in private["traceback"]
+
+
 def test_hooks_register_once_and_stop_in_reverse_order() -> None:
     calls: list[str] = []
 
