@@ -109,7 +109,18 @@ class OutputCapture:
         root = logging.getLogger()
         root.addHandler(JobLogHandler(self, fallback))
         root.setLevel(logging.INFO)
+        os.register_at_fork(after_in_child=self._forget)
         threading.Thread(target=self._read_loop, name="conveyor-capture", daemon=True).start()
+
+    def _forget(self) -> None:
+        """In a process a job forked (``multiprocessing``, say), which is not the worker: its
+        output goes to its descriptors 1 and 2, which the worker reads for the job."""
+        self._lock = threading.Lock()  # it may have been held by another thread at the fork
+        self._send_lock = threading.Lock()
+        for fd in self._pipes:
+            os.close(fd)  # the worker's ends, not this process's
+        self._pipes = {}
+        self._job = None
 
     # -- the main thread: a job's beginning and end ----------------------------------------
 
@@ -235,6 +246,12 @@ class JobLogHandler(logging.Handler):
         self._capture = capture
         self._fallback = fallback
         self.setFormatter(logging.Formatter("%(message)s"))  # level and logger go apart
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        """A process a job forked writes its records to its stderr: the job's, in its log."""
+        self._fallback = logging.StreamHandler(sys.stderr)
+        self._fallback.setFormatter(logging.Formatter("[%(levelname)s] %(name)s: %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

@@ -7,6 +7,7 @@ in a unit test) ``progress()`` checks its arguments and does nothing.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,10 @@ class Deferred:
     """
 
     def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)  # a forked child has no such thread
+
+    def _reset(self) -> None:
         self._cond = threading.Condition()
         self._due: dict[Callable[[], None], float] = {}  # callback → monotonic due time
         self._thread: threading.Thread | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -366,3 +367,17 @@ def leak(mb: int) -> int:
 @task
 def abort() -> None:
     os.abort()
+
+
+def _forked_child() -> None:
+    logging.getLogger("tests.child").warning("logged in a forked child")
+    print("printed in a forked child", flush=True)
+
+
+@task
+def fork_a_child() -> int | None:
+    """A child forked, not started afresh (multiprocessing's default on Linux)."""
+    child = multiprocessing.get_context("fork").Process(target=_forked_child)
+    child.start()
+    child.join(30)
+    return child.exitcode

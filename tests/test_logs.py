@@ -101,6 +101,16 @@ async def test_a_child_left_running_never_writes_into_the_next_job(
     assert "leftover" not in logs.texts("job-1")
 
 
+async def test_what_a_forked_child_writes_or_logs_is_in_the_job_log(
+    pool: ProcessPool, logs: Logs
+) -> None:
+    assert await run(pool, "job-1", "fork_a_child") == 0  # no lock inherited mid-use: no hang
+    assert sorted((e["stream"], e["text"]) for e in logs.entries("job-1")) == [
+        ("stderr", "[WARNING] tests.child: logged in a forked child"),
+        ("stdout", "printed in a forked child"),
+    ]
+
+
 async def test_a_flood_is_coalesced_and_the_newest_lines_kept(logs: Logs) -> None:
     limits = WorkerLimits(max_log_lines=50)
     async with ProcessPool(
