@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,13 +23,9 @@ T = "tests.sample_tasks."
 
 @pytest.fixture
 async def one_worker(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(**{**settings_fields(settings), "concurrency": 1})
+    settings = dataclasses.replace(settings, concurrency=1)
     async with live_server(settings) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
         yield client
-
-
-def settings_fields(settings: Settings) -> dict[str, Any]:
-    return {name: getattr(settings, name) for name in Settings.__dataclass_fields__}
 
 
 async def jobs_in(client: httpx.AsyncClient, state: str) -> list[str]:
@@ -96,7 +93,7 @@ async def test_bad_priority_or_queue_is_refused(
 async def test_a_queue_at_its_limit_does_not_hold_back_other_queues(
     settings: Settings, tmp_path: Path
 ) -> None:
-    settings = Settings(**{**settings_fields(settings), "concurrency": 3, "queues": {"reports": 1}})
+    settings = dataclasses.replace(settings, concurrency=3, queues={"reports": 1})
     gate_file = tmp_path / "open"
     gate = str(gate_file)
     async with live_server(settings) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
@@ -129,7 +126,7 @@ async def test_a_task_concurrency_limit(settings: Settings, tmp_path: Path) -> N
 
 
 async def test_priorities_survive_a_restart(settings: Settings, tmp_path: Path) -> None:
-    settings = Settings(**{**settings_fields(settings), "concurrency": 1})
+    settings = dataclasses.replace(settings, concurrency=1)
     gate_file, marker_file = tmp_path / "open", tmp_path / "order"
     gate, marker = str(gate_file), str(marker_file)
     async with live_server(settings) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:

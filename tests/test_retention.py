@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import httpx
@@ -74,9 +75,7 @@ async def test_the_sweep_forgets_old_idempotency_keys(tmp_path: Path) -> None:
 
 
 async def test_the_service_prunes_as_it_runs(settings: Settings) -> None:
-    settings = Settings(
-        **{**{n: getattr(settings, n) for n in Settings.__dataclass_fields__}, "retention_s": 1.0}
-    )
+    settings = dataclasses.replace(settings, retention_s=1.0)
     async with live_server(settings) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
         job_id = await submit_job(client, "add", 1, 2)
         await finished(client, job_id)

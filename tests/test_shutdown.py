@@ -8,17 +8,10 @@ from pathlib import Path
 
 import httpx
 
-from .conftest import ServiceProcess, process_gone, wait_state, wait_until
+from .conftest import ServiceProcess, process_gone, submit_job, wait_state, wait_until
 
 T = "tests.sample_tasks."
 Factory = Callable[..., ServiceProcess]
-
-
-async def submit(client: httpx.AsyncClient, task: str, *args: object) -> str:
-    response = await client.post("/jobs", json={"task": T + task, "args": list(args)})
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["id"]
-    return job_id
 
 
 async def draining(client: httpx.AsyncClient) -> bool:
@@ -47,8 +40,10 @@ async def test_sigterm_lets_running_jobs_finish_while_the_api_answers(
     await service.wait_ready()
     gate = tmp_path / "open"
     async with httpx.AsyncClient(base_url=service.url, timeout=10) as client:
-        running = await submit(client, "gate", str(gate))
-        waiting = await submit(client, "add", 1, 2)  # queued behind it: not started in the drain
+        running = await submit_job(client, "gate", str(gate))
+        waiting = await submit_job(
+            client, "add", 1, 2
+        )  # queued behind it: not started in the drain
         await wait_state(client, running, "running")
         assert service.proc is not None
         service.proc.send_signal(signal.SIGTERM)
@@ -76,8 +71,8 @@ async def test_a_cancel_during_the_drain_works_and_a_second_sigterm_stops_now(
     await service.wait_ready()
     first, second = tmp_path / "first", tmp_path / "second"
     async with httpx.AsyncClient(base_url=service.url, timeout=10) as client:
-        canceled = await submit(client, "sleep", 60, str(first))
-        stopped = await submit(client, "sleep", 60, str(second))
+        canceled = await submit_job(client, "sleep", 60, str(first))
+        stopped = await submit_job(client, "sleep", 60, str(second))
         await wait_until(lambda: started(first) and started(second), what="both jobs to start")
         assert service.proc is not None
         service.proc.send_signal(signal.SIGTERM)
@@ -104,7 +99,7 @@ async def test_jobs_still_running_after_the_grace_are_stopped_and_requeued(
     await service.wait_ready()
     marker = tmp_path / "runs"
     async with httpx.AsyncClient(base_url=service.url, timeout=10) as client:
-        job_id = await submit(client, "sleep", 60, str(marker))
+        job_id = await submit_job(client, "sleep", 60, str(marker))
         await wait_until(lambda: started(marker), what="the job to start")
         assert service.terminate() == 0
         assert process_gone(int(marker.read_text().split()[0]))
