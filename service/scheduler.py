@@ -37,6 +37,7 @@ from .jobs import (
     TERMINAL,
     Job,
     JobError,
+    JobOptions,
     JobSpec,
     JobState,
     Progress,
@@ -220,13 +221,19 @@ class Scheduler:
         if self._draining or self._closing:
             raise ShuttingDown
 
-    def _new_job(self, spec: JobSpec) -> Job:
+    def check(self, spec: JobSpec) -> JobOptions:
+        """The options a job of ``spec`` would run with. Raises UnknownTask, InvalidArguments
+        when the arguments do not bind to the task's signature, or InvalidOptions."""
         task = lookup(self._tasks, spec.task)
         task.check_arguments(spec.args, spec.kwargs)
         options = DEFAULT_OPTIONS.merged(task.options).merged(spec.options)
         problem = options.problem()
         if problem is not None:
             raise InvalidOptions(spec.task, problem)
+        return options
+
+    def _new_job(self, spec: JobSpec) -> Job:
+        options = self.check(spec)
         now = self._clock()
         later = spec.run_at is not None and spec.run_at > now
         return Job(

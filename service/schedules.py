@@ -30,9 +30,9 @@ from .errors import (
     ShuttingDown,
     UnknownTask,
 )
-from .jobs import DEFAULT_OPTIONS, JobOptions, JobSpec, isoformat
+from .jobs import JobOptions, JobSpec, isoformat
 from .scheduler import Scheduler
-from .tasks import Task, lookup
+from .tasks import Task
 
 log = logging.getLogger("conveyor.schedules")
 
@@ -141,11 +141,7 @@ class Schedules:
             created_at=self._clock(), args=args or [], kwargs=kwargs or {},
             options=options or JobOptions(),
         )  # fmt: skip
-        found = lookup(self._scheduler.tasks, task)
-        found.check_arguments(schedule.args, schedule.kwargs)
-        problem = DEFAULT_OPTIONS.merged(found.options).merged(schedule.options).problem()
-        if problem is not None:
-            raise InvalidOptions(task, problem)
+        self._scheduler.check(JobSpec(task, schedule.args, schedule.kwargs, schedule.options))
         await self._db.add_schedule(schedule)
         self._keep(schedule)
         return schedule

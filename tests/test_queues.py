@@ -33,13 +33,19 @@ async def jobs_in(client: httpx.AsyncClient, state: str) -> list[str]:
     return sorted(job["id"] for job in page["jobs"])
 
 
+async def hold_the_worker(client: httpx.AsyncClient, gate: str, *args: str) -> str:
+    """A job that runs until ``gate`` exists, once it runs: jobs after it wait in the queue."""
+    blocker = await submit_job(client, "gate", gate, *args)
+    await wait_state(client, blocker, "running")
+    return blocker
+
+
 async def test_higher_priority_first_fifo_within(
     one_worker: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     gate_file, marker_file = tmp_path / "open", tmp_path / "order"
     gate, marker = str(gate_file), str(marker_file)
-    blocker = await submit_job(one_worker, "gate", gate)
-    await wait_state(one_worker, blocker, "running")
+    await hold_the_worker(one_worker, gate)
     labels = [("low-1", 0), ("high", 5), ("low-2", 0), ("mid", 1), ("below", -3), ("low-3", 0)]
     ids = [
         await submit_job(one_worker, "gate", gate, label, marker, priority=priority)
@@ -130,8 +136,7 @@ async def test_priorities_survive_a_restart(settings: Settings, tmp_path: Path) 
     gate_file, marker_file = tmp_path / "open", tmp_path / "order"
     gate, marker = str(gate_file), str(marker_file)
     async with live_server(settings) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
-        blocker = await submit_job(client, "gate", gate, "blocker", marker)
-        await wait_state(client, blocker, "running")
+        blocker = await hold_the_worker(client, gate, "blocker", marker)
         low = await submit_job(client, "gate", gate, "low", marker)
         high = await submit_job(client, "gate", gate, "high", marker, priority=9)
     gate_file.touch()  # the stop requeued the blocker: all three wait for the next start
@@ -188,8 +193,7 @@ async def test_a_job_canceled_then_retried_while_queued_runs_once(
 ) -> None:
     gate_file, marker_file = tmp_path / "open", tmp_path / "runs"
     gate, marker = str(gate_file), str(marker_file)
-    blocker = await submit_job(one_worker, "gate", gate)
-    await wait_state(one_worker, blocker, "running")
+    await hold_the_worker(one_worker, gate)
     job_id = await submit_job(one_worker, "gate", gate, "run", marker)
     assert (await one_worker.post(f"/jobs/{job_id}/cancel")).json()["state"] == "canceled"
     assert (await one_worker.post(f"/jobs/{job_id}/retry")).json()["state"] == "queued"
