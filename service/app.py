@@ -5,6 +5,7 @@ Run it with ``hypercorn --config hypercorn.toml "service.app:create_app()"``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -44,6 +45,7 @@ from .errors import (
     UnknownTask,
 )
 from .events import Broker
+from .jobs import isoformat
 from .pool import ProcessPool
 from .recycling import WorkerLimits
 from .retention import RetentionSweep
@@ -62,11 +64,24 @@ from .schemas import (
 from .settings import Settings
 from .shutdown import GracefulShutdown
 from .streams import event_stream
+from .streamtokens import StreamTokens
 from .tasks import load_tasks
 
 log = logging.getLogger("conveyor")
 
 PUBLIC_PATHS = frozenset({"/health", "/openapi.json"})
+# the dashboard's page and files: public, since the page is what asks for the token
+PUBLIC_ENDPOINTS = frozenset({"dashboard", "static"})
+STREAM_ENDPOINTS = frozenset({"all_events", "job_events"})
+# the dashboard renders every value as text; this stops anything else from running on its page
+DASHBOARD_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 IDEMPOTENCY_TTL_S = 24 * 3600.0
@@ -189,7 +204,9 @@ def create_app(settings: Settings | None = None) -> Quart:
             running = scheduler.status()["running"]
             log.info("stopping; %d running job(s) to stop and requeue", running)
 
-    _add_auth(app, settings)
+    stream_tokens = StreamTokens(settings.token)
+    app.extensions["conveyor.stream_tokens"] = stream_tokens
+    _add_auth(app, settings, stream_tokens)
     _add_error_handlers(app)
     _add_routes(app)
     return app
@@ -224,13 +241,19 @@ def has_token(settings: Settings) -> bool:
     return right and scheme.lower() == "bearer"
 
 
-def _add_auth(app: Quart, settings: Settings) -> None:
+def _add_auth(app: Quart, settings: Settings, stream_tokens: StreamTokens) -> None:
     if settings.token is None:
         return
 
     @app.before_request
     async def require_token() -> Any:
-        if request.path in PUBLIC_PATHS or has_token(settings):
+        if request.path in PUBLIC_PATHS or request.endpoint in PUBLIC_ENDPOINTS:
+            return None
+        if has_token(settings):
+            return None
+        if request.endpoint in STREAM_ENDPOINTS and stream_tokens.valid(
+            request.args.get("token", "")
+        ):
             return None
         response = error_response(
             401, "unauthorized", "send the token as 'Authorization: Bearer <token>'"
@@ -418,8 +441,9 @@ def _add_job_routes(app: Quart) -> None:
         except ValueError as exc:
             return error_response(400, "invalid_request", str(exc))
         jobs, next_cursor = await runtime().db.list_jobs(
-            states=states, task=query.task, limit=query.limit, before=before
-        )
+            states=states, task=query.task, queue=query.queue, text=query.q,
+            limit=query.limit, before=before,
+        )  # fmt: skip
         next_page = None if next_cursor is None else str(next_cursor)
         return json_response({"jobs": [job_json(j) for j in jobs], "next": next_page})
 
@@ -471,6 +495,11 @@ def _add_stream_routes(app: Quart) -> None:
             event_stream(rt.db, rt.broker, after_id=after_id, job_id=job_id,
                          keepalive_s=rt.settings.sse_keepalive_s)
         )  # fmt: skip
+
+    @app.post("/stream-token")
+    async def stream_token() -> Any:
+        tokens = cast(StreamTokens, current_app.extensions["conveyor.stream_tokens"])
+        return json_response({"token": tokens.issue(), "expires_in_s": tokens.ttl_s})
 
     @app.get("/events")
     async def all_events() -> Any:
@@ -530,6 +559,43 @@ def _add_schedule_routes(app: Quart) -> None:
 
 
 def _add_service_routes(app: Quart) -> None:
+    @app.get("/")
+    async def dashboard() -> Any:
+        response = await app.send_static_file("index.html")
+        response.headers.update(DASHBOARD_HEADERS)
+        return response
+
+    @app.get("/stats")
+    async def stats() -> Any:
+        db = runtime().db
+        # both as of the same commit: a client applies the events after event_id to the counts
+        body = {"event_id": db.last_event_id, **db.stats.as_json(time.time())}
+        return json_response(body)
+
+    @app.get("/workers")
+    async def workers() -> Any:
+        rt = runtime()
+        status = rt.pool.status()
+        listed = []
+        for worker in status["workers"]:
+            job = None
+            if worker["job_id"] is not None:
+                with contextlib.suppress(JobNotFound):  # pruned or never stored
+                    job = await rt.db.get_job(worker["job_id"])
+            state = "busy" if worker["job_id"] else "idle" if worker["ready"] else "starting"
+            listed.append({
+                "pid": worker["pid"], "state": state, "started_at": worker["started_at"],
+                "jobs_run": worker["jobs_run"], "job": None if job is None else {
+                    "id": job.id, "task": job.task, "started_at": isoformat(job.started_at),
+                    "progress": None if job.progress is None else job.progress.as_dict(),
+                },
+            })  # fmt: skip
+        body = {
+            "size": status["size"], "busy": status["busy"],
+            "idle": sum(1 for w in listed if w["state"] == "idle"), "workers": listed,
+        }  # fmt: skip
+        return json_response(body)
+
     @app.get("/tasks")
     async def list_tasks() -> Any:
         tasks = runtime().scheduler.tasks

@@ -45,6 +45,7 @@ from .jobs import (
 )
 from .logs import LogEntry
 from .protocol import DEFAULT_MAX_LOG_LINES
+from .stats import BUCKET_S, JobStats, window_start
 from .storefiles import StartJournal, lock_database
 
 T = TypeVar("T")
@@ -161,10 +162,11 @@ UPDATE_JOB = (
     "error = ?, started_at = ?, finished_at = ?, scheduled_at = ?, retries = ?, attempts = ? "
     "WHERE id = ?"
 )
-# what the ready queue needs of each queued job, oldest first (jobs stored before queues and
-# priorities existed have neither in their options)
+# jobs stored before queues and priorities existed have neither in their options
+QUEUE_OF_JOB = "coalesce(json_extract(options, '$.queue'), 'default')"
+# what the ready queue needs of each queued job, oldest first
 SELECT_QUEUED = (
-    "SELECT id, task, coalesce(json_extract(options, '$.queue'), 'default'), "
+    f"SELECT id, task, {QUEUE_OF_JOB}, "
     "coalesce(json_extract(options, '$.priority'), 0) FROM jobs WHERE state = 'queued' ORDER BY seq"
 )
 SELECT_ACTIVE_WITH_KEY = (
@@ -175,10 +177,17 @@ UPSERT_IDEMPOTENCY = (
     "INSERT OR REPLACE INTO idempotency (key, request, job_ids, created_at) VALUES (?, ?, ?, ?)"
 )
 SELECT_EXPIRED = (
-    "SELECT id FROM jobs WHERE finished_at < ? AND state IN ('succeeded', 'failed', 'canceled') "
+    f"SELECT id, {QUEUE_OF_JOB}, state FROM jobs "
+    "WHERE finished_at < ? AND state IN ('succeeded', 'failed', 'canceled') "
     "ORDER BY finished_at LIMIT ?"
 )
 DELETE_EXPIRED_IDEMPOTENCY = "DELETE FROM idempotency WHERE created_at < ?"
+COUNT_JOBS = f"SELECT {QUEUE_OF_JOB}, state, count(*) FROM jobs GROUP BY 1, 2"
+# (bucket start, state, jobs) of the jobs finished since ?, in buckets of ? seconds
+COUNT_FINISHED = (
+    "SELECT CAST(finished_at / ?1 AS INTEGER) * ?1, state, count(*) FROM jobs "
+    "WHERE finished_at >= ?2 AND state IN ('succeeded', 'failed', 'canceled') GROUP BY 1, 2"
+)
 SELECT_SCHEDULED = "SELECT id, scheduled_at FROM jobs WHERE state = 'scheduled'"
 INSERT_EVENT = "INSERT INTO events (id, job_id, kind, at, data) VALUES (?, ?, ?, ?, ?)"
 SELECT_EVENTS_AFTER = (
@@ -311,7 +320,9 @@ class Batch:
         # exact or absent): starting, updating or finishing one needs no read
         self._cache = cache
         self.rows: dict[str, Job] = {}
+        self.loaded: dict[str, Job] = {}  # each job as it was before this transaction
         self.inserted: set[str] = set()
+        self.pruned: list[tuple[str, str]] = []  # (queue, state) of each job deleted
         self.events: list[Event] = []
         self.next_event_id = next_id
 
@@ -320,6 +331,8 @@ class Batch:
         if job is None:
             rows = await self._conn.execute_fetchall(SELECT_JOB, (job_id,))
             job = row_to_job(next(iter(rows))) if rows else None
+        if job is not None:
+            self.loaded.setdefault(job_id, job)
         return job
 
     async def ids_in_state(self, state: JobState) -> list[str]:
@@ -341,11 +354,13 @@ class Batch:
         return None
 
     def put(self, job: Job, *, new: bool = False, kind: str | None = "state") -> None:
+        """Stage ``job`` (read through ``get`` first, unless ``new``) with a ``kind`` event."""
+        before = None if new else self.rows.get(job.id) or self.loaded[job.id]
         self.rows[job.id] = job
         if new:
             self.inserted.add(job.id)
         if kind == "state":
-            self._event(job, kind, state_event_data(job))
+            self._event(job, kind, state_event_data(job, None if before is None else before.state))
         elif kind == "progress":
             progress = None if job.progress is None else job.progress.as_dict()
             self._event(job, kind, {"job_id": job.id, "task": job.task, "progress": progress})
@@ -470,6 +485,7 @@ class Database:
         self._next_event_id = 1
         self._lock_fd: int | None = None
         self._journal = StartJournal(path + ".started")
+        self.stats = JobStats()  # as of the last commit, like last_event_id
 
     async def __aenter__(self) -> Database:
         await self.open()
@@ -489,11 +505,21 @@ class Database:
             await _migrate(self._writer)
             rows = await self._writer.execute_fetchall(LAST_EVENT_ID)
             self._next_event_id = int(next(iter(rows))[0]) + 1
+            await self._seed_stats(self._writer)
             self._reader = await _connect(self.path)
         except BaseException:
             await self.close()
             raise
         self._loop_task = asyncio.get_running_loop().create_task(self._write_loop())
+
+    async def _seed_stats(self, conn: aiosqlite.Connection) -> None:
+        counts = await conn.execute_fetchall(COUNT_JOBS)
+        since = window_start(self._clock())
+        finished = await conn.execute_fetchall(COUNT_FINISHED, (BUCKET_S, since))
+        self.stats.seed(
+            [(row[0], row[1], row[2]) for row in counts],
+            [(row[0], row[1], row[2]) for row in finished],
+        )
 
     async def close(self) -> None:
         """Finish the writes already asked for, then close both connections; idempotent."""
@@ -703,12 +729,14 @@ class Database:
         async def operation(batch: Batch) -> int:
             rows = await batch.execute(SELECT_EXPIRED, (finished_before, limit))
             # a job changed in this same transaction (run again on request) stays
-            ids = [row[0] for row in rows if row[0] not in batch.rows]
-            if ids:
+            gone = [row for row in rows if row[0] not in batch.rows]
+            if gone:
+                ids = [row[0] for row in gone]
                 marks = ", ".join("?" * len(ids))
                 await batch.delete_logs(ids)
                 await batch.execute(f"DELETE FROM events WHERE job_id IN ({marks})", ids)
                 await batch.execute(f"DELETE FROM jobs WHERE id IN ({marks})", ids)
+                batch.pruned.extend((row[1], row[2]) for row in gone)
             return len(rows)
 
         return await self.transact(operation)
@@ -763,6 +791,8 @@ class Database:
                 await conn.rollback()
             raise
         self._next_event_id = batch.next_event_id
+        self.stats.apply(batch.events)
+        self.stats.forget(batch.pruned)
         for job_id, job in batch.rows.items():
             if job.state is JobState.RUNNING or (
                 job.state in ACTIVE and len(self._cache) < CACHE_SIZE
@@ -798,10 +828,15 @@ class Database:
         *,
         states: Sequence[JobState] = (),
         task: str | None = None,
+        queue: str | None = None,
+        text: str | None = None,
         limit: int = 50,
         before: int | None = None,
     ) -> tuple[list[Job], int | None]:
-        """Jobs newest first; returns them and the cursor of the next page (None at the end)."""
+        """Jobs newest first; returns them and the cursor of the next page (None at the end).
+
+        ``text`` matches jobs whose arguments (as JSON) hold it, ignoring ASCII case.
+        """
         where: list[str] = []
         params: list[Any] = []
         if states:
@@ -810,6 +845,12 @@ class Database:
         if task is not None:
             where.append("task = ?")
             params.append(task)
+        if queue is not None:
+            where.append(f"{QUEUE_OF_JOB} = ?")
+            params.append(queue)
+        if text:
+            where.append("instr(lower(args || ' ' || kwargs), lower(?)) > 0")
+            params.append(text)
         if before is not None:
             where.append("seq < ?")
             params.append(before)

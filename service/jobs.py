@@ -200,6 +200,10 @@ class Job:
         return self.state in TERMINAL
 
     @property
+    def queue(self) -> str:
+        return self.options.queue or DEFAULT_QUEUE
+
+    @property
     def duration_s(self) -> float | None:
         if self.started_at is None or self.finished_at is None:
             return None
@@ -254,11 +258,17 @@ def retries_left(job: Job, error: JobError) -> bool:
     return job.options.retry_on is None or error.type in job.options.retry_on
 
 
-def state_event_data(job: Job) -> dict[str, Any]:
-    """What a ``state`` event says about ``job`` (enough for a list row to update itself)."""
+def state_event_data(job: Job, previous: JobState | None) -> dict[str, Any]:
+    """What a ``state`` event says about ``job`` (enough for a list row to update itself).
+
+    ``from`` is the state it left (None for a new job): with it, a client keeps counts by
+    state and queue from the events alone.
+    """
     data: dict[str, Any] = {
         "job_id": job.id,
         "task": job.task,
+        "queue": job.queue,
+        "from": None if previous is None else previous.value,
         "state": job.state.value,
         "attempt": job.attempt,
     }

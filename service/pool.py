@@ -23,7 +23,7 @@ from typing import Any
 
 from . import protocol
 from .errors import PoolClosed
-from .jobs import JobError, Progress
+from .jobs import JobError, Progress, isoformat
 from .memory import resident_mb
 from .recycling import DEFAULT_LIMITS, WorkerLimits, recycle
 
@@ -253,7 +253,13 @@ class ProcessPool:
 
     def status(self) -> dict[str, Any]:
         workers = [
-            {"pid": w.pid, "job_id": w.job_id, "ready": w.ready.is_set(), "jobs_run": w.jobs_run}
+            {
+                "pid": w.pid,
+                "job_id": w.job_id,
+                "ready": w.ready.is_set(),
+                "jobs_run": w.jobs_run,
+                "started_at": isoformat(w.started_at),
+            }
             for w in sorted(self._workers, key=lambda w: w.started_at)
             if not w.retiring
         ]

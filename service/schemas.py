@@ -175,6 +175,10 @@ class JobsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     state: str | None = Field(None, description="comma-separated states")
     task: str | None = None
+    queue: str | None = None
+    q: str | None = Field(
+        None, max_length=200, description="text the arguments hold (ASCII case ignored)"
+    )
     limit: int = Field(50, ge=1, le=1000)
     cursor: str | None = Field(None, description="'next' of the previous page")
 

@@ -93,7 +93,8 @@ async def test_insert_and_get_round_trip(db: Database, store: Store) -> None:
     assert await db.get_job("job-1") == job
     [event] = store.published
     assert (event.id, event.job_id, event.kind) == (1, "job-1", "state")
-    assert event.data == state_event_data(job)
+    assert event.data == state_event_data(job, None)
+    assert event.data["from"] is None
     assert event.data["state"] == "queued"
 
 
@@ -153,7 +154,8 @@ async def test_update_writes_the_changed_job_with_a_state_event(db: Database, st
         (2, "running"),
         (3, "succeeded"),
     ]
-    assert store.published[1].data == state_event_data(running)
+    assert store.published[1].data == state_event_data(running, Q)
+    assert store.published[2].data["from"] == "running"
 
 
 async def test_update_that_returns_none_leaves_the_job(db: Database, store: Store) -> None:

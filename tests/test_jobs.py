@@ -186,15 +186,17 @@ def test_isoformat_is_utc_with_milliseconds_and_z() -> None:
 
 def test_state_event_data() -> None:
     job = transition(make_job(Q), R, 200.0)
-    assert state_event_data(job) == {
+    assert state_event_data(job, Q) == {
         "job_id": "job-1",
         "task": "tests.sample_tasks.add",
+        "queue": "default",
+        "from": "queued",
         "state": "running",
         "attempt": 1,
     }
     failed = transition(job, F, 201.0, error=JobError("ValueError", "boom", "Traceback ..."))
-    data = state_event_data(failed)
-    assert data["state"] == "failed"
+    data = state_event_data(failed, R)
+    assert (data["from"], data["state"]) == ("running", "failed")
     assert data["error"] == {"type": "ValueError", "message": "boom"}  # no traceback
     assert isinstance(data["state"], str)
 

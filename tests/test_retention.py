@@ -35,6 +35,7 @@ async def test_the_sweep_prunes_only_what_finished_long_enough_ago(tmp_path: Pat
 
         async def finish_all(batch: Batch) -> None:
             for index, job in enumerate(old):
+                await batch.get(job.id)  # what put() needs: the job as it was
                 batch.put(ended(job, states[index % 3], 100.0))
 
         await db.transact(finish_all)
