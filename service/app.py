@@ -289,7 +289,7 @@ def _add_job_error_handlers(app: Quart) -> None:
 
     @app.errorhandler(InvalidArguments)
     async def invalid_arguments(exc: InvalidArguments) -> Any:
-        return error_response(422, "invalid_arguments", str(exc), task=exc.task)
+        return error_response(422, "invalid_arguments", str(exc), task=exc.task, fields=exc.fields)
 
     @app.errorhandler(InvalidOptions)
     async def invalid_options(exc: InvalidOptions) -> Any:

@@ -48,9 +48,10 @@ class UnknownTask(ServiceError):
 class InvalidArguments(ServiceError):
     """The arguments do not bind to the task's signature."""
 
-    def __init__(self, task: str, reason: str) -> None:
+    def __init__(self, task: str, reason: str, fields: list[dict[str, str]] | None = None) -> None:
         self.task = task
         self.reason = reason
+        self.fields = fields or []  # {"field": a parameter's name, "message": its problem}
         super().__init__(f"arguments do not match task {task!r}: {reason}")
 
 

@@ -45,15 +45,32 @@ class Task:
             problems = [str(exc)]
             unexpected = self._unexpected_keywords(kwargs)
             if unexpected and "unexpected keyword" not in problems[0]:  # bind names one problem
-                problems.append(f"unexpected keyword argument(s) {', '.join(unexpected)}")
-            raise InvalidArguments(self.name, "; ".join(problems)) from None
+                problems.append(
+                    f"unexpected keyword argument(s) {', '.join(map(repr, unexpected))}"
+                )
+            fields = [
+                {"field": name, "message": "required"} for name in self._missing(args, kwargs)
+            ]
+            fields += [{"field": name, "message": "not a parameter"} for name in unexpected]
+            raise InvalidArguments(self.name, "; ".join(problems), fields) from None
+
+    def _missing(self, args: list[Any], kwargs: dict[str, Any]) -> list[str]:
+        """The required parameters that neither ``args`` nor ``kwargs`` give a value."""
+        missing = []
+        for index, param in enumerate(self.signature.parameters.values()):
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                continue
+            positional = param.kind is not param.KEYWORD_ONLY and index < len(args)
+            if param.default is param.empty and not positional and param.name not in kwargs:
+                missing.append(param.name)
+        return missing
 
     def _unexpected_keywords(self, kwargs: dict[str, Any]) -> list[str]:
         params = self.signature.parameters
         if any(p.kind is p.VAR_KEYWORD for p in params.values()):
             return []
         return [
-            repr(key)
+            key
             for key in kwargs
             if key not in params or params[key].kind is inspect.Parameter.POSITIONAL_ONLY
         ]

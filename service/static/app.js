@@ -1,1 +1,90 @@
-export {};
+// The dashboard: a hash router over four views, each built from the public REST + SSE API.
+//
+//   #/              overview
+//   #/jobs?...      the jobs list (state, task, queue, q)
+//   #/jobs/<id>     one job
+//   #/submit?task=  the submit form
+
+import { api, forgetToken, hasToken, onTokenNeeded } from "./api.js";
+import { fill, h } from "./dom.js";
+import { jobPage } from "./views/job.js";
+import { jobsList } from "./views/jobs.js";
+import { overview } from "./views/overview.js";
+import { submitForm } from "./views/submit.js";
+
+const main = document.getElementById("view");
+let leave = () => {};
+let tasks = null; // GET /tasks, read once
+
+async function taskList() {
+  if (!tasks) tasks = (await api("/tasks")).tasks;
+  return tasks;
+}
+
+async function route() {
+  leave();
+  leave = () => {};
+  const [path, queryText] = location.hash.replace(/^#/, "").split("?");
+  const params = new URLSearchParams(queryText || "");
+  const parts = (path || "/").split("/").filter(Boolean);
+  for (const link of document.querySelectorAll("nav a")) {
+    const current = link.dataset.view === (parts[0] || "overview");
+    if (current) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  const connection = document.getElementById("connection");
+  connection.textContent = parts[0] === "submit" ? "" : "connecting…"; // a view with a stream says more
+  connection.dataset.status = "connecting";
+  document.getElementById("sign-out").hidden = !hasToken();
+  try {
+    if (parts[0] === "jobs" && parts[1]) {
+      document.title = "Job · Conveyor";
+      leave = jobPage(main, decodeURIComponent(parts[1]));
+    } else if (parts[0] === "jobs") {
+      document.title = "Jobs · Conveyor";
+      leave = jobsList(main, params, await taskList());
+    } else if (parts[0] === "submit") {
+      document.title = "Submit · Conveyor";
+      leave = submitForm(main, params, await taskList());
+    } else {
+      document.title = "Conveyor";
+      leave = overview(main);
+    }
+  } catch (error) {
+    fill(main, h("p", { class: "error" }, `Could not load this page: ${error.message}`));
+  }
+  main.focus({ preventScroll: true });
+}
+
+// -- the token dialog ------------------------------------------------------------------------
+
+const dialog = document.getElementById("token-dialog");
+const tokenForm = document.getElementById("token-form");
+const tokenInput = document.getElementById("token-input");
+const tokenError = document.getElementById("token-error");
+
+onTokenNeeded(
+  (wrong) =>
+    new Promise((resolve) => {
+      tokenError.textContent = wrong ? "That token was not accepted. Try again." : "";
+      tokenInput.value = "";
+      tokenForm.onsubmit = (event) => {
+        event.preventDefault();
+        const token = tokenInput.value.trim();
+        if (!token) return;
+        dialog.close();
+        resolve(token);
+      };
+      dialog.oncancel = (event) => event.preventDefault(); // nothing works without it
+      dialog.showModal();
+      tokenInput.focus();
+    }),
+);
+
+document.getElementById("sign-out").addEventListener("click", () => {
+  forgetToken();
+  location.reload();
+});
+
+window.addEventListener("hashchange", route);
+route();
