@@ -102,5 +102,15 @@ def encode_event(event: Event) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.id, event.kind.encode(), data)
 
 
+def position(event_id: int) -> bytes:
+    """Where a stream starts: an ``id`` with empty data, sent first.
+
+    A client that sees no event before the connection drops still resumes from here (the
+    browser sends it back as Last-Event-ID), so what happens while it is cut off is not lost.
+    EventSource hands it to ``onmessage`` with empty data; other clients skip empty data.
+    """
+    return b"id: %d\ndata:\n\n" % event_id
+
+
 KEEPALIVE = b": keep-alive\n\n"
 RETRY = b"retry: 2000\n\n"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from .db import Database
-from .events import KEEPALIVE, RETRY, Broker, encode_event
+from .events import KEEPALIVE, RETRY, Broker, encode_event, position
 from .jobs import TERMINAL, Event
 
 REPLAY_PAGE = 500
@@ -33,6 +33,7 @@ async def event_stream(
     With ``job_id``, only that job's events, and the stream ends after its terminal one.
     """
     yield RETRY
+    yield position(after_id)
     sent = after_id
     while True:
         subscription = broker.subscribe(job_id)

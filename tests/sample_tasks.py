@@ -381,3 +381,13 @@ def fork_a_child() -> int | None:
     child.start()
     child.join(30)
     return child.exitcode
+
+
+@task
+def paged_report(pages: int = 5, interval_s: float = 0.2) -> dict[str, int]:
+    """Write one log line and report progress per page: what a dashboard shows moving."""
+    for page in range(1, pages + 1):
+        time.sleep(interval_s)
+        print(f"page {page} of {pages} done", flush=True)
+        progress(page, pages, f"page {page}")
+    return {"pages": pages}

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from service.db import Database
-from service.events import KEEPALIVE, RETRY, Broker, Subscription, encode_event
+from service.events import KEEPALIVE, RETRY, Broker, Subscription, encode_event, position
 from service.jobs import Event, Job, JobError, JobState, Progress, transition
 from service.streams import REPLAY_PAGE, ends_stream, event_stream
 
@@ -206,6 +206,7 @@ async def open_stream(
     stream = event_stream(db, broker, after_id=after_id, job_id=job_id, keepalive_s=keepalive_s)
     try:
         assert await asyncio.wait_for(anext(stream), 5) == RETRY  # always first
+        assert await asyncio.wait_for(anext(stream), 5) == position(after_id)  # then where
         yield stream
     finally:
         if isinstance(stream, AsyncGenerator):

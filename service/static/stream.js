@@ -47,6 +47,11 @@ export class LiveStream {
       setStatus("live");
       this.markReady();
     };
+    // the stream's first message: its position, so a resume from here misses nothing
+    source.onmessage = (message) => {
+      const id = Number(message.lastEventId);
+      if (id > this.lastEventId) this.lastEventId = id;
+    };
     for (const kind of KINDS) {
       source.addEventListener(kind, (message) => {
         const id = Number(message.lastEventId);

@@ -1,0 +1,362 @@
+"""The dashboard in a real headless Chromium, against a real server on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from service.settings import Settings
+
+from .conftest import TASKS, finished, live_server, process_gone, submit_job, wait_state, wait_until
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# no sandbox needs root's say-so (Playwright adds --no-sandbox); the rest keep Chromium off the
+# network, which is closed here and would refuse it many times over
+CHROMIUM_ARGS = [
+    "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+if not os.path.exists(CHROMIUM) and os.environ.get("CI") != "true":
+    pytest.skip(
+        "the dashboard tests need Debian's chromium (apt-get install chromium); "
+        "CI installs it and runs them",
+        allow_module_level=True,
+    )
+
+T = TASKS + "."
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@pytest.fixture
+async def site(settings: Settings) -> AsyncIterator[str]:
+    async with live_server(settings) as url:
+        yield url
+
+
+SCRIPT_ERRORS: list[str] = []  # uncaught errors of any page a test opened
+
+
+@pytest.fixture(autouse=True)
+def no_script_errors() -> Iterator[None]:
+    SCRIPT_ERRORS.clear()
+    yield
+    assert not SCRIPT_ERRORS, f"the page's scripts failed: {SCRIPT_ERRORS}"
+
+
+async def open_page(browser: Browser, url: str, **options: Any) -> Page:
+    page = await browser.new_page(**options)
+    page.on("pageerror", lambda error: SCRIPT_ERRORS.append(str(error)))
+    page.set_default_timeout(10_000)
+    await page.goto(url)
+    return page
+
+
+def row(page: Page, job_id: str) -> Any:
+    return page.locator(f'table.jobs tr[data-job-id="{job_id}"]')
+
+
+# -- submit, progress, log ------------------------------------------------------------------------
+
+
+async def test_a_job_from_the_form_shows_up_moves_and_logs(browser: Browser, site: str) -> None:
+    watcher = await open_page(browser, site + "/#/jobs")
+    await expect(watcher.locator("#connection")).to_have_attribute("data-status", "live")
+    page = await open_page(browser, site + f"/#/submit?task={T}paged_report")
+    await expect(page.locator("#field-pages")).to_have_value("5")  # the default, filled in
+    await page.fill("#field-pages", "8")
+    await page.fill("#field-interval_s", "0.4")
+    await page.click("button[type=submit]")
+    await expect(page).to_have_url(re.compile("#/jobs/"))
+    job_id = page.url.split("#/jobs/")[1]
+    # the job page: its progress bar moves, its log lines arrive, then it succeeds
+    bar = page.locator(".job-head progress")
+    await wait_until(
+        lambda: _number(bar.get_attribute("value"), above=0.1), what="the progress bar to move"
+    )
+    first = float(await bar.get_attribute("value") or 0)
+    await wait_until(lambda: _number(bar.get_attribute("value"), above=first), what="more")
+    await expect(page.locator(".log li").first).to_contain_text("page 1 of 8 done")
+    await expect(page.locator(".job-state .badge")).to_have_text("succeeded", timeout=15_000)
+    await expect(page.locator(".log li")).to_have_count(8)
+    await expect(page.locator(".result")).to_contain_text('"pages": 8')
+    await expect(page.locator(".timeline li")).to_have_count(3)  # queued, running, succeeded
+    # the list that was open all along got the new row, and saw it finish, without a reload
+    await expect(row(watcher, job_id)).to_have_count(1)
+    await expect(row(watcher, job_id).locator(".badge")).to_have_text("succeeded")
+
+
+async def _number(value: Any, *, above: float) -> bool:
+    text = await value
+    return text is not None and float(text) > above
+
+
+async def test_the_apis_refusals_show_next_to_their_fields(browser: Browser, site: str) -> None:
+    page = await open_page(browser, site + f"/#/submit?task={T}add")
+    await page.fill("#field-x", "1")  # y left empty: the API says it is required
+    await page.click("details.options summary")
+    await page.fill("#field-priority", "99999999")  # beyond what the API accepts
+    await page.click("button[type=submit]")
+    await expect(page.locator("#field-priority-error")).not_to_be_empty()
+    await expect(page.locator("#field-priority")).to_have_attribute("aria-invalid", "true")
+    await page.fill("#field-priority", "")
+    await page.click("button[type=submit]")
+    await expect(page.locator("#field-y-error")).to_have_text("required")
+    await expect(page.locator("#field-x-error")).to_be_empty()
+    assert "#/submit" in page.url  # nothing was submitted
+
+
+# -- cancel and retry -----------------------------------------------------------------------------
+
+
+async def test_cancel_stops_a_running_job_within_a_second(
+    browser: Browser, site: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pid"
+    async with httpx.AsyncClient(base_url=site) as client:
+        job_id = await submit_job(client, "sleep", 60, str(marker))
+        await wait_state(client, job_id, "running")
+        page = await open_page(browser, site + f"/#/jobs/{job_id}")
+        await expect(page.locator(".job-state .badge")).to_have_text("running")
+        pid = int(marker.read_text().split()[0])
+        await page.click("button:has-text('Cancel')")
+        await expect(page.locator(".job-state .badge")).to_have_text("canceled", timeout=1000)
+        await expect(page.locator(".outcome")).to_contain_text("Canceled")
+        await wait_until(lambda: process_gone(pid), what="the job's process killed")
+        assert (await client.get(f"/jobs/{job_id}")).json()["state"] == "canceled"
+        # retry: queued again, the page follows it to its next run
+        await page.click("button:has-text('Retry')")
+        await expect(page.locator(".outcome")).to_contain_text("Queued again")
+        await expect(page.locator(".job-state .badge")).to_have_text("running")
+        await expect(page.locator("button:has-text('Cancel')")).to_be_enabled()
+
+
+async def test_a_refused_cancel_says_why(browser: Browser, site: str) -> None:
+    async with httpx.AsyncClient(base_url=site) as client:
+        job_id = await submit_job(client, "add", 1, 2)
+        await finished(client, job_id)
+    page = await open_page(browser, site + f"/#/jobs/{job_id}")
+    await expect(page.locator(".job-state .badge")).to_have_text("succeeded")
+    await expect(page.locator("button:has-text('Cancel')")).to_be_disabled()
+    await expect(page.locator("button:has-text('Retry')")).to_be_disabled()
+    await expect(page.locator(".result")).to_have_text("3")
+
+
+# -- a real cut ------------------------------------------------------------------------------------
+
+
+class Relay:
+    """A TCP relay in front of the server: cutting it drops every connection through it and
+    refuses new ones, as a lost network does (the browser's offline mode spares localhost)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._serve, "127.0.0.1", self.port, reuse_address=True
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+        pumps = [self._pump(reader, up_writer), self._pump(up_reader, writer)]
+        for pump in pumps:
+            task = asyncio.create_task(pump)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.transport.abort()
+        self._writers.discard(writer)
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.cut()
+
+
+async def test_what_finished_while_the_page_was_cut_off_shows_after_it_reconnects(
+    browser: Browser, site: str
+) -> None:
+    relay = Relay(int(site.rsplit(":", 1)[1]))
+    await relay.start()
+    try:
+        async with httpx.AsyncClient(base_url=site) as client:
+            running = await submit_job(client, "sleep", 2)
+            await wait_state(client, running, "running")
+            page = await open_page(browser, f"http://127.0.0.1:{relay.port}/#/jobs")
+            await expect(row(page, running).locator(".badge")).to_have_text("running")
+            await expect(page.locator("#connection")).to_have_attribute("data-status", "live")
+            await relay.cut()
+            await expect(page.locator("#connection")).to_have_attribute(
+                "data-status", "reconnecting"
+            )
+            # meanwhile: the running job ends and a new one comes and goes
+            await finished(client, running)
+            newcomer = await submit_job(client, "add", 2, 3)
+            await finished(client, newcomer)
+            assert await row(page, running).locator(".badge").inner_text() == "running"
+            await relay.start()  # the same port: the browser's own retries get through
+            await expect(row(page, running).locator(".badge")).to_have_text(
+                "succeeded", timeout=15_000
+            )
+            await expect(row(page, newcomer).locator(".badge")).to_have_text("succeeded")
+            await expect(page.locator("#connection")).to_have_attribute("data-status", "live")
+    finally:
+        await relay.close()
+
+
+# -- the overview ------------------------------------------------------------------------------
+
+
+async def test_the_overview_counts_follow_the_jobs(browser: Browser, site: str) -> None:
+    page = await open_page(browser, site + "/#/")
+    succeeded = page.locator('.tile[data-state="succeeded"] .tile-count')
+    await expect(succeeded).to_have_text("0")
+    await expect(page.locator("#connection")).to_have_attribute("data-status", "live")
+    async with httpx.AsyncClient(base_url=site) as client:
+        held = await submit_job(client, "sleep", 30)
+        await wait_state(client, held, "running")
+        await expect(page.locator('.tile[data-state="running"] .tile-count')).to_have_text("1")
+        await expect(page.locator("table.workers")).to_contain_text(T + "sleep")
+        for i in range(3):
+            await finished(client, await submit_job(client, "add", i, i))
+        await expect(succeeded).to_have_text("3")
+        await expect(page.locator(".chart rect.state-succeeded")).not_to_have_count(0)
+        await client.post(f"/jobs/{held}/cancel")
+        await expect(page.locator('.tile[data-state="canceled"] .tile-count')).to_have_text("1")
+        await expect(page.locator('.tile[data-state="running"] .tile-count')).to_have_text("0")
+        await expect(page.locator("table.workers .badge.worker-busy")).to_have_count(0)
+
+
+# -- with a token -----------------------------------------------------------------------------
+
+
+async def test_with_a_token_the_page_asks_once_and_streams_never_carry_it(
+    browser: Browser, settings: Settings
+) -> None:
+    token = "correct horse battery staple"
+    async with live_server(dataclasses.replace(settings, token=token)) as url:
+        page = await open_page(browser, url + "/#/jobs")
+        urls: list[str] = []
+        page.on("request", lambda request: urls.append(request.url))
+        dialog = page.locator("#token-dialog")
+        await expect(dialog).to_be_visible()
+        await page.fill("#token-input", "wrong")
+        await page.click("#token-form button")
+        await expect(page.locator("#token-error")).to_contain_text("not accepted")
+        await page.fill("#token-input", token)
+        await page.click("#token-form button")
+        await expect(dialog).to_be_hidden()
+        await expect(page.locator("#connection")).to_have_attribute("data-status", "live")
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=url, headers=headers) as client:
+            job_id = await submit_job(client, "add", 1, 1)
+            await expect(row(page, job_id).locator(".badge")).to_have_text("succeeded")
+        await page.reload()  # kept for the tab's session: not asked again
+        await expect(row(page, job_id)).to_have_count(1)
+        await expect(dialog).to_be_hidden()
+        streams = [u for u in urls if "/events" in u]
+        assert streams and all("token=" in u for u in streams)
+        assert not any("correct" in u or "horse" in u for u in urls)
+
+
+# -- text, widths, colours, keys ---------------------------------------------------------------
+
+
+async def test_values_are_shown_as_text_never_as_markup(browser: Browser, site: str) -> None:
+    evil = '<img src=x onerror="window.pwned=1"><b>bold</b>'
+    async with httpx.AsyncClient(base_url=site) as client:
+        job_id = await submit_job(client, "echo", evil, kwargs={"note": evil})
+        await finished(client, job_id)
+    page = await open_page(browser, site + f"/#/jobs/{job_id}")
+    await expect(page.locator(".result")).to_contain_text("<img src=x")
+    await page.goto(site + "/#/jobs")
+    await expect(row(page, job_id)).to_contain_text("<b>bold</b>")
+    assert await page.locator("main img, main b").count() == 0
+    assert await page.evaluate("window.pwned") is None
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+async def test_readable_at_phone_and_laptop_widths(browser: Browser, site: str, width: int) -> None:
+    async with httpx.AsyncClient(base_url=site) as client:
+        job_id = await submit_job(client, "echo", "x" * 300)
+        await finished(client, job_id)
+    for view in ("/#/", "/#/jobs", f"/#/jobs/{job_id}", "/#/submit"):
+        page = await open_page(browser, site + view, viewport={"width": width, "height": 800})
+        await expect(page.locator("main h1")).to_be_visible()
+        overflow = await page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, f"{view} scrolls sideways by {overflow}px at {width}px"
+        await page.close()
+
+
+async def test_dark_and_light_follow_the_system(browser: Browser, site: str) -> None:
+    colours = {}
+    for scheme in ("light", "dark"):
+        page = await open_page(browser, site + "/#/", color_scheme=scheme)
+        await expect(page.locator("main h1")).to_be_visible()
+        colours[scheme] = await page.evaluate("getComputedStyle(document.body).backgroundColor")
+        await page.close()
+    assert colours["light"] != colours["dark"]
+
+
+async def test_usable_from_the_keyboard(browser: Browser, site: str) -> None:
+    async with httpx.AsyncClient(base_url=site) as client:
+        job_id = await submit_job(client, "add", 4, 5)
+        await finished(client, job_id)
+    page = await open_page(browser, site + "/#/")
+    await expect(page.locator("main h1")).to_have_text("Overview")
+    for _ in range(20):  # tab through the header to the "Jobs" link
+        await page.keyboard.press("Tab")
+        if await page.evaluate("document.activeElement.textContent") == "Jobs":
+            break
+    await page.keyboard.press("Enter")
+    await expect(page.locator("main h1")).to_have_text("Jobs")
+    link = row(page, job_id).locator("a")
+    await link.focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator(".result")).to_have_text("9")
