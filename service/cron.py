@@ -13,11 +13,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
-from typing import Any, Literal
-
-from croniter import CroniterError, croniter
+from typing import TYPE_CHECKING, Any, Literal
 
 from .jobs import JobOptions
+
+if TYPE_CHECKING:
+    from croniter import croniter
 
 MAX_CRON_LENGTH = 200
 ALIASES = frozenset(
@@ -55,6 +56,8 @@ def check_cron(text: str) -> str:
         )
     if any(_UNSTABLE_FIELD.fullmatch(f) for f in fields):
         raise ValueError(f"{expression!r}: hashed (H) and random (R) values are not supported")
+    from croniter import CroniterError
+
     try:
         _iterator(expression, 0.0, UTC).get_next(float)
     except CroniterError as exc:
@@ -78,10 +81,16 @@ def latest_tick(expression: str, until: float, zone: tzinfo) -> float | None:
 
 
 def _iterator(expression: str, start: float, zone: tzinfo) -> croniter:
+    # imported on first use: croniter and dateutil cost the service about 1 MiB, and only
+    # schedules need them
+    from croniter import croniter
+
     return croniter(expression, datetime.fromtimestamp(start, zone), second_at_beginning=True)
 
 
 def _step(iterator: croniter, step: Callable[..., Any], zone: tzinfo) -> float | None:
+    from croniter import CroniterError
+
     minute, hour = iterator.expressions[0], iterator.expressions[1]
     fixed_time = not (minute.startswith("*") or hour.startswith("*"))
     try:

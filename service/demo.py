@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -39,6 +38,10 @@ def noop() -> None:
 @task
 async def countdown(start: int = 5, interval_s: float = 1.0) -> str:
     """An ``async`` task: count down from ``start``, one step per ``interval_s``."""
+    # imported here, like the worker does: asyncio (and ssl under it) adds about 6 MiB to every
+    # worker, and only the workers that run this task need it
+    import asyncio
+
     for remaining in range(start, 0, -1):
         progress(start - remaining, start, f"{remaining}…")
         await asyncio.sleep(interval_s)

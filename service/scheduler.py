@@ -58,6 +58,11 @@ T = TypeVar("T")
 Clock = Callable[[], float]
 
 RETRY_DUE_S = 1.0  # after a failed write, how soon to try to start or queue a job again
+# Runs started but not yet settled in the store. Short jobs can end faster than the writer
+# commits their outcomes; past this many the dispatcher waits for the writer instead of holding
+# a task, its futures and job copies for each (several KiB a run: megabytes in a burst). The
+# writer still commits dozens of outcomes at a time.
+MAX_UNSETTLED_RUNS = 64
 
 
 class Submitted(NamedTuple):
@@ -104,6 +109,7 @@ class Scheduler:
         self._scheduled = DueQueue(clock)
         self._canceling: set[str] = set()  # queued jobs being canceled: never start them
         self._runs: dict[str, _Run] = {}
+        self._run_ended = asyncio.Event()
         self._owned: set[asyncio.Task[Any]] = set()
         self._dispatcher: asyncio.Task[None] | None = None
         self._waker: asyncio.Task[None] | None = None
@@ -315,6 +321,9 @@ class Scheduler:
 
     async def _dispatch(self) -> None:
         while True:
+            while len(self._runs) >= MAX_UNSETTLED_RUNS:
+                self._run_ended.clear()
+                await self._run_ended.wait()
             try:
                 worker = await self._pool.acquire()
             except PoolClosed:
@@ -353,6 +362,7 @@ class Scheduler:
                 del self._runs[run.job_id]
             self._ready.release(run.entry)
             run.done.set()
+            self._run_ended.set()
 
     async def _start(self, run: _Run, worker: Worker) -> tuple[Job, Worker] | None:
         """Move the job to running on a live worker; None if it should not run."""
