@@ -58,10 +58,10 @@ T = TypeVar("T")
 Clock = Callable[[], float]
 
 RETRY_DUE_S = 1.0  # after a failed write, how soon to try to start or queue a job again
-# Runs started but not yet settled in the store. Short jobs can end faster than the writer
-# commits their outcomes; past this many the dispatcher waits for the writer instead of holding
-# a task, its futures and job copies for each (several KiB a run: megabytes in a burst). The
-# writer still commits dozens of outcomes at a time.
+# Runs ended but not yet settled in the store, beyond the ones running. Short jobs can end
+# faster than the writer commits their outcomes; past this many the dispatcher waits for the
+# writer instead of holding a task, its futures and job copies for each (several KiB a run:
+# megabytes in a burst). The writer still commits dozens of outcomes at a time.
 MAX_UNSETTLED_RUNS = 64
 
 
@@ -321,7 +321,7 @@ class Scheduler:
 
     async def _dispatch(self) -> None:
         while True:
-            while len(self._runs) >= MAX_UNSETTLED_RUNS:
+            while len(self._runs) >= self._pool.size + MAX_UNSETTLED_RUNS:
                 self._run_ended.clear()
                 await self._run_ended.wait()
             try:
