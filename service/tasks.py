@@ -38,9 +38,10 @@ class Task:
         return inspect.iscoroutinefunction(self.fn)
 
     def check_arguments(self, args: list[Any], kwargs: dict[str, Any]) -> None:
-        """Raise InvalidArguments unless ``fn(*args, **kwargs)`` would bind."""
+        """Raise InvalidArguments unless ``fn(*args, **kwargs)`` would bind, with values of the
+        types the parameters are annotated with (see ``service.argtypes``)."""
         try:
-            self.signature.bind(*args, **kwargs)
+            bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
             problems = [str(exc)]
             unexpected = self._unexpected_keywords(kwargs)
@@ -53,6 +54,12 @@ class Task:
             ]
             fields += [{"field": name, "message": "not a parameter"} for name in unexpected]
             raise InvalidArguments(self.name, "; ".join(problems), fields) from None
+        from .argtypes import type_problems  # here: workers never need pydantic for this
+
+        fields = type_problems(self.fn, bound)
+        if fields:
+            reason = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+            raise InvalidArguments(self.name, reason, fields)
 
     def _missing(self, args: list[Any], kwargs: dict[str, Any]) -> list[str]:
         """The required parameters that neither ``args`` nor ``kwargs`` give a value."""

@@ -391,3 +391,12 @@ def paged_report(pages: int = 5, interval_s: float = 0.2) -> dict[str, int]:
         print(f"page {page} of {pages} done", flush=True)
         progress(page, pages, f"page {page}")
     return {"pages": pages}
+
+
+class Opaque:
+    """A class of the task's own: pydantic cannot check it, so it is left alone."""
+
+
+@task
+def typed(count: int, tags: list[str], *more: int, ratio: float = 0.5, thing: Opaque = None) -> int:  # type: ignore[assignment]
+    return count

@@ -159,6 +159,48 @@ async def test_arguments_error_says_what_is_wrong(app_client: Client) -> None:
     assert "missing a required argument: 'y'" in detail and "'z'" in detail
 
 
+async def test_arguments_error_names_each_parameter(app_client: Client) -> None:
+    response = await app_client.post("/jobs", json={"task": ADD, "kwargs": {"x": 1, "z": 2}})
+    body = await response.get_json()
+    assert body["fields"] == [
+        {"field": "y", "message": "required"},
+        {"field": "z", "message": "not a parameter"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "field"),
+    [
+        (["3", ["a"]], {}, "count"),  # text for an int: nothing is converted
+        ([1.0, ["a"]], {}, "count"),
+        ([True, ["a"]], {}, "count"),
+        ([1, {"a": 1}], {}, "tags"),
+        ([1, ["a", 2]], {}, "tags"),  # an item of the list
+        ([1, ["a"], 3, "four"], {}, "more"),  # each of *more
+        ([1, ["a"]], {"ratio": "half"}, "ratio"),
+    ],
+)
+async def test_arguments_must_have_their_annotated_types(
+    app_client: Client, args: list[Any], kwargs: dict[str, Any], field: str
+) -> None:
+    body = {"task": T + "typed", "args": args, "kwargs": kwargs}
+    response = await app_client.post("/jobs", json=body)
+    assert response.status_code == 422
+    error = await response.get_json()
+    assert_error(error, "invalid_arguments")
+    assert [f["field"] for f in error["fields"]] == [field]
+    assert field in error["detail"] and "got " in error["detail"]
+    assert await job_count(app_client) == 0
+
+
+async def test_values_of_the_annotated_types_pass(app_client: Client) -> None:
+    # an int where a float is asked for, a class of the task's own left unchecked, None
+    body = {"task": T + "typed", "args": [1, ["a"], 2, 3], "kwargs": {"ratio": 1, "thing": "x"}}
+    assert (await app_client.post("/jobs", json=body)).status_code == 202
+    body = {"task": T + "echo", "args": [{"any": ["thing"]}]}  # unannotated: anything goes
+    assert (await app_client.post("/jobs", json=body)).status_code == 202
+
+
 async def test_oversized_body_is_413(settings: Settings) -> None:
     small = dataclasses.replace(settings, max_body_bytes=1000)
     async with running_app(small) as (_, client):

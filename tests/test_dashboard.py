@@ -124,6 +124,19 @@ async def test_the_apis_refusals_show_next_to_their_fields(browser: Browser, sit
     await expect(page.locator("#field-y-error")).to_have_text("required")
     await expect(page.locator("#field-x-error")).to_be_empty()
     assert "#/submit" in page.url  # nothing was submitted
+    # a value of the wrong type, checked by the API against the task's annotation
+    await page.select_option("#task", T + "typed")
+    await page.fill("#field-count", "2")
+    await page.fill("#field-tags", '["red", 7]')
+    await page.click("button[type=submit]")
+    await expect(page.locator("#field-tags-error")).to_contain_text("valid string")
+    await page.fill("#field-tags", "not json")  # refused before it is sent
+    await page.click("button[type=submit]")
+    await expect(page.locator("#field-tags-error")).to_contain_text("not valid JSON")
+    await page.fill("#field-tags", '["red", "blue"]')
+    await page.click("button[type=submit]")
+    await expect(page).to_have_url(re.compile("#/jobs/"))
+    await expect(page.locator(".job-state .badge")).to_have_text("succeeded")
 
 
 # -- cancel and retry -----------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 // state a job left and the one it entered). The workers are read again when a job starts or ends.
 
 import { api } from "../api.js";
-import { STATES, TERMINAL, badge, debounce, duration, between, fill, h, svg, progressBar } from "../dom.js";
+import { STATES, TERMINAL, between, debounce, duration, fill, h, progressBar, svg, updateProgress } from "../dom.js";
 import { LiveStream } from "../stream.js";
 
 export function overview(root) {
@@ -34,6 +34,12 @@ export function overview(root) {
   };
 
   function apply(kind, data, id) {
+    if (kind === "progress") {
+      // a worker's job moved on: its bar follows without reading /workers again
+      const bar = workersList.querySelector(`tr[data-job-id="${CSS.escape(data.job_id)}"] .progress`);
+      if (bar) updateProgress(bar, data.progress, "running");
+      return;
+    }
     if (kind !== "state" || id <= statsEventId) return;
     if (data.from) add(data.queue, data.from, -1);
     add(data.queue, data.state, 1);
@@ -182,7 +188,7 @@ export function overview(root) {
           body.workers.map((w) =>
             h(
               "tr",
-              { "data-pid": w.pid },
+              { "data-pid": w.pid, "data-job-id": w.job ? w.job.id : null },
               h("td", {}, `pid ${w.pid}`),
               h("td", {}, h("span", { class: `badge worker-${w.state}` }, w.state)),
               h("td", {}, w.job ? h("a", { href: `#/jobs/${encodeURIComponent(w.job.id)}` }, w.job.task, " ", h("code", {}, w.job.id.slice(0, 8))) : "—"),
