@@ -387,6 +387,7 @@ def _add_routes(app: Quart) -> None:
     _add_job_routes(app)
     _add_stream_routes(app)
     _add_schedule_routes(app)
+    _add_dashboard_routes(app)
     _add_service_routes(app)
 
 
@@ -558,11 +559,22 @@ def _add_schedule_routes(app: Quart) -> None:
         return Response("", 204)
 
 
-def _add_service_routes(app: Quart) -> None:
+def _add_dashboard_routes(app: Quart) -> None:
+    """The dashboard's page, and the figures it shows that the rest of the API has not."""
+
     @app.get("/")
     async def dashboard() -> Any:
         response = await app.send_static_file("index.html")
         response.headers.update(DASHBOARD_HEADERS)
+        return response
+
+    @app.after_request
+    async def dashboard_files(response: Response) -> Response:
+        if request.endpoint in PUBLIC_ENDPOINTS:
+            # checked again each time (a 304 while unchanged): after an upgrade, no browser
+            # runs old modules beside new ones
+            response.headers["Cache-Control"] = "no-cache"
+            response.headers["X-Content-Type-Options"] = "nosniff"
         return response
 
     @app.get("/stats")
@@ -596,6 +608,8 @@ def _add_service_routes(app: Quart) -> None:
         }  # fmt: skip
         return json_response(body)
 
+
+def _add_service_routes(app: Quart) -> None:
     @app.get("/tasks")
     async def list_tasks() -> Any:
         tasks = runtime().scheduler.tasks

@@ -15,6 +15,7 @@ import logging
 import os
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -181,6 +182,8 @@ SELECT_EXPIRED = (
     "WHERE finished_at < ? AND state IN ('succeeded', 'failed', 'canceled') "
     "ORDER BY finished_at LIMIT ?"
 )
+NO_JOB = ""  # the job_id of events about the store itself
+DELETE_OLD_NOTES = "DELETE FROM events WHERE job_id = '' AND at < ?"
 DELETE_EXPIRED_IDEMPOTENCY = "DELETE FROM idempotency WHERE created_at < ?"
 COUNT_JOBS = f"SELECT {QUEUE_OF_JOB}, state, count(*) FROM jobs GROUP BY 1, 2"
 # (bucket start, state, jobs) of the jobs finished since ?, in buckets of ? seconds
@@ -322,7 +325,6 @@ class Batch:
         self.rows: dict[str, Job] = {}
         self.loaded: dict[str, Job] = {}  # each job as it was before this transaction
         self.inserted: set[str] = set()
-        self.pruned: list[tuple[str, str]] = []  # (queue, state) of each job deleted
         self.events: list[Event] = []
         self.next_event_id = next_id
 
@@ -381,7 +383,14 @@ class Batch:
             return cursor.rowcount
 
     def _event(self, job: Job, kind: str, data: dict[str, Any]) -> None:
-        self.events.append(Event(self.next_event_id, job.id, kind, self._clock(), data))
+        self._add_event(job.id, kind, data)
+
+    def note(self, kind: str, data: dict[str, Any]) -> None:
+        """An event about the store rather than one job (its ``job_id`` is empty)."""
+        self._add_event(NO_JOB, kind, data)
+
+    def _add_event(self, job_id: str, kind: str, data: dict[str, Any]) -> None:
+        self.events.append(Event(self.next_event_id, job_id, kind, self._clock(), data))
         self.next_event_id += 1
 
     async def add_logs(
@@ -736,7 +745,14 @@ class Database:
                 await batch.delete_logs(ids)
                 await batch.execute(f"DELETE FROM events WHERE job_id IN ({marks})", ids)
                 await batch.execute(f"DELETE FROM jobs WHERE id IN ({marks})", ids)
-                batch.pruned.extend((row[1], row[2]) for row in gone)
+                removed = Counter((row[1], row[2]) for row in gone)
+                # one event says what went, so a client keeping counts from events follows
+                batch.note("pruned", {"removed": [
+                    {"queue": queue, "state": state, "jobs": n}
+                    for (queue, state), n in sorted(removed.items())
+                ]})  # fmt: skip
+            # and the notes of earlier sweeps go like the jobs they told of
+            await batch.execute(DELETE_OLD_NOTES, (finished_before,))
             return len(rows)
 
         return await self.transact(operation)
@@ -792,7 +808,6 @@ class Database:
             raise
         self._next_event_id = batch.next_event_id
         self.stats.apply(batch.events)
-        self.stats.forget(batch.pruned)
         for job_id, job in batch.rows.items():
             if job.state is JobState.RUNNING or (
                 job.state in ACTIVE and len(self._cache) < CACHE_SIZE

@@ -1,8 +1,9 @@
 """Counts of stored jobs by queue and state, and how many finished in each recent interval.
 
 The store keeps one ``JobStats``: it is seeded from the tables at start, then follows every
-committed ``state`` event (which names the state a job left) and every prune, so ``GET /stats``
-costs no query however many jobs are stored.
+committed ``state`` event (which names the state a job left) and ``pruned`` event, so
+``GET /stats`` costs no query however many jobs are stored, and a client that applies the same
+events to a copy keeps it as exact.
 """
 
 from __future__ import annotations
@@ -42,8 +43,13 @@ class JobStats:
             self._finished.setdefault(bucket, Counter())[state] += n
 
     def apply(self, events: Iterable[Event]) -> None:
-        """Follow committed events: a ``state`` event moves its job from one count to another."""
+        """Follow committed events: a ``state`` event moves its job from one count to another;
+        a ``pruned`` event takes the jobs it names out."""
         for event in events:
+            if event.kind == "pruned":
+                for removed in event.data["removed"]:
+                    self._take((removed["queue"], removed["state"]), removed["jobs"])
+                continue
             if event.kind != "state":
                 continue
             queue, state = event.data["queue"], event.data["state"]
@@ -59,11 +65,6 @@ class JobStats:
             for old in [b for b in self._finished if b <= bucket - WINDOW_S]:
                 del self._finished[old]
         self._finished.setdefault(bucket, Counter())[state] += 1
-
-    def forget(self, pruned: Iterable[tuple[str, str]]) -> None:
-        """Jobs deleted from the store, as (queue, state) pairs."""
-        for key in pruned:
-            self._take(key, 1)
 
     def _take(self, key: tuple[str, str], n: int) -> None:
         left = self._counts[key] - n

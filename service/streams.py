@@ -38,15 +38,19 @@ async def event_stream(
     while True:
         subscription = broker.subscribe(job_id)
         try:
+            ended = False
             while True:  # replay what the store has beyond what was sent
                 page = await db.events_after(sent, job_id=job_id, limit=REPLAY_PAGE)
                 for event in page:
                     yield encode_event(event)
                     sent = event.id
-                    if job_id is not None and ends_stream(event):
-                        return
+                    # a job run again (a retry) goes on after a terminal event: the end is
+                    # the terminal event nothing follows
+                    ended = ends_stream(event)
                 if len(page) < REPLAY_PAGE:
                     break
+            if job_id is not None and ended:
+                return
             while True:  # live
                 live = await subscription.get(keepalive_s)
                 if live is None:

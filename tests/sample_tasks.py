@@ -400,3 +400,9 @@ class Opaque:
 @task
 def typed(count: int, tags: list[str], *more: int, ratio: float = 0.5, thing: Opaque = None) -> int:  # type: ignore[assignment]
     return count
+
+
+@task
+def gather(first: str, *rest: str, key: str = "") -> dict[str, Any]:
+    """A parameter after ``*rest``, and one named like a job option."""
+    return {"first": first, "rest": list(rest), "key": key}

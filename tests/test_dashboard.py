@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -115,11 +116,11 @@ async def test_the_apis_refusals_show_next_to_their_fields(browser: Browser, sit
     page = await open_page(browser, site + f"/#/submit?task={T}add")
     await page.fill("#field-x", "1")  # y left empty: the API says it is required
     await page.click("details.options summary")
-    await page.fill("#field-priority", "99999999")  # beyond what the API accepts
+    await page.fill("#option-priority", "99999999")  # beyond what the API accepts
     await page.click("button[type=submit]")
-    await expect(page.locator("#field-priority-error")).not_to_be_empty()
-    await expect(page.locator("#field-priority")).to_have_attribute("aria-invalid", "true")
-    await page.fill("#field-priority", "")
+    await expect(page.locator("#option-priority-error")).not_to_be_empty()
+    await expect(page.locator("#option-priority")).to_have_attribute("aria-invalid", "true")
+    await page.fill("#option-priority", "")
     await page.click("button[type=submit]")
     await expect(page.locator("#field-y-error")).to_have_text("required")
     await expect(page.locator("#field-x-error")).to_be_empty()
@@ -137,6 +138,22 @@ async def test_the_apis_refusals_show_next_to_their_fields(browser: Browser, sit
     await page.click("button[type=submit]")
     await expect(page).to_have_url(re.compile("#/jobs/"))
     await expect(page.locator(".job-state .badge")).to_have_text("succeeded")
+
+
+async def test_the_form_sends_arguments_as_the_signature_wants(browser: Browser, site: str) -> None:
+    page = await open_page(browser, site + f"/#/submit?task={T}gather")
+    await page.fill("#field-first", "a")
+    await page.fill("#field-rest", '["b", "c"]')
+    await page.fill("#field-key", "the argument")
+    await page.click("details.options summary")
+    await page.fill("#option-key", "the job's key")
+    await page.click("button[type=submit]")
+    await expect(page).to_have_url(re.compile("#/jobs/"))
+    await expect(page.locator(".job-state .badge")).to_have_text("succeeded")
+    await expect(page.locator(".result")).to_contain_text("the argument")
+    result = await page.locator(".result").inner_text()
+    assert json.loads(result) == {"first": "a", "rest": ["b", "c"], "key": "the argument"}
+    await expect(page.locator(".facts")).to_contain_text("the job's key")
 
 
 # -- cancel and retry -----------------------------------------------------------------------------
@@ -173,6 +190,57 @@ async def test_a_refused_cancel_says_why(browser: Browser, site: str) -> None:
     await expect(page.locator("button:has-text('Cancel')")).to_be_disabled()
     await expect(page.locator("button:has-text('Retry')")).to_be_disabled()
     await expect(page.locator(".result")).to_have_text("3")
+
+
+async def test_the_page_of_a_retried_job_follows_its_new_run(browser: Browser, site: str) -> None:
+    async with httpx.AsyncClient(base_url=site) as client:
+        body = {"task": T + "paged_report", "kwargs": {"pages": 40, "interval_s": 0.2}}
+        job_id = (await client.post("/jobs", json=body)).json()["id"]
+        await wait_state(client, job_id, "running")
+        await client.post(f"/jobs/{job_id}/cancel")
+        await client.post(f"/jobs/{job_id}/retry")
+        await wait_state(client, job_id, "running")
+        page = await open_page(browser, site + f"/#/jobs/{job_id}")
+        await expect(page.locator(".job-state .badge")).to_have_text("running")
+        timeline = page.locator(".timeline li")
+        await expect(timeline.nth(2)).to_have_attribute("data-state", "canceled")
+        await expect(timeline.nth(4)).to_have_attribute("data-state", "running")
+        lines = page.locator(".log li")
+        seen = await lines.count()
+        await wait_until(lambda: _more(lines, seen), what="log lines of the second run")
+        await page.click("button:has-text('Cancel')")
+        await expect(page.locator(".job-state .badge")).to_have_text("canceled")
+
+
+async def _more(lines: Any, than: int) -> bool:
+    return bool(await lines.count() > than)
+
+
+async def test_a_burst_longer_than_a_page_leaves_no_job_out_of_reach(
+    browser: Browser, site: str
+) -> None:
+    page = await open_page(browser, site + "/#/jobs")
+    await expect(page.locator("#connection")).to_have_attribute("data-status", "live")
+    jobs = [{"task": T + "add", "args": [i, i]} for i in range(80)]
+    async with httpx.AsyncClient(base_url=site) as client:
+        response = await client.post("/jobs/batch", json={"jobs": jobs})
+        ids = [job["id"] for job in response.json()["jobs"]]
+    await expect(row(page, ids[-1])).to_have_count(1)
+    await page.click("button:has-text('Load more')")
+    await expect(row(page, ids[0])).to_have_count(1)
+    await expect(page.locator("table.jobs tbody tr")).to_have_count(80)
+
+
+async def test_the_skip_link_moves_the_focus_and_keeps_the_view(
+    browser: Browser, site: str
+) -> None:
+    page = await open_page(browser, site + "/#/jobs?state=failed")
+    await expect(page.locator("main h1")).to_have_text("Jobs")
+    await page.focus("a.skip")
+    await page.keyboard.press("Enter")
+    assert await page.evaluate("document.activeElement.id") == "view"
+    assert page.url.endswith("#/jobs?state=failed")
+    await expect(page.locator("main h1")).to_have_text("Jobs")
 
 
 # -- a real cut ------------------------------------------------------------------------------------

@@ -137,6 +137,13 @@ async def test_pruned_jobs_leave_the_counts(settings: Settings) -> None:
         await wait_until(gone, what="the job pruned", timeout_s=20)
         body = await stats(client)
         assert body["total"] == 0 and body["by_queue"] == {}
+        # the stream tells of it too, so a page keeping counts from events drops the job
+        async with aconnect_sse(client, "GET", "/events?last_event_id=0") as source:
+            async for sse in source.aiter_sse():
+                if sse.event == "pruned":
+                    removed = sse.json()["removed"]
+                    break
+        assert removed == [{"queue": "default", "state": "succeeded", "jobs": 1}]
         # what finished still counts in the throughput: it did happen in that interval
         assert sum(b["succeeded"] for b in body["throughput"]["buckets"]) == 1
 
@@ -163,6 +170,23 @@ def test_job_stats_follow_moves_and_keep_only_the_window() -> None:
     assert sum(b["succeeded"] for b in late["throughput"]["buckets"]) == 0
     assert late["throughput"]["buckets"][-1]["canceled"] == 1
     assert bucket_of(much_later) % BUCKET_S == 0
+
+
+async def test_a_retried_jobs_stream_goes_on_past_its_first_end(client: httpx.AsyncClient) -> None:
+    job_id = await submit_job(client, "sleep", 30)
+    await wait_state(client, job_id, "running")
+    await client.post(f"/jobs/{job_id}/cancel")
+    assert (await client.post(f"/jobs/{job_id}/retry")).status_code == 200
+    await wait_state(client, job_id, "running")
+    states = []
+    async with aconnect_sse(client, "GET", f"/jobs/{job_id}/events") as source:
+        async for sse in source.aiter_sse():
+            if sse.event == "state":
+                states.append(sse.json()["state"])
+                if states[-1] == "running" and "canceled" in states:
+                    break
+    assert states == ["queued", "running", "canceled", "queued", "running"]
+    await client.post(f"/jobs/{job_id}/cancel")
 
 
 # -- /workers ------------------------------------------------------------------------------------

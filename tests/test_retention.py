@@ -52,7 +52,13 @@ async def test_the_sweep_prunes_only_what_finished_long_enough_ago(tmp_path: Pat
         assert await sweep.sweep() == len(old)
         remaining, _ = await db.list_jobs(limit=1000)
         assert sorted(j.id for j in remaining) == [recent.id, waiting.id]
-        assert {e.job_id for e in await db.events_after(0, limit=10_000)} == {recent.id, waiting.id}
+        events = await db.events_after(0, limit=10_000)
+        assert {e.job_id for e in events if e.kind != "pruned"} == {recent.id, waiting.id}
+        # what went is told in events of its own, which the store's counts follow too
+        notes = [e for e in events if e.kind == "pruned"]
+        assert {e.job_id for e in notes} == {""}
+        told = sum(r["jobs"] for e in notes for r in e.data["removed"])
+        assert told == len(old) and db.stats.as_json(now[0])["total"] == 2
         assert [e.text for e in (await db.job_logs(recent.id))[0]] == ["hello"]
         leftover = await db.transact(lambda batch: batch.execute("SELECT count(*) FROM job_logs"))
         assert leftover[0][0] == 1  # the pruned job's lines went with it

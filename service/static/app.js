@@ -21,7 +21,11 @@ async function taskList() {
   return tasks;
 }
 
+let generation = 0; // which route() is current: one overtaken while it awaits gives up
+
 async function route() {
+  if (location.hash && !location.hash.startsWith("#/")) return; // an in-page anchor
+  const mine = ++generation;
   leave();
   leave = () => {};
   const [path, queryText] = location.hash.replace(/^#/, "").split("?");
@@ -42,16 +46,20 @@ async function route() {
       leave = jobPage(main, decodeURIComponent(parts[1]));
     } else if (parts[0] === "jobs") {
       document.title = "Jobs · Conveyor";
-      leave = jobsList(main, params, await taskList());
+      const known = await taskList();
+      if (mine !== generation) return;
+      leave = jobsList(main, params, known);
     } else if (parts[0] === "submit") {
       document.title = "Submit · Conveyor";
-      leave = submitForm(main, params, await taskList());
+      const known = await taskList();
+      if (mine !== generation) return;
+      leave = submitForm(main, params, known);
     } else {
       document.title = "Conveyor";
       leave = overview(main);
     }
   } catch (error) {
-    fill(main, h("p", { class: "error" }, `Could not load this page: ${error.message}`));
+    if (mine === generation) fill(main, h("p", { class: "error" }, `Could not load this page: ${error.message}`));
   }
   main.focus({ preventScroll: true });
 }
@@ -84,6 +92,11 @@ onTokenNeeded(
 document.getElementById("sign-out").addEventListener("click", () => {
   forgetToken();
   location.reload();
+});
+
+document.querySelector(".skip").addEventListener("click", (event) => {
+  event.preventDefault(); // "#view" is no route: move the focus, keep the page
+  main.focus();
 });
 
 window.addEventListener("hashchange", route);

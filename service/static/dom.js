@@ -121,12 +121,24 @@ export function updateProgress(wrap, progress, state) {
 export const STATES = ["scheduled", "queued", "running", "succeeded", "failed", "canceled"];
 export const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
 
-/** Run ``fn`` at most once per ``ms``, at the end of a burst of calls. */
-export function debounce(fn, ms) {
+/**
+ * Run ``fn`` soon after a call, then at most once per ``ms`` however many calls come: a steady
+ * stream of calls still gets one run per interval (a debounce would wait for the stream to end).
+ */
+export function throttle(fn, ms) {
   let timer = null;
-  const call = (...args) => {
-    clearTimeout(timer);
-    timer = setTimeout(() => fn(...args), ms);
+  let last = 0;
+  let pending = false;
+  const run = () => {
+    timer = null;
+    pending = false;
+    last = Date.now();
+    fn();
+  };
+  const call = () => {
+    if (pending) return;
+    pending = true;
+    timer = setTimeout(run, Math.max(0, last + ms - Date.now()));
   };
   call.cancel = () => clearTimeout(timer);
   return call;

@@ -7,7 +7,7 @@
 
 import { streamUrl } from "./api.js";
 
-const KINDS = ["state", "progress", "log"];
+const KINDS = ["state", "progress", "log", "pruned"];
 const MAX_BACKOFF_MS = 10_000;
 
 export class LiveStream {
@@ -16,10 +16,12 @@ export class LiveStream {
    * @param {(kind: string, data: object, id: number) => void} onEvent
    * @param {{lastEventId?: number, shouldResume?: () => boolean}} options
    */
-  constructor(path, onEvent, { lastEventId = 0, shouldResume = () => true } = {}) {
+  constructor(path, onEvent, { lastEventId = 0, shouldResume = () => true, onRewind = () => location.reload() } = {}) {
     this.path = path;
     this.onEvent = onEvent;
     this.shouldResume = shouldResume;
+    this.onRewind = onRewind; // the service's store was replaced: what the view shows is stale
+    this.attempt = 0; // which connect() is current: an older one that finishes late gives up
     this.lastEventId = lastEventId;
     this.source = null;
     this.closed = false;
@@ -32,14 +34,16 @@ export class LiveStream {
 
   async connect() {
     if (this.closed) return;
+    const attempt = ++this.attempt;
     let url;
     try {
       url = await streamUrl(this.path, this.lastEventId);
     } catch {
-      this.retryLater();
+      if (attempt === this.attempt) this.retryLater();
       return;
     }
-    if (this.closed) return;
+    if (this.closed || attempt !== this.attempt) return;
+    if (this.source) this.source.close();
     const source = new EventSource(url);
     this.source = source;
     source.onopen = () => {
@@ -50,7 +54,8 @@ export class LiveStream {
     // the stream's first message: its position, so a resume from here misses nothing
     source.onmessage = (message) => {
       const id = Number(message.lastEventId);
-      if (id > this.lastEventId) this.lastEventId = id;
+      if (id < this.lastEventId) this.onRewind(); // ids the store never gave out: it is new
+      this.lastEventId = id;
     };
     for (const kind of KINDS) {
       source.addEventListener(kind, (message) => {
@@ -83,13 +88,13 @@ export class LiveStream {
   /** Open again from where it stopped (a job stream that ended, after a retry). */
   resume() {
     if (this.closed) return;
-    if (this.source) this.source.close();
     clearTimeout(this.timer);
     this.connect();
   }
 
   /** Stop listening for now: nothing more is to come (the job finished). */
   pause() {
+    this.attempt += 1; // a connect under way is not wanted either
     clearTimeout(this.timer);
     if (this.source) this.source.close();
     this.source = null;
@@ -97,6 +102,7 @@ export class LiveStream {
 
   close() {
     this.closed = true;
+    this.attempt += 1;
     clearTimeout(this.timer);
     if (this.source) this.source.close();
   }

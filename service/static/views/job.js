@@ -6,7 +6,7 @@
 // a retry opens it again from the last event seen.
 
 import { ApiError, api } from "../api.js";
-import { TERMINAL, badge, debounce, duration, between, fill, h, pretty, progressBar, time, updateProgress } from "../dom.js";
+import { TERMINAL, badge, between, duration, fill, h, pretty, throttle, time, updateProgress } from "../dom.js";
 import { LiveStream } from "../stream.js";
 
 const MAX_LOG_LINES_SHOWN = 2000;
@@ -44,12 +44,17 @@ export function jobPage(root, jobId) {
     attemptsSection,
   );
 
-  function render() {
-    fill(title, h("span", { class: "task" }, job.task), " ", h("code", { class: "muted" }, job.id));
+  /** The state and the buttons: all an event changes before the job is read again. */
+  function renderHead() {
     fill(stateCell, badge(job.state));
     updateProgress(progressCell, job.progress, job.state);
     cancelButton.disabled = TERMINAL.has(job.state);
     retryButton.disabled = !(job.state === "failed" || job.state === "canceled");
+  }
+
+  function render() {
+    fill(title, h("span", { class: "task" }, job.task), " ", h("code", { class: "muted" }, job.id));
+    renderHead();
     const fact = (name, value) => (value === null || value === undefined || value === "" ? null : h("div", {}, h("dt", {}, name), h("dd", {}, value)));
     fill(
       facts,
@@ -144,7 +149,7 @@ export function jobPage(root, jobId) {
   }
 
   // the full job (result, traceback, attempts) is read again after each change of state
-  const reread = debounce(async () => {
+  const reread = throttle(async () => {
     try {
       job = await api(`/jobs/${encodeURIComponent(jobId)}`);
       render();
@@ -158,12 +163,15 @@ export function jobPage(root, jobId) {
     (kind, data) => {
       if (kind === "state") {
         addTimeline(data, data.at);
-        if (job) {
+        // the replay also tells of earlier attempts: those do not change what the header shows
+        const current = job && data.attempt >= job.attempt;
+        if (current) {
           job.state = data.state;
-          render();
+          renderHead(); // the result or error comes with the job, read again just below
         }
         reread();
-        if (TERMINAL.has(data.state)) stream.pause(); // the stream ends with the job
+        // the stream ends with the job (the server closes it after this event)
+        if (current && TERMINAL.has(data.state)) stream.pause();
       } else if (kind === "progress") {
         if (job) {
           job.progress = data.progress;

@@ -5,7 +5,7 @@
 // is read (GET /jobs, once per burst) and put on top; nothing is ever polled.
 
 import { api } from "../api.js";
-import { STATES, badge, brief, debounce, fill, h, progressBar, time, updateProgress } from "../dom.js";
+import { STATES, badge, brief, fill, h, progressBar, throttle, time, updateProgress } from "../dom.js";
 import { LiveStream } from "../stream.js";
 
 const PAGE = 50;
@@ -139,15 +139,25 @@ export function jobsList(root, params, tasks) {
     more.disabled = false;
   }
 
-  // new jobs that may belong on top: read them once the burst is over
-  const readNewest = debounce(async () => {
+  // new jobs that may belong on top: read the newest page, at most a few times a second
+  const readNewest = throttle(async () => {
     try {
       const page = await api(`/jobs?${query({ limit: PAGE })}`);
-      show(page.jobs, { newest: true });
+      if (page.next && !page.jobs.some((job) => rows.has(job.id))) {
+        // more new jobs than a page: start again from this one, with its cursor, so that
+        // "Load more" reaches every job in between
+        rows.clear();
+        tbody.replaceChildren();
+        next = page.next;
+        show(page.jobs);
+        more.hidden = false;
+      } else {
+        show(page.jobs, { newest: true });
+      }
     } catch {
       /* the next new job tries again */
     }
-  }, 150);
+  }, 300);
 
   function matches(data) {
     if (filters.task && data.task !== filters.task) return false;

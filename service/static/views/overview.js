@@ -4,7 +4,7 @@
 // state a job left and the one it entered). The workers are read again when a job starts or ends.
 
 import { api } from "../api.js";
-import { STATES, TERMINAL, between, debounce, duration, fill, h, progressBar, svg, updateProgress } from "../dom.js";
+import { STATES, TERMINAL, between, duration, fill, h, progressBar, svg, throttle, updateProgress } from "../dom.js";
 import { LiveStream } from "../stream.js";
 
 export function overview(root) {
@@ -38,9 +38,17 @@ export function overview(root) {
       // a worker's job moved on: its bar follows without reading /workers again
       const bar = workersList.querySelector(`tr[data-job-id="${CSS.escape(data.job_id)}"] .progress`);
       if (bar) updateProgress(bar, data.progress, "running");
+      const busy = workers && workers.workers.find((w) => w.job && w.job.id === data.job_id);
+      if (busy) busy.job.progress = data.progress;
       return;
     }
-    if (kind !== "state" || id <= statsEventId) return;
+    if (id <= statsEventId) return;
+    if (kind === "pruned") {
+      for (const removed of data.removed) add(removed.queue, removed.state, -removed.jobs);
+      renderCounts();
+      return;
+    }
+    if (kind !== "state") return;
     if (data.from) add(data.queue, data.from, -1);
     add(data.queue, data.state, 1);
     if (TERMINAL.has(data.state) && throughput) {
@@ -55,7 +63,7 @@ export function overview(root) {
     }
     renderCounts();
     renderChart();
-    if (data.state === "running" || data.from === "running") refreshWorkers();
+    refreshWorkers(); // a job started or ended, or a worker may have been replaced
   }
 
   const stream = new LiveStream("/events", (kind, data, id) => {
@@ -76,10 +84,14 @@ export function overview(root) {
       stateTiles,
       STATES.map((state) =>
         h(
-          "a",
-          { class: `tile state-${state}`, href: `#/jobs?state=${state}`, role: "listitem", "data-state": state },
-          h("span", { class: "tile-count" }, byState[state].toLocaleString()),
-          h("span", { class: "tile-label" }, state),
+          "div",
+          { role: "listitem" },
+          h(
+            "a",
+            { class: `tile state-${state}`, href: `#/jobs?state=${state}`, "data-state": state },
+            h("span", { class: "tile-count" }, byState[state].toLocaleString()),
+            h("span", { class: "tile-label" }, state),
+          ),
         ),
       ),
     );
@@ -166,13 +178,15 @@ export function overview(root) {
     );
   }
 
-  const refreshWorkers = debounce(async () => {
+  let workers = null; // the last GET /workers
+  const refreshWorkers = throttle(async () => {
     try {
-      renderWorkers(await api("/workers"));
+      workers = await api("/workers");
+      renderWorkers(workers);
     } catch (error) {
       fill(workersList, h("p", { class: "error" }, `Could not load the workers: ${error.message}`));
     }
-  }, 200);
+  }, 500);
 
   function renderWorkers(body) {
     fill(
@@ -220,8 +234,15 @@ export function overview(root) {
     refreshWorkers();
   }
 
-  load().catch((error) => fill(root, h("p", { class: "error" }, `Could not load the overview: ${error.message}`)));
-  const clock = setInterval(() => renderChart(), 5000); // the window slides with time
+  load().catch((error) => {
+    buffered = null;
+    stream.close();
+    fill(root, h("p", { class: "error" }, `Could not load the overview: ${error.message}`));
+  });
+  const clock = setInterval(() => {
+    renderChart(); // the window slides with time
+    if (workers) renderWorkers(workers); // and "running for" grows
+  }, 5000);
   return () => {
     clearInterval(clock);
     refreshWorkers.cancel();

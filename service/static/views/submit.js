@@ -63,8 +63,7 @@ export function submitForm(root, params, tasks) {
     build();
   });
 
-  function control(name, label, attrs, hint, error) {
-    const id = `field-${name}`;
+  function control(id, name, label, attrs, hint, error) {
     const input = attrs.kind === "json" ? h("textarea", { id, name, rows: 2, spellcheck: "false", "aria-describedby": `${id}-error ${id}-hint` })
       : h("input", { id, name, ...attrs.input, "aria-describedby": `${id}-error ${id}-hint` });
     const row = h(
@@ -94,7 +93,7 @@ export function submitForm(root, params, tasks) {
       else if (kind === "str") Object.assign(input, { type: "text" });
       const typeText = param.type || "any JSON value";
       const hint = kind === "json" ? (shape === "array" ? "more positional arguments, as a JSON array" : shape === "object" ? "more keyword arguments, as a JSON object" : `${typeText}, as JSON`) : typeText;
-      const made = control(param.name, param.name, { kind, input, required: param.required }, hint + (nullable ? " (may be empty)" : ""));
+      const made = control(`field-${param.name}`, param.name, param.name, { kind, input, required: param.required }, hint + (nullable ? " (may be empty)" : ""));
       if ("default" in param) {
         if (kind === "bool") made.input.checked = Boolean(param.default);
         else if (param.default !== null) made.input.value = kind === "json" || typeof param.default !== "string" ? (kind === "json" ? JSON.stringify(param.default) : String(param.default)) : param.default;
@@ -104,10 +103,11 @@ export function submitForm(root, params, tasks) {
     }
     fill(paramsBox, h("legend", {}, "Arguments"), rows.length ? rows : h("p", { class: "muted" }, "This task takes no arguments."));
     const optionRows = OPTIONS.map(([name, label, attrs, hint]) => {
-      const made = control(name, label, { kind: "option", input: attrs }, hint);
+      // ids and keys of their own: a task may have a parameter called "key" or "queue"
+      const made = control(`option-${name}`, `option-${name}`, label, { kind: "option", input: attrs }, hint);
       const own = task.options && task.options[name];
       if (own !== null && own !== undefined) made.input.placeholder = String(own);
-      inputs.set(name, { ...made, option: true });
+      inputs.set(`option:${name}`, { ...made, option: name });
       return made.row;
     });
     fill(optionsBox, h("summary", {}, "Options"), optionRows);
@@ -141,25 +141,49 @@ export function submitForm(root, params, tasks) {
     return value;
   }
 
-  function showErrors(fields, fallback) {
+  /** Put each {field, message} next to its field: ``where`` says whether they name options
+   * (fields of the request) or parameters (arguments). */
+  function showErrors(fields, fallback, where) {
     let placed = 0;
     for (const { field, message } of fields) {
-      // "kwargs.x", "args.0" and "x" all name a field of this form
-      const parts = String(field).split(".");
-      let name = parts[0] === "kwargs" ? parts[1] : parts[0];
-      if (parts[0] === "args") {
-        const positional = [...inputs.values()].filter((e) => e.param && e.param.kind !== "keyword_only" && e.param.kind !== "var_keyword");
-        name = positional[Number(parts[1])] ? positional[Number(parts[1])].param.name : null;
-      }
-      const entry = inputs.get(name);
-      if (entry) {
-        entry.error.textContent = message;
-        entry.input.setAttribute("aria-invalid", "true");
-        if (entry.option) optionsBox.open = true;
-        if (placed++ === 0) entry.input.focus();
-      }
+      const entry = inputs.get(where === "options" ? `option:${field}` : String(field));
+      if (!entry) continue;
+      entry.error.textContent = message;
+      entry.input.setAttribute("aria-invalid", "true");
+      if (entry.option) optionsBox.open = true;
+      if (placed++ === 0) entry.input.focus();
     }
     if (!placed) formError.textContent = fallback;
+  }
+
+  /** {args, kwargs} from the fields, as the task's signature wants them. */
+  function argumentsOf(values) {
+    const params = [...inputs.values()].filter((e) => e.param).map((e) => e.param);
+    const positional = params.filter((p) => p.kind === "positional_only" || p.kind === "positional_or_keyword");
+    const star = params.find((p) => p.kind === "var_positional");
+    const extra = star && values.get(star.name) !== undefined ? values.get(star.name) : [];
+    // up to the last value that must go by position (positional-only ones, or any before a
+    // non-empty *args), everything goes by position, defaults filling the gaps
+    let last = -1;
+    positional.forEach((p, i) => {
+      if (values.get(p.name) !== undefined && (p.kind === "positional_only" || extra.length)) last = i;
+    });
+    if (extra.length) last = positional.length - 1;
+    const args = [];
+    const kwargs = {};
+    positional.forEach((p, i) => {
+      const value = values.get(p.name);
+      if (i <= last) args.push(value !== undefined ? value : "default" in p ? p.default : null);
+      else if (value !== undefined) kwargs[p.name] = value;
+    });
+    args.push(...extra);
+    for (const p of params) {
+      const value = values.get(p.name);
+      if (value === undefined) continue;
+      if (p.kind === "keyword_only") kwargs[p.name] = value;
+      else if (p.kind === "var_keyword") Object.assign(kwargs, value);
+    }
+    return { args, kwargs };
   }
 
   async function send() {
@@ -168,37 +192,34 @@ export function submitForm(root, params, tasks) {
       entry.error.textContent = "";
       entry.input.removeAttribute("aria-invalid");
     }
-    const body = { task: taskSelect.value, args: [], kwargs: {} };
+    const body = { task: taskSelect.value };
+    const values = new Map();
     const problems = [];
     for (const [name, entry] of inputs) {
+      if (entry.option) {
+        const text = entry.input.value.trim();
+        if (text) body[entry.option] = NUMERIC_OPTIONS.has(entry.option) ? Number(text) : text;
+        continue;
+      }
       try {
-        if (entry.option) {
-          const text = entry.input.value.trim();
-          if (text) body[name] = NUMERIC_OPTIONS.has(name) ? Number(text) : text;
-          continue;
-        }
-        const value = valueOf(entry);
-        if (value === undefined) continue;
-        const kind = entry.param.kind;
-        if (kind === "positional_only") body.args.push(value);
-        else if (kind === "var_positional") body.args.push(...value);
-        else if (kind === "var_keyword") Object.assign(body.kwargs, value);
-        else body.kwargs[name] = value;
+        values.set(name, valueOf(entry));
       } catch (error) {
         problems.push({ field: name, message: error.message });
       }
     }
     if (problems.length) {
-      showErrors(problems, "");
+      showErrors(problems, "", "params");
       return;
     }
+    Object.assign(body, argumentsOf(values));
     submitButton.disabled = true;
     try {
       const job = await api("/jobs", { method: "POST", body });
       location.hash = `#/jobs/${encodeURIComponent(job.id)}`;
     } catch (error) {
-      if (error instanceof ApiError) showErrors(error.body.fields || [], error.message);
-      else formError.textContent = String(error);
+      if (!(error instanceof ApiError)) formError.textContent = String(error);
+      else if (error.body.error === "invalid_arguments") showErrors(error.body.fields || [], error.message, "params");
+      else showErrors(error.body.fields || [], error.message, "options");
     } finally {
       submitButton.disabled = false;
     }
