@@ -100,7 +100,7 @@ export function progressBar(progress, state) {
 }
 
 export function updateProgress(wrap, progress, state) {
-  const bar = h("progress", { max: 1 });
+  const bar = h("progress", { max: 1, "aria-label": "progress" });
   let label = "";
   if (progress && progress.total) {
     const ratio = Math.max(0, Math.min(1, progress.done / progress.total));
