@@ -206,7 +206,6 @@ export function jobPage(root, jobId) {
     .then((loaded) => {
       job = loaded;
       render();
-      if (TERMINAL.has(job.state) && !timeline.childElementCount) logNote.textContent = "";
     })
     .catch((error) => {
       stream.close();
