@@ -37,6 +37,7 @@ if not os.path.exists(CHROMIUM) and os.environ.get("CI") != "true":
     )
 
 T = TASKS + "."
+expect.set_options(timeout=10_000)  # a loaded 2-core CI machine; the 1 s promises set their own
 
 
 @pytest.fixture

@@ -139,8 +139,13 @@ export function jobsList(root, params, tasks) {
     more.disabled = false;
   }
 
+  let catchUp = null; // events that came while the newest page was being read
+
   // new jobs that may belong on top: read the newest page, at most a few times a second
   const readNewest = throttle(async () => {
+    // events that come while the page is read may be newer than it, or not: all are applied
+    // again once its rows are in, in order, which leaves each row at its latest
+    catchUp = [];
     try {
       const page = await api(`/jobs?${query({ limit: PAGE })}`);
       if (page.next && !page.jobs.some((job) => rows.has(job.id))) {
@@ -156,6 +161,10 @@ export function jobsList(root, params, tasks) {
       }
     } catch {
       /* the next new job tries again */
+    } finally {
+      const missed = catchUp;
+      catchUp = null;
+      for (const [kind, data] of missed) apply(kind, data);
     }
   }, 300);
 
@@ -167,6 +176,7 @@ export function jobsList(root, params, tasks) {
   }
 
   function apply(kind, data) {
+    if (catchUp) catchUp.push([kind, data]);
     const known = rows.get(data.job_id);
     if (kind === "state") {
       if (known) {
