@@ -183,7 +183,7 @@ SELECT_EXPIRED = (
     "ORDER BY finished_at LIMIT ?"
 )
 NO_JOB = ""  # the job_id of events about the store itself
-DELETE_OLD_NOTES = "DELETE FROM events WHERE job_id = '' AND at < ?"
+DELETE_OLD_NOTES = "DELETE FROM events WHERE job_id = ? AND at < ?"
 DELETE_EXPIRED_IDEMPOTENCY = "DELETE FROM idempotency WHERE created_at < ?"
 COUNT_JOBS = f"SELECT {QUEUE_OF_JOB}, state, count(*) FROM jobs GROUP BY 1, 2"
 # (bucket start, state, jobs) of the jobs finished since ?, in buckets of ? seconds
@@ -752,7 +752,7 @@ class Database:
                     for (queue, state), n in sorted(removed.items())
                 ]})  # fmt: skip
             # and the notes of earlier sweeps go like the jobs they told of
-            await batch.execute(DELETE_OLD_NOTES, (finished_before,))
+            await batch.execute(DELETE_OLD_NOTES, (NO_JOB, finished_before))
             return len(rows)
 
         return await self.transact(operation)

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Locator, Page, async_playwright, expect
 
 from service.settings import Settings
 
@@ -93,11 +93,9 @@ async def test_a_job_from_the_form_shows_up_moves_and_logs(browser: Browser, sit
     job_id = page.url.split("#/jobs/")[1]
     # the job page: its progress bar moves, its log lines arrive, then it succeeds
     bar = page.locator(".job-head progress")
-    await wait_until(
-        lambda: _number(bar.get_attribute("value"), above=0.1), what="the progress bar to move"
-    )
+    await wait_until(lambda: _value_above(bar, 0.1), what="the progress bar to move")
     first = float(await bar.get_attribute("value") or 0)
-    await wait_until(lambda: _number(bar.get_attribute("value"), above=first), what="more")
+    await wait_until(lambda: _value_above(bar, first), what="more")
     await expect(page.locator(".log li").first).to_contain_text("page 1 of 8 done")
     await expect(page.locator(".job-state .badge")).to_have_text("succeeded", timeout=15_000)
     await expect(page.locator(".log li")).to_have_count(8)
@@ -108,8 +106,9 @@ async def test_a_job_from_the_form_shows_up_moves_and_logs(browser: Browser, sit
     await expect(row(watcher, job_id).locator(".badge")).to_have_text("succeeded")
 
 
-async def _number(value: Any, *, above: float) -> bool:
-    text = await value
+async def _value_above(bar: Locator, above: float) -> bool:
+    """Whether the progress bar's value is past ``above``."""
+    text = await bar.get_attribute("value")
     return text is not None and float(text) > above
 
 

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiosqlite
 import httpx
 import pytest
 from httpx_sse import aconnect_sse
@@ -32,8 +33,6 @@ async def stats(client: httpx.AsyncClient) -> Any:
 
 async def stored_counts(database: str) -> Counter[tuple[str, str]]:
     """(queue, state) → jobs, counted by SQL: what /stats must agree with."""
-    import aiosqlite
-
     async with aiosqlite.connect(database) as conn:
         rows = await conn.execute_fetchall(
             "SELECT json_extract(options, '$.queue'), state, count(*) FROM jobs GROUP BY 1, 2"
