@@ -57,7 +57,6 @@ from .schemas import (
     LogsQuery,
     SubmitJob,
     SubmitJobs,
-    job_json,
     parse_id,
     schedule_json,
 )
@@ -66,6 +65,7 @@ from .shutdown import GracefulShutdown
 from .streams import event_stream
 from .streamtokens import StreamTokens
 from .tasks import load_tasks
+from .wire import job_json
 
 log = logging.getLogger("conveyor")
 

@@ -1,4 +1,7 @@
-"""The HTTP API's wire formats: request models (validated by pydantic) and the job as JSON."""
+"""The HTTP API's request models (validated by pydantic) and the schedule as JSON.
+
+The job's JSON lives in ``wire``, which clients share.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ from .cron import MAX_CRON_LENGTH, Schedule, check_cron
 from .jobs import (
     MAX_PRIORITY,
     QUEUE_NAME_RULE,
-    Job,
     JobOptions,
     JobSpec,
     JobState,
@@ -223,35 +225,6 @@ def parse_id(text: str) -> int | None:
     if not (text.isascii() and text.isdigit()) or int(text) > MAX_ID:
         return None
     return int(text)
-
-
-def job_json(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "task": job.task,
-        "args": job.args,
-        "kwargs": job.kwargs,
-        "state": job.state.value,
-        "progress": None if job.progress is None else job.progress.as_dict(),
-        "result": job.result if job.state is JobState.SUCCEEDED else None,
-        "error": None if job.error is None else job.error.as_dict(),
-        "attempt": job.attempt,
-        "key": job.key,
-        "options": job.options.as_dict(),
-        "created_at": isoformat(job.created_at),
-        "started_at": isoformat(job.started_at),
-        "finished_at": isoformat(job.finished_at),
-        "scheduled_at": isoformat(job.scheduled_at),
-        "retries": job.retries,
-        "attempts": [
-            {
-                **attempt.as_dict(),
-                "started_at": isoformat(attempt.started_at),
-                "finished_at": isoformat(attempt.finished_at),
-            }
-            for attempt in job.attempts
-        ],
-    }
 
 
 def schedule_json(

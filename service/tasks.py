@@ -12,12 +12,14 @@ import sys
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
 from .errors import InvalidArguments, TaskLoadError, UnknownTask
 from .jobs import MAX_PRIORITY, QUEUE_NAME_RULE, JobOptions, is_queue_name
+from .taskfn import TaskFunction
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+T = TypeVar("T")
 
 _MISSING = object()
 
@@ -134,7 +136,7 @@ _registry: dict[str, Task] = {}
 
 
 @overload
-def task(fn: F, /) -> F: ...
+def task(fn: Callable[P, T], /) -> TaskFunction[P, T]: ...
 @overload
 def task(
     *,
@@ -150,7 +152,7 @@ def task(
     concurrency: int | None = None,
     cron: str | None = None,
     memory_limit_mb: int | None = None,
-) -> Callable[[F], F]: ...
+) -> Callable[[Callable[P, T]], TaskFunction[P, T]]: ...
 def task(
     fn: Callable[..., Any] | None = None,
     /,
@@ -170,7 +172,8 @@ def task(
 ) -> Any:
     """Register a function as a task, named ``"<module>.<function>"`` unless ``name`` is given.
 
-    The function itself is returned unchanged, so it can still be called directly::
+    The function comes back as a ``TaskFunction``: called, it runs as before; it can also submit
+    itself (``add.submit(2, 3).result()``, with a default client from ``CONVEYOR_URL``)::
 
         @task
         def add(x: int, y: int) -> int:
@@ -204,7 +207,9 @@ def task(
         raise ValueError(f"@task(concurrency=...) must be a whole number >= 1, got {concurrency!r}")
     cron = None if cron is None else _check_cron(cron)
 
-    def register(fn: F) -> F:
+    def register(fn: Callable[P, T]) -> TaskFunction[P, T]:
+        if isinstance(fn, TaskFunction):  # decorated twice: the function under it
+            fn = fn.fn
         if not callable(fn):
             raise TypeError(f"@task needs a function, got {type(fn).__name__}")
         task_name = name or f"{fn.__module__}.{fn.__qualname__}"
@@ -220,7 +225,7 @@ def task(
         _registry[task_name] = Task(
             task_name, fn, signature, options, concurrency=concurrency, cron=cron
         )
-        return fn
+        return TaskFunction(fn, task_name)
 
     return register if fn is None else register(fn)
 

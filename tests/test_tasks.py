@@ -65,19 +65,24 @@ def test_task_is_named_after_module_and_function(make_module: Callable[[str], st
 
 def test_sample_tasks_are_named_as_documented() -> None:
     registry = load_tasks([TASKS])
-    assert registry["tests.sample_tasks.add"].fn is sample_tasks.add
-    assert registry["tests.renamed"].fn is sample_tasks.renamed
+    assert registry["tests.sample_tasks.add"].fn is sample_tasks.add.fn
+    assert registry["tests.renamed"].fn is sample_tasks.renamed.fn
+    assert sample_tasks.renamed.name == "tests.renamed"
     assert "tests.sample_tasks.renamed" not in registry
 
 
-def test_decorator_returns_the_function_unchanged() -> None:
+def test_decorator_returns_the_function_still_callable_as_before() -> None:
     def triple(x: int) -> int:
+        """Three times x."""
         return 3 * x
 
-    assert task(triple) is triple
-    assert triple(2) == 6
-    named = task(name="math.triple")
-    assert named(triple) is triple
+    decorated = task(triple)
+    assert decorated.fn is triple and decorated(2) == 6
+    assert decorated.__name__ == "triple" and decorated.__doc__ == "Three times x."
+    assert inspect.signature(decorated) == inspect.signature(triple)
+    named = task(name="math.triple")(triple)
+    assert named.name == "math.triple" and named(3) == 9
+    assert task(named).fn is triple  # decorated twice: the function under it is registered
     registry = load_tasks([])
     assert registry["math.triple"] == Task("math.triple", triple, inspect.signature(triple))
     assert registry[f"{__name__}.{triple.__qualname__}"].fn is triple
@@ -89,7 +94,7 @@ def test_explicit_name() -> None:
         return {"pages": pages}
 
     registered = lookup(load_tasks([]), "reports.build")
-    assert registered.fn is build
+    assert registered.fn is build.fn
     assert registered.is_async
     assert not lookup(load_tasks([]), "tests.sample_tasks.add").is_async
 
@@ -105,7 +110,7 @@ def test_a_name_taken_by_another_function_is_refused() -> None:
     with pytest.raises(ValueError, match=r"'dup\.name'") as caught:
         task(name="dup.name")(second)
     assert "first" in str(caught.value) and "second" in str(caught.value)
-    assert load_tasks([])["dup.name"].fn is first  # the first one keeps the name
+    assert load_tasks([])["dup.name"].fn is first.fn  # the first one keeps the name
 
 
 def test_registering_the_same_function_again_is_allowed() -> None:

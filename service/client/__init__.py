@@ -1,0 +1,98 @@
+"""Conveyor from Python: ``Client`` (sync) and ``AsyncClient`` (asyncio), with job handles.
+
+from conveyor import Client
+
+with Client() as client:                      # CONVEYOR_URL, else http://127.0.0.1:8000
+    job = client.submit("service.demo.add", 2, 3)
+    print(job.result(timeout_s=10))           # 5, once its stream says it is done
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+from .aio import AsyncClient, AsyncJobHandle, AsyncSchedules, AsyncSubmitter
+from .errors import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    ConnectionFailed,
+    ConveyorError,
+    IdempotencyKeyReused,
+    InvalidArguments,
+    InvalidOptions,
+    JobCanceled,
+    JobFailed,
+    KeyTaken,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    ShuttingDown,
+    Unauthorized,
+    UnknownTask,
+    Unprocessable,
+    WaitTimeout,
+)
+from .events import Event, LogEvent, OtherEvent, ProgressEvent, PrunedEvent, StateEvent
+from .options import SubmitOptions, TaskCall, call
+from .records import JobsPage, Logs, ScheduleInfo, Submitted, TaskInfo, TaskParam
+from .sync import Client, JobHandle, Schedules, Submitter
+
+
+def default_client() -> Client:
+    """The client ``@task``'s ``submit`` uses: one per ``CONVEYOR_URL`` and ``CONVEYOR_TOKEN``,
+    kept open for the life of the process, so submits reuse its connections."""
+    return _client_for(os.environ.get("CONVEYOR_URL"), os.environ.get("CONVEYOR_TOKEN"))
+
+
+@functools.lru_cache(maxsize=8)
+def _client_for(url: str | None, token: str | None) -> Client:
+    return Client(url, token)
+
+
+__all__ = [
+    "ApiError",
+    "AsyncClient",
+    "AsyncJobHandle",
+    "AsyncSchedules",
+    "AsyncSubmitter",
+    "BadRequest",
+    "Client",
+    "Conflict",
+    "ConnectionFailed",
+    "ConveyorError",
+    "Event",
+    "IdempotencyKeyReused",
+    "InvalidArguments",
+    "InvalidOptions",
+    "JobCanceled",
+    "JobFailed",
+    "JobHandle",
+    "JobsPage",
+    "KeyTaken",
+    "LogEvent",
+    "Logs",
+    "NotFound",
+    "OtherEvent",
+    "PayloadTooLarge",
+    "ProgressEvent",
+    "PrunedEvent",
+    "ScheduleInfo",
+    "Schedules",
+    "ServiceUnavailable",
+    "ShuttingDown",
+    "StateEvent",
+    "SubmitOptions",
+    "Submitted",
+    "Submitter",
+    "TaskCall",
+    "TaskInfo",
+    "TaskParam",
+    "Unauthorized",
+    "UnknownTask",
+    "Unprocessable",
+    "WaitTimeout",
+    "call",
+    "default_client",
+]

@@ -1,0 +1,277 @@
+"""``AsyncClient``: the service from asyncio code (FastAPI, aiohttp, workers of other queues),
+with the same methods as ``Client``, awaited."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Coroutine, Iterable
+from types import TracebackType
+from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
+
+import httpx
+from httpx_sse import EventSource
+from typing_extensions import Unpack
+
+from ..jobs import Job
+from ..taskfn import TaskFunction
+from . import api
+from .errors import WaitTimeout
+from .events import Event
+from .options import OptionFields, SubmitOptions, TaskCall, submit_options
+from .outcome import outcome
+from .records import Logs, ScheduleInfo, TaskInfo
+from .settings import ClientSettings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """Like ``Client``, for ``async`` code: ``async with AsyncClient() as client: ...``."""
+
+    def __init__(
+        self, url: str | None = None, token: str | None = None, timeout_s: float = 10.0
+    ) -> None:
+        self.settings = ClientSettings.resolve(url, token, timeout_s)
+        self.url = self.settings.url
+        self._http = httpx.AsyncClient(
+            base_url=self.url, headers=self.settings.headers(), timeout=timeout_s
+        )
+        self.schedules = AsyncSchedules(self)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def __repr__(self) -> str:
+        return f"<AsyncClient {self.url}>"
+
+    # -- submitting -----------------------------------------------------------------------------
+
+    @overload
+    async def submit(
+        self, task: TaskFunction[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> AsyncJobHandle[R]: ...
+    @overload
+    async def submit(
+        self, task: TaskFunction[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> AsyncJobHandle[R]: ...
+    @overload
+    async def submit(self, task: str, /, *args: Any, **kwargs: Any) -> AsyncJobHandle[Any]: ...
+    async def submit(self, task: str | TaskFunction[Any, Any], /, *args: Any, **kwargs: Any) -> Any:
+        """See ``Client.submit``."""
+        return await AsyncSubmitter(self, SubmitOptions()).submit(task, *args, **kwargs)
+
+    async def submit_many(self, calls: Iterable[TaskCall]) -> list[AsyncJobHandle[Any]]:
+        return await AsyncSubmitter(self, SubmitOptions()).submit_many(calls)
+
+    def with_options(self, **options: Unpack[OptionFields]) -> AsyncSubmitter:
+        return AsyncSubmitter(self, submit_options(**options))
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def job(self, job_id: str) -> AsyncJobHandle[Any]:
+        return AsyncJobHandle(self, job_id)
+
+    async def jobs(
+        self,
+        *,
+        state: str | Iterable[str] | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        text: str | None = None,
+        page_size: int = api.JOBS_PAGE_SIZE,
+    ) -> AsyncIterator[Job]:
+        """``async for job in client.jobs(...)``: every job that matches, newest first."""
+        cursor: str | None = None
+        while True:
+            page = await self._send(
+                api.list_jobs(
+                    state=state, task=task, queue=queue, text=text, limit=page_size, cursor=cursor
+                )
+            )
+            for job in page.jobs:
+                yield job
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def cancel(self, job_id: str) -> Job:
+        return await self._send(api.cancel(job_id))
+
+    async def retry(self, job_id: str) -> Job:
+        return await self._send(api.retry(job_id))
+
+    async def tasks(self) -> list[TaskInfo]:
+        return await self._send(api.tasks())
+
+    async def health(self) -> dict[str, Any]:
+        return await self._send(api.get_json("/health"))
+
+    def events(self, *, after_id: int | None = None) -> AsyncIterator[Event]:
+        """``async for event in client.events()``: every job's events; it never ends by itself."""
+        return self.follow(api.StreamCursor(None, after_id), api.Deadline(None))
+
+    # -- the wire -------------------------------------------------------------------------------
+
+    async def _send(self, exchange: api.Exchange[T]) -> T:
+        try:
+            response = await self._http.request(
+                exchange.method, exchange.path, params=exchange.params,
+                content=exchange.content(), headers=exchange.all_headers(),
+            )  # fmt: skip
+        except httpx.TransportError as exc:
+            raise api.connection_failed(self.url, exc) from None
+        return exchange.finish(response)
+
+    async def follow(
+        self, cursor: api.StreamCursor, deadline: api.Deadline
+    ) -> AsyncIterator[Event]:
+        """See ``Client.follow``; here the deadline cuts a wait short wherever it is."""
+        reconnects = api.Reconnects(self.url)
+        while not cursor.ended:
+            try:
+                async with asyncio.timeout(deadline.remaining_s()):
+                    async for event in self._stream_once(cursor, reconnects):
+                        yield event
+            except TimeoutError:
+                if not deadline.expired:
+                    continue  # silent for STREAM_IDLE_S: reopen
+                raise WaitTimeout(cursor.job_id or "", deadline.timeout_s or 0.0) from None
+            except httpx.TransportError as exc:
+                await asyncio.sleep(reconnects.delay_s(exc))
+
+    async def _stream_once(
+        self, cursor: api.StreamCursor, reconnects: api.Reconnects
+    ) -> AsyncIterator[Event]:
+        timeout = httpx.Timeout(self.settings.timeout_s, read=api.STREAM_IDLE_S)
+        async with self._http.stream(
+            "GET", cursor.path, headers=cursor.headers(), timeout=timeout
+        ) as r:
+            if r.status_code == 204:
+                cursor.no_content()
+                return
+            if not r.is_success:
+                await r.aread()
+                raise api.error_of(r)
+            reconnects.connected()
+            async for sse in EventSource(r).aiter_sse():
+                event = cursor.feed(sse.event, sse.data, sse.id)
+                if event is not None:
+                    yield event
+            cursor.closed()
+
+
+class AsyncSubmitter:
+    """Submits with a set of job options (``AsyncClient.with_options``)."""
+
+    def __init__(self, client: AsyncClient, options: SubmitOptions) -> None:
+        self._client = client
+        self.options = options
+
+    def with_options(self, **options: Unpack[OptionFields]) -> AsyncSubmitter:
+        return AsyncSubmitter(self._client, self.options.merged(submit_options(**options)))
+
+    @overload
+    async def submit(
+        self, task: TaskFunction[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> AsyncJobHandle[R]: ...
+    @overload
+    async def submit(
+        self, task: TaskFunction[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> AsyncJobHandle[R]: ...
+    @overload
+    async def submit(self, task: str, /, *args: Any, **kwargs: Any) -> AsyncJobHandle[Any]: ...
+    async def submit(self, task: str | TaskFunction[Any, Any], /, *args: Any, **kwargs: Any) -> Any:
+        call = api.task_call(task, args, kwargs)
+        key = self.options.merged(call.options).idempotency_key
+        submitted = await self._client._send(api.submit(call.body(self.options), key))
+        return AsyncJobHandle(self._client, submitted.job.id, submitted.job, submitted.created)
+
+    async def submit_many(self, calls: Iterable[TaskCall]) -> list[AsyncJobHandle[Any]]:
+        bodies = [c.body(self.options) for c in calls]
+        handles: list[AsyncJobHandle[Any]] = []
+        for chunk, key in api.batches(bodies, self.options.idempotency_key):
+            for s in await self._client._send(api.submit_batch(chunk, key)):
+                handles.append(AsyncJobHandle(self._client, s.job.id, s.job, s.created))
+        return handles
+
+
+class AsyncJobHandle(Generic[R]):
+    """Like ``JobHandle``, awaited: ``await job.result()``, ``async for e in job.events()``."""
+
+    def __init__(
+        self, client: AsyncClient, job_id: str, job: Job | None = None, created: bool | None = None
+    ) -> None:
+        self._client = client
+        self.id = job_id
+        self.submitted = job
+        self.created = created
+
+    def __repr__(self) -> str:
+        return f"<AsyncJobHandle {self.id}>"
+
+    async def status(self) -> Job:
+        return await self._client._send(api.get_job(self.id))
+
+    async def wait(self, timeout_s: float | None = None) -> Job:
+        async for _ in self._client.follow(api.StreamCursor(self.id), api.Deadline(timeout_s)):
+            pass
+        return await self.status()
+
+    async def result(self, timeout_s: float | None = None) -> R:
+        """See ``JobHandle.result``."""
+        return cast(R, outcome(await self.wait(timeout_s)))
+
+    async def cancel(self) -> Job:
+        return await self._client.cancel(self.id)
+
+    async def retry(self) -> Job:
+        return await self._client.retry(self.id)
+
+    async def logs(self, tail: int | None = None) -> Logs:
+        return await self._client._send(api.logs(self.id, tail))
+
+    def events(
+        self, *, after_id: int | None = None, timeout_s: float | None = None
+    ) -> AsyncIterator[Event]:
+        """See ``JobHandle.events``."""
+        cursor = api.StreamCursor(self.id, after_id)
+        return self._client.follow(cursor, api.Deadline(timeout_s))
+
+
+class AsyncSchedules:
+    """See ``Schedules``."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create(
+        self,
+        task: str | TaskFunction[Any, Any],
+        cron: str,
+        *,
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        schedule_id: str | None = None,
+        **options: Unpack[OptionFields],
+    ) -> ScheduleInfo:
+        body = api.schedule_body(task, cron, args, kwargs, schedule_id, options)
+        return await self._client._send(api.create_schedule(body))
+
+    async def list(self) -> list[ScheduleInfo]:
+        return await self._client._send(api.list_schedules())
+
+    async def get(self, schedule_id: str) -> ScheduleInfo:
+        return await self._client._send(api.get_schedule(schedule_id))
+
+    async def delete(self, schedule_id: str) -> None:
+        await self._client._send(api.delete_schedule(schedule_id))

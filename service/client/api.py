@@ -1,0 +1,310 @@
+"""The API's requests and how to read their answers, with no I/O of its own.
+
+``Client`` and ``AsyncClient`` differ only in how they send an ``Exchange`` and read a stream;
+what to ask and what an answer means is said once, here (the sans-I/O split of hypercorn's
+``protocol/``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from ..jobs import Job
+from ..taskfn import TaskFunction
+from ..wire import job_from_json
+from . import records
+from .errors import ConnectionFailed, api_error
+from .events import Event, StateEvent, decode
+from .options import OptionFields, SubmitOptions, TaskCall, submit_options
+
+T = TypeVar("T")
+
+JOBS_PAGE_SIZE = 100
+MAX_JOBS_PER_BATCH = 1000  # what POST /jobs/batch takes at once
+STREAM_IDLE_S = 60.0  # no byte for this long (keep-alives come every 15 s): reconnect
+RECONNECT_FOR_S = 60.0  # a dropped stream is tried again for this long before giving up
+RECONNECT_DELAYS_S = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange(Generic[T]):
+    """One request, and what its successful answer reads as."""
+
+    method: str
+    path: str
+    read: Callable[[httpx.Response], T]
+    params: Mapping[str, str] | None = None
+    body: Any = None  # JSON; None sends no body
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def content(self) -> bytes | None:
+        return None if self.body is None else orjson.dumps(self.body)
+
+    def all_headers(self) -> dict[str, str]:
+        extra = {} if self.body is None else {"Content-Type": "application/json"}
+        return {**extra, **self.headers}
+
+    def finish(self, response: httpx.Response) -> T:
+        """The answer read, or the ``ApiError`` it stands for."""
+        if response.is_success:
+            return self.read(response)
+        raise error_of(response)
+
+
+def error_of(response: httpx.Response) -> Exception:
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:  # a proxy's page, say: its text is the best detail there is
+        body = {"detail": response.text[:200].strip() or response.reason_phrase}
+    return api_error(response.status_code, body, response.headers.get("Retry-After"))
+
+
+def connection_failed(url: str, exc: httpx.TransportError) -> ConnectionFailed:
+    return ConnectionFailed(url, str(exc) or type(exc).__name__)
+
+
+def _json(response: httpx.Response) -> Any:
+    return orjson.loads(response.content)
+
+
+def _job(response: httpx.Response) -> Job:
+    return job_from_json(_json(response))
+
+
+def _no_content(response: httpx.Response) -> None:
+    return None
+
+
+def _segment(text: str) -> str:
+    return quote(text, safe="")
+
+
+def _idempotency(key: str | None) -> dict[str, str]:
+    return {} if key is None else {"Idempotency-Key": key}
+
+
+def submit(body: dict[str, Any], idempotency_key: str | None) -> Exchange[records.Submitted]:
+    return Exchange(
+        "POST", "/jobs", lambda r: records.submitted(_json(r), r.status_code),
+        body=body, headers=_idempotency(idempotency_key),
+    )  # fmt: skip
+
+
+def submit_batch(
+    bodies: list[dict[str, Any]], idempotency_key: str | None
+) -> Exchange[list[records.Submitted]]:
+    def read(response: httpx.Response) -> list[records.Submitted]:
+        jobs = _json(response)["jobs"]
+        # a 200 means every job was there already: this request was seen before
+        return [records.Submitted(job_from_json(j), response.status_code == 202) for j in jobs]
+
+    return Exchange(
+        "POST", "/jobs/batch", read, body={"jobs": bodies}, headers=_idempotency(idempotency_key)
+    )
+
+
+def get_job(job_id: str) -> Exchange[Job]:
+    return Exchange("GET", f"/jobs/{_segment(job_id)}", _job)
+
+
+def list_jobs(
+    *,
+    state: str | Iterable[str] | None,
+    task: str | None,
+    queue: str | None,
+    text: str | None,
+    limit: int,
+    cursor: str | None,
+) -> Exchange[records.JobsPage]:
+    params = {"limit": str(limit)}
+    if state is not None:
+        params["state"] = state if isinstance(state, str) else ",".join(state)
+    for name, value in (("task", task), ("queue", queue), ("q", text), ("cursor", cursor)):
+        if value is not None:
+            params[name] = value
+    return Exchange("GET", "/jobs", lambda r: records.jobs_page(_json(r)), params=params)
+
+
+def cancel(job_id: str) -> Exchange[Job]:
+    return Exchange("POST", f"/jobs/{_segment(job_id)}/cancel", _job)
+
+
+def retry(job_id: str) -> Exchange[Job]:
+    return Exchange("POST", f"/jobs/{_segment(job_id)}/retry", _job)
+
+
+def logs(job_id: str, tail: int | None) -> Exchange[records.Logs]:
+    params = None if tail is None else {"tail": str(tail)}
+    path = f"/jobs/{_segment(job_id)}/logs"
+    return Exchange("GET", path, lambda r: records.logs(_json(r)), params=params)
+
+
+def tasks() -> Exchange[list[records.TaskInfo]]:
+    return Exchange("GET", "/tasks", lambda r: [records.task_info(t) for t in _json(r)["tasks"]])
+
+
+def get_json(path: str) -> Exchange[dict[str, Any]]:
+    """A read whose JSON is handed over as it is (``/health``, ``/stats``, ``/workers``)."""
+    return Exchange("GET", path, _json)
+
+
+def create_schedule(body: dict[str, Any]) -> Exchange[records.ScheduleInfo]:
+    return Exchange("POST", "/schedules", lambda r: records.schedule_info(_json(r)), body=body)
+
+
+def list_schedules() -> Exchange[list[records.ScheduleInfo]]:
+    return Exchange(
+        "GET", "/schedules", lambda r: [records.schedule_info(s) for s in _json(r)["schedules"]]
+    )
+
+
+def get_schedule(schedule_id: str) -> Exchange[records.ScheduleInfo]:
+    path = f"/schedules/{_segment(schedule_id)}"
+    return Exchange("GET", path, lambda r: records.schedule_info(_json(r)))
+
+
+def delete_schedule(schedule_id: str) -> Exchange[None]:
+    return Exchange("DELETE", f"/schedules/{_segment(schedule_id)}", _no_content)
+
+
+def task_call(
+    task: str | TaskFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> TaskCall:
+    """A submit's task, by name or as the function ``@task`` returned, with its arguments."""
+    if isinstance(task, TaskFunction):
+        return task.call(*args, **kwargs)
+    return TaskCall(task, args, kwargs)
+
+
+def schedule_body(
+    task: str | TaskFunction[Any, Any],
+    cron: str,
+    args: Iterable[Any],
+    kwargs: dict[str, Any] | None,
+    schedule_id: str | None,
+    options: OptionFields,
+) -> dict[str, Any]:
+    """The body of ``POST /schedules``."""
+    name = task.name if isinstance(task, TaskFunction) else task
+    call = TaskCall(name, tuple(args), kwargs or {}, submit_options(**options))
+    body = {**call.body(SubmitOptions()), "cron": cron}
+    if schedule_id is not None:
+        body["id"] = schedule_id
+    return body
+
+
+def batches(bodies: list[dict[str, Any]], key: str | None) -> list[tuple[list[Any], str | None]]:
+    """``bodies`` in requests of at most ``MAX_JOBS_PER_BATCH``, each with its own
+    Idempotency-Key derived from ``key``: submitting the same list again repeats none."""
+    chunks = [bodies[i : i + MAX_JOBS_PER_BATCH] for i in range(0, len(bodies), MAX_JOBS_PER_BATCH)]
+    if key is None or len(chunks) == 1:
+        return [(chunk, key) for chunk in chunks]
+    return [(chunk, f"{key}#{n}") for n, chunk in enumerate(chunks)]
+
+
+# -- following a stream -------------------------------------------------------------------------
+
+
+class StreamCursor:
+    """Where a stream is, so that a new connection resumes it (``Last-Event-ID``) and knows
+    when it has ended: a job's stream ends after the terminal event nothing follows."""
+
+    def __init__(self, job_id: str | None = None, after_id: int | None = None) -> None:
+        self.job_id = job_id
+        self.last_id = after_id
+        self.ended = False
+        self._after_terminal = False
+
+    @property
+    def path(self) -> str:
+        return "/events" if self.job_id is None else f"/jobs/{_segment(self.job_id)}/events"
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        if self.last_id is not None:
+            headers["Last-Event-ID"] = str(self.last_id)
+        return headers
+
+    def feed(self, kind: str, data: str, event_id: str) -> Event | None:
+        """The event of one SSE message (None for a position, keep-alive or retry message)."""
+        if event_id.isdigit():
+            self.last_id = int(event_id)
+        if self.last_id is None:
+            return None
+        event = decode(kind, data, self.last_id)
+        if event is not None:
+            self._after_terminal = isinstance(event, StateEvent) and event.is_terminal
+        return event
+
+    def closed(self) -> None:
+        """The service closed the stream: the end, or a drop (it is stopping) to resume from."""
+        if self.job_id is not None and self._after_terminal:
+            self.ended = True
+
+    def no_content(self) -> None:
+        """204: the job has finished and every event of it was seen."""
+        self.ended = True
+
+
+class Deadline:
+    """How long a wait may still take; None: for ever."""
+
+    def __init__(self, timeout_s: float | None, clock: Callable[[], float] = time.monotonic):
+        self.timeout_s = timeout_s
+        self._clock = clock
+        self._end = None if timeout_s is None else clock() + timeout_s
+
+    def remaining_s(self) -> float | None:
+        return None if self._end is None else max(0.0, self._end - self._clock())
+
+    @property
+    def expired(self) -> bool:
+        return self._end is not None and self._clock() >= self._end
+
+    def read_timeout_s(self) -> float:
+        """How long one read of a stream may wait: until the deadline, or the idle limit."""
+        remaining = self.remaining_s()
+        return STREAM_IDLE_S if remaining is None else min(remaining, STREAM_IDLE_S)
+
+    def outlived(self, read_timeout_s: float) -> bool:
+        """Whether a stream opened with ``read_timeout_s`` could now wait well past the
+        deadline: then it is opened again with a shorter one (a sync read cannot be cut)."""
+        remaining = self.remaining_s()
+        if remaining is None:
+            return False
+        return read_timeout_s - remaining > max(0.05, 0.1 * read_timeout_s)
+
+
+class Reconnects:
+    """The waits between attempts to reopen a dropped stream, and when to give up."""
+
+    def __init__(self, url: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self._url = url
+        self._clock = clock
+        self._connected_once = False
+        self._failing_since: float | None = None
+        self._failures = 0
+
+    def connected(self) -> None:
+        self._connected_once = True
+        self._failing_since = None
+        self._failures = 0
+
+    def delay_s(self, exc: httpx.TransportError) -> float:
+        """The wait before the next attempt; ConnectionFailed if the first connection failed,
+        or the service has been unreachable for ``RECONNECT_FOR_S``."""
+        now = self._clock()
+        if self._failing_since is None:
+            self._failing_since = now
+        if not self._connected_once or now - self._failing_since > RECONNECT_FOR_S:
+            raise connection_failed(self._url, exc) from None
+        delay = RECONNECT_DELAYS_S[min(self._failures, len(RECONNECT_DELAYS_S) - 1)]
+        self._failures += 1
+        return delay

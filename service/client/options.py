@@ -1,0 +1,120 @@
+"""What a submit asks for besides the task's own arguments: the job's options, its start, its
+``key`` and the request's ``Idempotency-Key``; and ``TaskCall``, one job of a batch.
+
+Kept apart from the task's arguments, so that a task may have a parameter called ``priority``
+or ``key`` and still be given both. The service checks every value: the client only spells them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypedDict
+
+from typing_extensions import Unpack
+
+from ..jobs import JobOptions
+
+
+def type_name(error_type: str | type[BaseException]) -> str:
+    """An error type as ``retry_on`` names it: ``ConnectionError`` or ``"HTTPStatusError"``."""
+    return error_type if isinstance(error_type, str) else error_type.__qualname__
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOptions:
+    """Options of a submit; what is left None comes from the task (or is not asked for)."""
+
+    job: JobOptions = field(default_factory=JobOptions)
+    delay_s: float | None = None  # run no sooner than this from now
+    run_at: datetime | str | None = None  # run no sooner than this; naive: local time
+    key: str | None = None  # while a job with this key is unfinished, a submit returns it
+    idempotency_key: str | None = None  # a retried request returns the first one's job(s)
+
+    def merged(self, other: SubmitOptions) -> SubmitOptions:
+        """These options with every value ``other`` sets put in their place."""
+        changes = {
+            f.name: getattr(other, f.name)
+            for f in dataclasses.fields(other)
+            if f.name != "job" and getattr(other, f.name) is not None
+        }
+        return dataclasses.replace(self, job=self.job.merged(other.job), **changes)
+
+    def body(self) -> dict[str, Any]:
+        """The fields of a ``POST /jobs`` body these options set."""
+        fields = {k: v for k, v in self.job.as_dict().items() if v is not None}
+        if self.delay_s is not None:
+            fields["delay_s"] = self.delay_s
+        if self.run_at is not None:
+            fields["run_at"] = _iso(self.run_at)
+        if self.key is not None:
+            fields["key"] = self.key
+        return fields
+
+
+class OptionFields(TypedDict, total=False):
+    """The names a submit's options go by, as in ``POST /jobs``: one list for every method
+    that takes them (``with_options``, ``TaskCall.with_options``, ``@task``'s ``with_options``)."""
+
+    priority: int
+    queue: str
+    delay_s: float
+    run_at: datetime | str
+    timeout_s: float
+    soft_timeout_s: float
+    max_retries: int
+    retry_backoff_s: float
+    retry_backoff_max_s: float
+    retry_on: Iterable[str | type[BaseException]]
+    memory_limit_mb: int
+    key: str
+    idempotency_key: str
+
+
+SUBMIT_ONLY = ("delay_s", "run_at", "key", "idempotency_key")
+
+
+def submit_options(**options: Unpack[OptionFields]) -> SubmitOptions:
+    """``SubmitOptions`` from the names the API uses; TypeError for a name it does not know."""
+    unknown = set(options) - set(OptionFields.__annotations__)
+    if unknown:
+        raise TypeError(f"unknown submit option(s): {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = dict(options)
+    retry_on = values.pop("retry_on", None)
+    submit = {name: values.pop(name) for name in SUBMIT_ONLY if name in values}
+    if retry_on is not None:
+        values["retry_on"] = tuple(type_name(t) for t in retry_on)
+    return SubmitOptions(JobOptions(**values), **submit)
+
+
+def _iso(moment: datetime | str) -> str:
+    if isinstance(moment, str):
+        return moment
+    # a naive time is local time, as datetime.timestamp() reads it; the API reads naive as UTC
+    return moment.astimezone().isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCall:
+    """One job to submit: a task, its arguments and its own options (over the submitter's)."""
+
+    task: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    options: SubmitOptions = field(default_factory=SubmitOptions)
+
+    def with_options(self, **options: Unpack[OptionFields]) -> TaskCall:
+        """This call with these options set over its own."""
+        return dataclasses.replace(self, options=self.options.merged(submit_options(**options)))
+
+    def body(self, defaults: SubmitOptions) -> dict[str, Any]:
+        """The ``POST /jobs`` body of this call, with ``defaults`` under its own options."""
+        options = defaults.merged(self.options)
+        return {"task": self.task, "args": list(self.args), "kwargs": self.kwargs, **options.body()}
+
+
+def call(task: str, /, *args: Any, **kwargs: Any) -> TaskCall:
+    """A job for ``submit_many``: ``call("reports.build", 12, pages=40)``."""
+    return TaskCall(task, args, kwargs)

@@ -1,0 +1,301 @@
+"""``Client``: the service from synchronous code (scripts, Flask, Django), over one httpx pool."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Coroutine, Iterable, Iterator
+from types import TracebackType
+from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
+
+import httpx
+from httpx_sse import EventSource
+from typing_extensions import Unpack
+
+from ..jobs import Job
+from ..taskfn import TaskFunction
+from . import api
+from .errors import WaitTimeout
+from .events import Event
+from .options import OptionFields, SubmitOptions, TaskCall, submit_options
+from .outcome import outcome
+from .records import Logs, ScheduleInfo, TaskInfo
+from .settings import ClientSettings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+class Client:
+    """The service at ``url`` (default ``CONVEYOR_URL``, else ``http://127.0.0.1:8000``) with
+    ``token`` (default ``CONVEYOR_TOKEN``); ``timeout_s`` bounds each request (not waits).
+
+    Use it as a context manager, or ``close()`` it: it keeps its connections open between calls.
+    """
+
+    def __init__(
+        self, url: str | None = None, token: str | None = None, timeout_s: float = 10.0
+    ) -> None:
+        self.settings = ClientSettings.resolve(url, token, timeout_s)
+        self.url = self.settings.url
+        self._http = httpx.Client(
+            base_url=self.url, headers=self.settings.headers(), timeout=timeout_s
+        )
+        self.schedules = Schedules(self)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __repr__(self) -> str:
+        return f"<Client {self.url}>"
+
+    # -- submitting -----------------------------------------------------------------------------
+
+    @overload
+    def submit(
+        self, task: TaskFunction[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> JobHandle[R]: ...
+    @overload
+    def submit(
+        self, task: TaskFunction[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> JobHandle[R]: ...
+    @overload
+    def submit(self, task: str, /, *args: Any, **kwargs: Any) -> JobHandle[Any]: ...
+    def submit(self, task: str | TaskFunction[Any, Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Submit a job of ``task`` (its name, or the function ``@task`` returned) with these
+        arguments; its handle, once the service has stored it. Job options: ``with_options``."""
+        return Submitter(self, SubmitOptions()).submit(task, *args, **kwargs)
+
+    def submit_many(self, calls: Iterable[TaskCall]) -> list[JobHandle[Any]]:
+        """Submit several jobs (``call(task, *args, **kwargs)`` or ``add.call(2, 3)`` each) with
+        ``POST /jobs/batch``: all or none of each thousand."""
+        return Submitter(self, SubmitOptions()).submit_many(calls)
+
+    def with_options(self, **options: Unpack[OptionFields]) -> Submitter:
+        """Submit with these job options: ``client.with_options(priority=5, key="r-7")``."""
+        return Submitter(self, submit_options(**options))
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def job(self, job_id: str) -> JobHandle[Any]:
+        """A handle on the job ``job_id`` (nothing is asked of the service until it is used)."""
+        return JobHandle(self, job_id)
+
+    def jobs(
+        self,
+        *,
+        state: str | Iterable[str] | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        text: str | None = None,
+        page_size: int = api.JOBS_PAGE_SIZE,
+    ) -> Iterator[Job]:
+        """Every job that matches, newest first, read a page at a time as the loop goes on."""
+        cursor: str | None = None
+        while True:
+            page = self._send(
+                api.list_jobs(
+                    state=state, task=task, queue=queue, text=text, limit=page_size, cursor=cursor
+                )
+            )
+            yield from page.jobs
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a job, also while it runs; the answer comes once its processes are gone."""
+        return self._send(api.cancel(job_id))
+
+    def retry(self, job_id: str) -> Job:
+        """Run a failed or canceled job again (the same job, a new attempt)."""
+        return self._send(api.retry(job_id))
+
+    def tasks(self) -> list[TaskInfo]:
+        return self._send(api.tasks())
+
+    def health(self) -> dict[str, Any]:
+        return self._send(api.get_json("/health"))
+
+    def events(self, *, after_id: int | None = None) -> Iterator[Event]:
+        """Every job's events as they happen (after event ``after_id``, if given), resumed
+        across dropped connections; it never ends by itself."""
+        return self.follow(api.StreamCursor(None, after_id), api.Deadline(None))
+
+    # -- the wire -------------------------------------------------------------------------------
+
+    def _send(self, exchange: api.Exchange[T]) -> T:
+        try:
+            response = self._http.request(
+                exchange.method, exchange.path, params=exchange.params,
+                content=exchange.content(), headers=exchange.all_headers(),
+            )  # fmt: skip
+        except httpx.TransportError as exc:
+            raise api.connection_failed(self.url, exc) from None
+        return exchange.finish(response)
+
+    def follow(self, cursor: api.StreamCursor, deadline: api.Deadline) -> Iterator[Event]:
+        """The events of the stream ``cursor`` names until it ends, reconnecting after drops;
+        WaitTimeout once ``deadline`` has passed."""
+        reconnects = api.Reconnects(self.url)
+        while not cursor.ended:
+            read_s = deadline.read_timeout_s()
+            try:
+                yield from self._stream_once(cursor, deadline, read_s, reconnects)
+            except httpx.ReadTimeout:
+                pass  # silent too long: reopen (or give up below, if that was the deadline)
+            except httpx.TransportError as exc:
+                if not deadline.expired:
+                    time.sleep(min(reconnects.delay_s(exc), deadline.remaining_s() or 1e9))
+            if deadline.expired and not cursor.ended:
+                raise WaitTimeout(cursor.job_id or "", deadline.timeout_s or 0.0)
+
+    def _stream_once(
+        self,
+        cursor: api.StreamCursor,
+        deadline: api.Deadline,
+        read_s: float,
+        reconnects: api.Reconnects,
+    ) -> Iterator[Event]:
+        timeout = httpx.Timeout(self.settings.timeout_s, read=read_s)
+        with self._http.stream("GET", cursor.path, headers=cursor.headers(), timeout=timeout) as r:
+            if r.status_code == 204:
+                cursor.no_content()
+                return
+            if not r.is_success:
+                r.read()
+                raise api.error_of(r)
+            reconnects.connected()
+            for sse in EventSource(r).iter_sse():
+                event = cursor.feed(sse.event, sse.data, sse.id)
+                if event is not None:
+                    yield event
+                if deadline.expired or deadline.outlived(read_s):
+                    return  # the caller gives up, or opens it again with a shorter read
+            cursor.closed()
+
+
+class Submitter:
+    """Submits with a set of job options (``Client.with_options``)."""
+
+    def __init__(self, client: Client, options: SubmitOptions) -> None:
+        self._client = client
+        self.options = options
+
+    def with_options(self, **options: Unpack[OptionFields]) -> Submitter:
+        return Submitter(self._client, self.options.merged(submit_options(**options)))
+
+    @overload
+    def submit(
+        self, task: TaskFunction[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> JobHandle[R]: ...
+    @overload
+    def submit(
+        self, task: TaskFunction[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> JobHandle[R]: ...
+    @overload
+    def submit(self, task: str, /, *args: Any, **kwargs: Any) -> JobHandle[Any]: ...
+    def submit(self, task: str | TaskFunction[Any, Any], /, *args: Any, **kwargs: Any) -> Any:
+        call = api.task_call(task, args, kwargs)
+        options = self.options.merged(call.options)
+        submitted = self._client._send(api.submit(call.body(self.options), options.idempotency_key))
+        return JobHandle(self._client, submitted.job.id, submitted.job, submitted.created)
+
+    def submit_many(self, calls: Iterable[TaskCall]) -> list[JobHandle[Any]]:
+        bodies = [c.body(self.options) for c in calls]
+        handles: list[JobHandle[Any]] = []
+        for chunk, key in api.batches(bodies, self.options.idempotency_key):
+            for s in self._client._send(api.submit_batch(chunk, key)):
+                handles.append(JobHandle(self._client, s.job.id, s.job, s.created))
+        return handles
+
+
+class JobHandle(Generic[R]):
+    """One job: its id, and ways to read, wait for, follow and stop it."""
+
+    def __init__(
+        self, client: Client, job_id: str, job: Job | None = None, created: bool | None = None
+    ) -> None:
+        self._client = client
+        self.id = job_id
+        self.submitted = job  # the job as the submit's answer had it, if this came from one
+        self.created = created  # False: the submit found this job (its key) instead of making it
+
+    def __repr__(self) -> str:
+        return f"<JobHandle {self.id}>"
+
+    def status(self) -> Job:
+        """The job as it is now."""
+        return self._client._send(api.get_job(self.id))
+
+    def wait(self, timeout_s: float | None = None) -> Job:
+        """The job once it has finished, whatever its outcome; WaitTimeout after ``timeout_s``."""
+        for _ in self._client.follow(api.StreamCursor(self.id), api.Deadline(timeout_s)):
+            pass
+        return self.status()
+
+    def result(self, timeout_s: float | None = None) -> R:
+        """The job's result once it has succeeded, waiting on its event stream (no polling).
+
+        JobFailed (with the task's error type, message and traceback) or JobCanceled if it
+        did not; WaitTimeout (a TimeoutError) after ``timeout_s``, the job going on.
+        """
+        return cast(R, outcome(self.wait(timeout_s)))
+
+    def cancel(self) -> Job:
+        return self._client.cancel(self.id)
+
+    def retry(self) -> Job:
+        return self._client.retry(self.id)
+
+    def logs(self, tail: int | None = None) -> Logs:
+        """What the job wrote, the last ``tail`` entries if given."""
+        return self._client._send(api.logs(self.id, tail))
+
+    def events(
+        self, *, after_id: int | None = None, timeout_s: float | None = None
+    ) -> Iterator[Event]:
+        """The job's events from its first (or after ``after_id``), then live; resumed with
+        ``Last-Event-ID`` across dropped connections; the iteration ends with the job's end
+        (WaitTimeout if that has not come within ``timeout_s``)."""
+        cursor = api.StreamCursor(self.id, after_id)
+        return self._client.follow(cursor, api.Deadline(timeout_s))
+
+
+class Schedules:
+    """The service's schedules: ``client.schedules.create(...)``, ``.list()``, ``.get(id)``,
+    ``.delete(id)``."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(
+        self,
+        task: str | TaskFunction[Any, Any],
+        cron: str,
+        *,
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        schedule_id: str | None = None,
+        **options: Unpack[OptionFields],
+    ) -> ScheduleInfo:
+        """Run ``task`` with these arguments at every tick of ``cron``."""
+        body = api.schedule_body(task, cron, args, kwargs, schedule_id, options)
+        return self._client._send(api.create_schedule(body))
+
+    def list(self) -> list[ScheduleInfo]:
+        return self._client._send(api.list_schedules())
+
+    def get(self, schedule_id: str) -> ScheduleInfo:
+        return self._client._send(api.get_schedule(schedule_id))
+
+    def delete(self, schedule_id: str) -> None:
+        self._client._send(api.delete_schedule(schedule_id))

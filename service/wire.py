@@ -1,0 +1,91 @@
+"""A job as JSON, both ways: what the API sends (``job_json``) and what a client reads back.
+
+One home for the format, so the service and ``service.client`` cannot drift apart. Times are
+ISO-8601 in UTC on the wire and epoch seconds in a ``Job``, as everywhere in the code.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from .jobs import Attempt, Job, JobError, JobOptions, JobState, Progress, isoformat
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "task": job.task,
+        "args": job.args,
+        "kwargs": job.kwargs,
+        "state": job.state.value,
+        "progress": None if job.progress is None else job.progress.as_dict(),
+        "result": job.result if job.state is JobState.SUCCEEDED else None,
+        "error": None if job.error is None else job.error.as_dict(),
+        "attempt": job.attempt,
+        "key": job.key,
+        "options": job.options.as_dict(),
+        "created_at": isoformat(job.created_at),
+        "started_at": isoformat(job.started_at),
+        "finished_at": isoformat(job.finished_at),
+        "scheduled_at": isoformat(job.scheduled_at),
+        "retries": job.retries,
+        "attempts": [
+            {
+                **attempt.as_dict(),
+                "started_at": isoformat(attempt.started_at),
+                "finished_at": isoformat(attempt.finished_at),
+            }
+            for attempt in job.attempts
+        ],
+    }
+
+
+def job_from_json(body: dict[str, Any]) -> Job:
+    """The ``Job`` a ``job_json`` body describes; KeyError or ValueError if it is not one."""
+    return Job(
+        id=body["id"],
+        task=body["task"],
+        args=body["args"],
+        kwargs=body["kwargs"],
+        state=JobState(body["state"]),
+        created_at=epoch_s(body["created_at"]) or 0.0,
+        attempt=body["attempt"],
+        progress=progress_from_json(body["progress"]),
+        result=body["result"],
+        error=error_from_json(body["error"]),
+        started_at=epoch_s(body["started_at"]),
+        finished_at=epoch_s(body["finished_at"]),
+        options=JobOptions.from_dict(body["options"]),
+        scheduled_at=epoch_s(body["scheduled_at"]),
+        retries=body["retries"],
+        attempts=tuple(_attempt_from_json(a) for a in body["attempts"]),
+        key=body["key"],
+    )
+
+
+def progress_from_json(body: dict[str, Any] | None) -> Progress | None:
+    if body is None:
+        return None
+    return Progress(body["done"], body.get("total"), body.get("message"))
+
+
+def error_from_json(body: dict[str, Any] | None) -> JobError | None:
+    if body is None:
+        return None
+    return JobError(body["type"], body["message"], body.get("traceback"))
+
+
+def _attempt_from_json(body: dict[str, Any]) -> Attempt:
+    return Attempt(
+        number=body["number"],
+        started_at=epoch_s(body["started_at"]),
+        finished_at=epoch_s(body["finished_at"]) or 0.0,
+        outcome=body["outcome"],
+        error=error_from_json(body.get("error")),
+    )
+
+
+def epoch_s(text: str | None) -> float | None:
+    """Epoch seconds of an ISO-8601 time as ``isoformat`` writes it; None stays None."""
+    return None if text is None else datetime.fromisoformat(text).timestamp()
