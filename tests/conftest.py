@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -241,3 +242,53 @@ def service_process(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     yield make
     for service in made:
         service.close()
+
+
+class SharedService:
+    """One service subprocess for a module's tests, as a user starts it, with hypercorn's access
+    log: what a test reads there is every request the service really received."""
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        self.process = ServiceProcess(workdir, env)
+        self.url = self.process.url
+        self.access_log = workdir / "access.log"
+
+    def start(self) -> None:
+        fd = self.process.sock.fileno()
+        with open(self.process.log, "ab") as log:
+            self.process.proc = subprocess.Popen(
+                [
+                    sys.executable, "-m", "hypercorn", "--config", str(ROOT / "hypercorn.toml"),
+                    "--bind", f"fd://{fd}", "--access-logfile", str(self.access_log),
+                    "service.app:create_app()",
+                ],
+                cwd=self.process.workdir, env=self.process.env, pass_fds=(fd,), stdout=log,
+                stderr=log,
+            )  # fmt: skip
+
+    def requests(self) -> list[str]:
+        """The requests received so far, as "GET /jobs/…" (the path, without the query)."""
+        if not self.access_log.exists():
+            return []
+        return re.findall(r'"([A-Z]+ [^" ]+) [^"]*"', self.access_log.read_text())
+
+
+@pytest.fixture(scope="module")
+def shared_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedService]:
+    """A service serving tests.sample_tasks on a free port, shared by a module's tests."""
+    workdir = tmp_path_factory.mktemp("service")
+    service = SharedService(
+        workdir,
+        {
+            "CONVEYOR_DATABASE": str(workdir / "conveyor.db"),
+            "CONVEYOR_TASKS": TASKS,
+            "CONVEYOR_CONCURRENCY": "2",
+            "CONVEYOR_CANCEL_GRACE_S": "1",
+        },
+    )
+    service.start()
+    try:
+        asyncio.run(service.process.wait_ready())
+        yield service
+    finally:
+        service.process.close()

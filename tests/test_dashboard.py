@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import json
 import os
@@ -20,6 +18,7 @@ from playwright.async_api import Browser, Locator, Page, async_playwright, expec
 from service.settings import Settings
 
 from .conftest import TASKS, finished, live_server, process_gone, submit_job, wait_state, wait_until
+from .relay import Relay
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # no sandbox needs root's say-so (Playwright adds --no-sandbox); the rest keep Chromium off the
@@ -244,58 +243,6 @@ async def test_the_skip_link_moves_the_focus_and_keeps_the_view(
 
 
 # -- a real cut ------------------------------------------------------------------------------------
-
-
-class Relay:
-    """A TCP relay in front of the server: cutting it drops every connection through it and
-    refuses new ones, as a lost network does (the browser's offline mode spares localhost)."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._serve, "127.0.0.1", self.port, reuse_address=True
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers |= {writer, up_writer}
-        pumps = [self._pump(reader, up_writer), self._pump(up_reader, writer)]
-        for pump in pumps:
-            task = asyncio.create_task(pump)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, asyncio.CancelledError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.transport.abort()
-        self._writers.discard(writer)
-
-    async def cut(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def close(self) -> None:
-        await self.cut()
 
 
 async def test_what_finished_while_the_page_was_cut_off_shows_after_it_reconnects(

@@ -268,19 +268,6 @@ class Deadline:
     def expired(self) -> bool:
         return self._end is not None and self._clock() >= self._end
 
-    def read_timeout_s(self) -> float:
-        """How long one read of a stream may wait: until the deadline, or the idle limit."""
-        remaining = self.remaining_s()
-        return STREAM_IDLE_S if remaining is None else min(remaining, STREAM_IDLE_S)
-
-    def outlived(self, read_timeout_s: float) -> bool:
-        """Whether a stream opened with ``read_timeout_s`` could now wait well past the
-        deadline: then it is opened again with a shorter one (a sync read cannot be cut)."""
-        remaining = self.remaining_s()
-        if remaining is None:
-            return False
-        return read_timeout_s - remaining > max(0.05, 0.1 * read_timeout_s)
-
 
 class Reconnects:
     """The waits between attempts to reopen a dropped stream, and when to give up."""

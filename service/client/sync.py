@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 from collections.abc import Coroutine, Iterable, Iterator
 from types import TracebackType
@@ -147,11 +150,10 @@ class Client:
         WaitTimeout once ``deadline`` has passed."""
         reconnects = api.Reconnects(self.url)
         while not cursor.ended:
-            read_s = deadline.read_timeout_s()
             try:
-                yield from self._stream_once(cursor, deadline, read_s, reconnects)
+                yield from self._stream_once(cursor, deadline, reconnects)
             except httpx.ReadTimeout:
-                pass  # silent too long: reopen (or give up below, if that was the deadline)
+                pass  # silent for STREAM_IDLE_S: open it again
             except httpx.TransportError as exc:
                 if not deadline.expired:
                     time.sleep(min(reconnects.delay_s(exc), deadline.remaining_s() or 1e9))
@@ -159,13 +161,9 @@ class Client:
                 raise WaitTimeout(cursor.job_id or "", deadline.timeout_s or 0.0)
 
     def _stream_once(
-        self,
-        cursor: api.StreamCursor,
-        deadline: api.Deadline,
-        read_s: float,
-        reconnects: api.Reconnects,
+        self, cursor: api.StreamCursor, deadline: api.Deadline, reconnects: api.Reconnects
     ) -> Iterator[Event]:
-        timeout = httpx.Timeout(self.settings.timeout_s, read=read_s)
+        timeout = httpx.Timeout(self.settings.timeout_s, read=api.STREAM_IDLE_S)
         with self._http.stream("GET", cursor.path, headers=cursor.headers(), timeout=timeout) as r:
             if r.status_code == 204:
                 cursor.no_content()
@@ -174,13 +172,39 @@ class Client:
                 r.read()
                 raise api.error_of(r)
             reconnects.connected()
-            for sse in EventSource(r).iter_sse():
-                event = cursor.feed(sse.event, sse.data, sse.id)
-                if event is not None:
-                    yield event
-                if deadline.expired or deadline.outlived(read_s):
-                    return  # the caller gives up, or opens it again with a shorter read
+            with _cut_at(deadline, r):
+                for sse in EventSource(r).iter_sse():
+                    event = cursor.feed(sse.event, sse.data, sse.id)
+                    if event is not None:
+                        yield event
+                    if deadline.expired:
+                        return
             cursor.closed()
+
+
+@contextlib.contextmanager
+def _cut_at(deadline: api.Deadline, response: httpx.Response) -> Iterator[None]:
+    """Cut the stream's connection when ``deadline`` passes: a blocking read cannot be given a
+    deadline of its own, but a socket shut down under it returns at once (as a read error)."""
+    remaining_s = deadline.remaining_s()
+    if remaining_s is None:
+        yield
+        return
+    timer = threading.Timer(remaining_s, _shut_down, (response,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _shut_down(response: httpx.Response) -> None:
+    stream = response.extensions.get("network_stream")
+    sock = None if stream is None else stream.get_extra_info("socket")
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 class Submitter:

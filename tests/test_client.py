@@ -1,0 +1,395 @@
+"""``service.client.Client`` against a real service: a hypercorn subprocess on a free port.
+
+The client blocks, so the service runs in a process of its own (shared by this module), as a
+user runs it; its access log tells what requests it really received.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from service.client import (
+    BadRequest,
+    Client,
+    Conflict,
+    ConnectionFailed,
+    ConveyorError,
+    InvalidArguments,
+    JobCanceled,
+    JobFailed,
+    LogEvent,
+    NotFound,
+    ProgressEvent,
+    StateEvent,
+    UnknownTask,
+    WaitTimeout,
+    call,
+)
+from service.jobs import JobState
+
+from . import sample_tasks
+from .conftest import TASKS, SharedService
+from .relay import relay_thread
+
+T = f"{TASKS}."
+
+
+@pytest.fixture
+def client(shared_service: SharedService) -> Iterator[Client]:
+    with Client(shared_service.url) as made:
+        yield made
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def marker() -> str:
+    return uuid.uuid4().hex
+
+
+# -- submit and result --------------------------------------------------------------------------
+
+
+def test_submit_then_result(client: Client) -> None:
+    job = client.submit(T + "add", 2, 3)
+    assert job.created is True
+    assert job.submitted is not None and job.submitted.state is JobState.QUEUED
+    assert job.result(timeout_s=10) == 5
+    assert job.status().state is JobState.SUCCEEDED
+
+
+def test_a_task_function_submits_with_its_own_signature(
+    client: Client, shared_service: SharedService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    total: int = client.submit(sample_tasks.add, 4, y=5).result(timeout_s=10)  # typed by mypy
+    assert total == 9
+    assert client.submit(sample_tasks.async_add, 1, 2).result(timeout_s=10) == 3
+    monkeypatch.setenv("CONVEYOR_URL", shared_service.url)  # the default client's service
+    assert sample_tasks.add.submit(20, 22).result(timeout_s=10) == 42
+    assert sample_tasks.add(1, 1) == 2  # still a plain call in the caller's process
+
+
+def test_options_never_collide_with_the_task_s_own_parameters(client: Client) -> None:
+    job = client.with_options(priority=7, key=marker(), queue="reports", timeout_s=30).submit(
+        T + "echo", "a", key="the task's key", priority="the task's priority"
+    )
+    record = job.status()
+    assert record.kwargs == {"key": "the task's key", "priority": "the task's priority"}
+    assert record.args == ["a"]
+    assert record.key is not None and record.key != "the task's key"
+    assert record.options.priority == 7 and record.options.queue == "reports"
+    assert record.options.timeout_s == 30
+    job.result(timeout_s=10)
+
+
+def test_every_job_option_reaches_the_job(client: Client) -> None:
+    options = client.with_options(
+        soft_timeout_s=20, timeout_s=30, max_retries=3, retry_backoff_s=0.5,
+        retry_backoff_max_s=9, retry_on=[ConnectionError, "HTTPStatusError"],
+        memory_limit_mb=512,
+    )  # fmt: skip
+    record = options.submit(T + "add", 1, 1).status()
+    assert record.options.soft_timeout_s == 20 and record.options.max_retries == 3
+    assert record.options.retry_backoff_s == 0.5 and record.options.retry_backoff_max_s == 9
+    assert record.options.retry_on == ("ConnectionError", "HTTPStatusError")
+    assert record.options.memory_limit_mb == 512
+    with pytest.raises(TypeError, match="colour"):
+        client.with_options(colour="red")  # type: ignore[call-arg]
+
+
+def test_delay_and_run_at_schedule_the_job(client: Client) -> None:
+    delayed = client.with_options(delay_s=3600).submit(T + "add", 1, 2).status()
+    assert delayed.state is JobState.SCHEDULED
+    assert delayed.scheduled_at is not None and delayed.scheduled_at > time.time() + 3500
+    when = datetime.now(UTC) + timedelta(days=1)
+    at = client.with_options(run_at=when).submit(T + "add", 1, 2).status()
+    assert at.scheduled_at == pytest.approx(when.timestamp(), abs=0.01)
+    naive_local = datetime.now() + timedelta(hours=2)  # naive: local time, as datetime reads it
+    local = client.with_options(run_at=naive_local).submit(T + "add", 1, 2).status()
+    assert local.scheduled_at == pytest.approx(naive_local.timestamp(), abs=0.01)
+    for job_id in (delayed.id, at.id, local.id):
+        assert client.cancel(job_id).state is JobState.CANCELED
+
+
+def test_a_key_returns_the_unfinished_job_that_holds_it(client: Client) -> None:
+    key = marker()
+    first = client.with_options(key=key).submit(T + "sleep", 30)
+    again = client.with_options(key=key).submit(T + "sleep", 30)
+    assert (first.created, again.created) == (True, False)
+    assert again.id == first.id
+    first.cancel()
+
+
+def test_an_idempotency_key_makes_a_retried_submit_safe(client: Client) -> None:
+    once = marker()
+    first = client.with_options(idempotency_key=once).submit(T + "add", 1, 2)
+    again = client.with_options(idempotency_key=once).submit(T + "add", 1, 2)
+    assert again.id == first.id and again.created is False
+    with pytest.raises(ConveyorError, match="Idempotency-Key") as refused:
+        client.with_options(idempotency_key=once).submit(T + "add", 9, 9)
+    assert refused.value.__class__.__name__ == "IdempotencyKeyReused"
+
+
+def test_submit_many_uses_one_batch_request(client: Client, shared_service: SharedService) -> None:
+    tag = marker()
+    before = len(shared_service.requests())
+    jobs = client.with_options(priority=2).submit_many(
+        [
+            call(T + "echo", tag, 1),
+            sample_tasks.add.call(2, 3),
+            call(T + "echo", tag, 2).with_options(priority=9),
+        ]
+    )
+    assert [j.result(timeout_s=10) for j in jobs] == [
+        {"args": [tag, 1], "kwargs": {}}, 5, {"args": [tag, 2], "kwargs": {}},
+    ]  # fmt: skip
+    assert [j.status().options.priority for j in jobs] == [2, 2, 9]
+    posts = [r for r in shared_service.requests()[before:] if r.startswith("POST")]
+    assert posts == ["POST /jobs/batch"]
+
+
+# -- outcomes -----------------------------------------------------------------------------------
+
+
+def test_a_failed_job_raises_job_failed_with_the_task_s_error(client: Client) -> None:
+    job = client.submit(T + "fail", "no paper in tray 2")
+    with pytest.raises(JobFailed) as failed:
+        job.result(timeout_s=10)
+    assert failed.value.error_type == "ValueError"
+    assert failed.value.message == "no paper in tray 2"
+    assert failed.value.traceback is not None and "raise ValueError" in failed.value.traceback
+    assert failed.value.job.id == job.id and failed.value.job.state is JobState.FAILED
+
+
+def test_a_job_canceled_while_it_runs_raises_job_canceled(client: Client, tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    job = client.submit(T + "sleep", 60, str(started))
+    for event in job.events():
+        if isinstance(event, StateEvent) and event.state is JobState.RUNNING:
+            break
+    canceled = client.cancel(job.id)
+    assert canceled.state is JobState.CANCELED
+    with pytest.raises(JobCanceled) as caught:
+        job.result(timeout_s=10)
+    assert caught.value.job.id == job.id
+
+
+def test_waiting_too_long_raises_a_timeout_error_and_the_job_goes_on(client: Client) -> None:
+    job = client.submit(T + "sleep", 30)
+    with pytest.raises(TimeoutError) as waited:  # WaitTimeout is a TimeoutError
+        job.result(timeout_s=0.3)
+    assert isinstance(waited.value, WaitTimeout) and job.id in str(waited.value)
+    assert job.status().state in (JobState.QUEUED, JobState.RUNNING)
+    job.cancel()
+
+
+def test_result_follows_the_stream_instead_of_polling(
+    client: Client, shared_service: SharedService
+) -> None:
+    job = client.submit(T + "steps", 20, 0.1)  # two seconds of progress events
+    before = len(shared_service.requests())
+    assert job.result(timeout_s=20) == 20
+    read = f"GET /jobs/{job.id}"
+
+    def seen() -> list[str]:
+        return [r for r in shared_service.requests()[before:] if job.id in r]
+
+    wait_for(lambda: read in seen(), "the access log to show the last read")  # written after it
+    # one stream that ends with the job, then one read of the finished job: no poll loop
+    assert sorted(seen()) == [read, f"{read}/events"]
+
+
+def test_result_of_a_job_that_has_already_finished(client: Client) -> None:
+    job = client.submit(T + "add", 5, 5)
+    job.result(timeout_s=10)
+    assert client.job(job.id).result(timeout_s=5) == 10  # a handle from its id alone
+
+
+# -- events -------------------------------------------------------------------------------------
+
+
+def test_events_are_typed_and_end_with_the_job(client: Client) -> None:
+    job = client.submit(T + "chatter", "hello")
+    events = list(job.events(timeout_s=20))
+    states = [e.state for e in events if isinstance(e, StateEvent)]
+    assert states == [JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED]
+    assert all(e.job_id == job.id for e in events if isinstance(e, StateEvent | LogEvent))
+    texts = [entry.text for e in events if isinstance(e, LogEvent) for entry in e.entries]
+    assert any("hello" in text for text in texts)
+    assert [e.id for e in events] == sorted({e.id for e in events})  # in order, no repeats
+
+
+def test_progress_events_carry_the_progress(client: Client) -> None:
+    job = client.submit(T + "steps", 3, 0.1)
+    progress = [e.progress for e in job.events() if isinstance(e, ProgressEvent)]
+    assert progress and progress[-1].done == 3 and progress[-1].total == 3
+
+
+def test_events_resume_across_a_cut_connection_with_nothing_lost(
+    shared_service: SharedService,
+) -> None:
+    target = int(shared_service.url.rsplit(":", 1)[1])
+    with relay_thread(target) as relay, Client(f"http://127.0.0.1:{relay.port}") as through:
+        job = through.submit(T + "steps", 30, 0.1)
+        received = []
+        for event in job.events(timeout_s=30):
+            received.append(event)
+            if len(received) == 4:
+                relay.cut()  # the stream drops, and new connections are refused for a while
+                threading.Timer(0.5, relay.restart).start()
+    with Client(shared_service.url) as direct:
+        everything = list(direct.job(job.id).events())
+    assert [e.id for e in received] == [e.id for e in everything]
+    assert isinstance(received[-1], StateEvent) and received[-1].state is JobState.SUCCEEDED
+
+
+def test_events_after_an_id_start_there(client: Client) -> None:
+    job = client.submit(T + "add", 1, 1)
+    everything = list(job.events())
+    later = list(job.events(after_id=everything[0].id))
+    assert [e.id for e in later] == [e.id for e in everything[1:]]
+
+
+# -- reading and managing -----------------------------------------------------------------------
+
+
+def test_jobs_iterates_every_page_lazily(client: Client, shared_service: SharedService) -> None:
+    tag = marker()
+    made = [client.submit(T + "echo", tag, n).id for n in range(7)]
+
+    def pages_read_since(before: int) -> int:
+        return shared_service.requests()[before:].count("GET /jobs")
+
+    before = len(shared_service.requests())
+    listed = [job.id for job in client.jobs(text=tag, page_size=3)]
+    assert listed == list(reversed(made))  # newest first
+    assert pages_read_since(before) == 3
+    before = len(shared_service.requests())
+    first_two = client.jobs(text=tag, page_size=3)
+    assert [next(first_two).id, next(first_two).id] == listed[:2]
+    assert pages_read_since(before) == 1  # the next page is read when the loop gets there
+
+
+def test_jobs_filters_by_state_task_and_queue(client: Client) -> None:
+    job = client.with_options(queue="filters-" + marker()[:8]).submit(T + "add", 1, 2)
+    job.result(timeout_s=10)
+    queue = job.status().queue
+    found = list(client.jobs(state=["succeeded"], task=T + "add", queue=queue))
+    assert [j.id for j in found] == [job.id]
+    assert list(client.jobs(state="failed", queue=queue)) == []
+
+
+def test_tasks_describe_what_the_service_serves(client: Client) -> None:
+    tasks = {t.name: t for t in client.tasks()}
+    add = tasks[T + "add"]
+    assert [(p.name, p.type, p.required) for p in add.params] == [
+        ("x", "int", True), ("y", "int", True),
+    ]  # fmt: skip
+    assert tasks[T + "report"].options.queue == "reports"
+    assert tasks[T + "async_add"].is_async
+
+
+def test_cancel_retry_and_logs(client: Client) -> None:
+    job = client.submit(T + "print_lines", 5)
+    job.result(timeout_s=10)
+    logs = job.logs()
+    assert [e.text for e in logs.entries] == [f"line {n}" for n in range(5)]
+    assert [e.text for e in job.logs(tail=2).entries] == ["line 3", "line 4"]
+    with pytest.raises(Conflict) as conflict:
+        job.cancel()
+    assert conflict.value.state == "succeeded" and conflict.value.status == 409
+    failed = client.submit(T + "fail", "once")
+    with pytest.raises(JobFailed):
+        failed.result(timeout_s=10)
+    assert failed.retry().state is JobState.QUEUED
+    with pytest.raises(JobFailed):
+        failed.result(timeout_s=10)
+    assert [a.outcome for a in failed.status().attempts] == ["failed", "failed"]
+
+
+def test_schedules_can_be_managed(client: Client) -> None:
+    name = "client-" + marker()[:12]
+    made = client.schedules.create(
+        T + "add", "*/5 * * * *", args=[1, 2], schedule_id=name, priority=4
+    )
+    assert made.id == name and made.args == [1, 2] and made.options.priority == 4
+    assert made.next_run_at is not None and made.next_run_at > time.time()
+    assert name in [s.id for s in client.schedules.list()]
+    assert client.schedules.get(name).cron == "*/5 * * * *"
+    client.schedules.delete(name)
+    with pytest.raises(NotFound):
+        client.schedules.get(name)
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+def test_api_errors_carry_the_error_and_detail(client: Client) -> None:
+    with pytest.raises(NotFound) as missing:
+        client.job("no-such-job").status()
+    assert missing.value.error == "not_found" and "no-such-job" in missing.value.detail
+    with pytest.raises(UnknownTask) as unknown:
+        client.submit("no.such.task")
+    assert unknown.value.status == 422 and "no.such.task" in unknown.value.detail
+    with pytest.raises(InvalidArguments) as bad_args:
+        client.submit(T + "add", 1, z=2)
+    fields = {f["field"]: f["message"] for f in bad_args.value.fields}
+    assert fields == {"y": "required", "z": "not a parameter"}
+    with pytest.raises(BadRequest) as bad_option:
+        client.with_options(priority=10**9).submit(T + "add", 1, 2)
+    assert bad_option.value.error == "invalid_request"
+    assert all(isinstance(e, ConveyorError) for e in (missing.value, bad_args.value))
+
+
+def test_an_unreachable_service_names_the_url_tried() -> None:
+    with Client("http://127.0.0.1:9") as nowhere:
+        with pytest.raises(ConnectionFailed) as failed:
+            nowhere.submit(T + "add", 1, 2)
+        assert "http://127.0.0.1:9" in str(failed.value)
+        with pytest.raises(ConnectionFailed):
+            nowhere.job("x").result(timeout_s=5)
+
+
+def test_url_and_token_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVEYOR_URL", "http://127.0.0.1:4321/")
+    monkeypatch.setenv("CONVEYOR_TOKEN", "s3cret")
+    with Client() as from_env:
+        assert from_env.url == "http://127.0.0.1:4321"
+        assert from_env.settings.headers()["Authorization"] == "Bearer s3cret"
+    monkeypatch.delenv("CONVEYOR_URL")
+    with Client(token="other") as default:
+        assert default.url == "http://127.0.0.1:8000"
+        assert default.settings.headers()["Authorization"] == "Bearer other"
+
+
+# -- the public name ----------------------------------------------------------------------------
+
+
+def test_conveyor_is_importable_by_the_name_installed() -> None:
+    code = (
+        "import sys\n"
+        "from conveyor import task, progress, SoftTimeout, JobState\n"
+        "assert 'httpx' not in sys.modules, 'task authors must not load the client'\n"
+        "from conveyor import Client, AsyncClient, JobFailed, ConveyorError, call\n"
+        "assert 'httpx' in sys.modules\n"
+        "import service.client\n"
+        "assert Client is service.client.Client\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

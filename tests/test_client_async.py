@@ -1,0 +1,182 @@
+"""``service.client.AsyncClient`` against a real hypercorn server on a free port, in this loop."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from service.client import (
+    AsyncClient,
+    Conflict,
+    Event,
+    InvalidArguments,
+    JobCanceled,
+    JobFailed,
+    LogEvent,
+    NotFound,
+    StateEvent,
+    Unauthorized,
+    WaitTimeout,
+    call,
+)
+from service.jobs import JobState
+from service.settings import Settings
+
+from . import sample_tasks
+from .conftest import ROOT, TASKS, live_server, wait_until
+from .relay import Relay
+
+T = f"{TASKS}."
+
+
+@pytest.fixture
+async def aclient(server: str) -> AsyncIterator[AsyncClient]:
+    async with AsyncClient(server) as made:
+        yield made
+
+
+async def test_submit_then_result(aclient: AsyncClient) -> None:
+    job = await aclient.submit(T + "add", 2, 3)
+    assert job.created is True
+    assert await job.result(timeout_s=10) == 5
+    total: int = await (await aclient.submit(sample_tasks.async_add, 2, 2)).result(timeout_s=10)
+    assert total == 4
+
+
+async def test_options_batches_and_handles(aclient: AsyncClient) -> None:
+    handles = await aclient.with_options(priority=3).submit_many(
+        [call(T + "add", 1, 1), sample_tasks.add.call(2, 2)]
+    )
+    assert [await h.result(timeout_s=10) for h in handles] == [2, 4]
+    assert [(await h.status()).options.priority for h in handles] == [3, 3]
+    keyed = await aclient.with_options(key="async-key").submit(T + "echo", key="own")
+    assert (await keyed.status()).kwargs == {"key": "own"}
+    await keyed.result(timeout_s=10)
+
+
+async def test_outcomes_raise(aclient: AsyncClient) -> None:
+    failed = await aclient.submit(T + "fail", "async boom")
+    with pytest.raises(JobFailed) as caught:
+        await failed.result(timeout_s=10)
+    assert caught.value.error_type == "ValueError" and caught.value.message == "async boom"
+    slow = await aclient.submit(T + "sleep", 30)
+    with pytest.raises(TimeoutError) as waited:
+        await slow.result(timeout_s=0.2)
+    assert isinstance(waited.value, WaitTimeout)
+    async for event in slow.events():
+        if isinstance(event, StateEvent) and event.state is JobState.RUNNING:
+            break
+    assert (await slow.cancel()).state is JobState.CANCELED
+    with pytest.raises(JobCanceled):
+        await slow.result(timeout_s=10)
+    with pytest.raises(Conflict):
+        await slow.cancel()
+
+
+async def test_events_list_logs_tasks_and_schedules(aclient: AsyncClient) -> None:
+    job = await aclient.submit(T + "print_lines", 3)
+    events = [e async for e in job.events(timeout_s=20)]
+    assert [e.state for e in events if isinstance(e, StateEvent)] == [
+        JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED,
+    ]  # fmt: skip
+    assert [x.text for e in events if isinstance(e, LogEvent) for x in e.entries] == [
+        "line 0", "line 1", "line 2",
+    ]  # fmt: skip
+    assert [e.text for e in (await job.logs(tail=1)).entries] == ["line 2"]
+    assert [j.id async for j in aclient.jobs(task=T + "print_lines", page_size=1)] == [job.id]
+    assert T + "add" in [t.name for t in await aclient.tasks()]
+    made = await aclient.schedules.create(T + "add", "@hourly", args=[1, 2], schedule_id="a-1")
+    assert [s.id for s in await aclient.schedules.list()] == [made.id]
+    await aclient.schedules.delete("a-1")
+    with pytest.raises(NotFound):
+        await aclient.schedules.get("a-1")
+    with pytest.raises(InvalidArguments):
+        await aclient.submit(T + "add", "one", "two")
+
+
+async def test_every_job_s_events_resume_across_a_cut(server: str) -> None:
+    relay = Relay(int(server.rsplit(":", 1)[1]))
+    await relay.start()
+    seen: list[Event] = []
+
+    def finished(job_id: str) -> bool:
+        return any(isinstance(e, StateEvent) and e.job_id == job_id and e.is_terminal for e in seen)
+
+    try:
+        async with (
+            AsyncClient(f"http://127.0.0.1:{relay.port}") as through,
+            AsyncClient(server) as direct,
+        ):
+            first = await through.submit(T + "add", 1, 2)
+            await first.result(timeout_s=10)
+            start = [e.id async for e in first.events()][-1]
+
+            async def read() -> None:
+                async for event in through.events(after_id=start):
+                    seen.append(event)
+
+            reader = asyncio.create_task(read())
+            before = await through.submit(T + "add", 2, 3)
+            await wait_until(lambda: finished(before.id), what="the job before the cut")
+            await relay.cut()
+            during = await direct.submit(T + "add", 3, 4)  # while the reader is cut off
+            await during.result(timeout_s=10)
+            await relay.start()
+            await wait_until(lambda: finished(during.id), what="the job during the cut")
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            expected = [e.id async for e in before.events()] + [e.id async for e in during.events()]
+    finally:
+        await relay.close()
+    assert [e.id for e in seen if isinstance(e, StateEvent)] == expected
+    assert [e.id for e in seen] == sorted({e.id for e in seen})
+
+
+async def test_a_token_is_sent_and_its_absence_is_unauthorized(settings: Settings) -> None:
+    async with live_server(dataclasses.replace(settings, token="s3cret")) as url:
+        async with AsyncClient(url, token="s3cret") as allowed:
+            job = await allowed.submit(T + "add", 1, 2)
+            assert await job.result(timeout_s=10) == 3
+        async with AsyncClient(url, token="wrong") as refused:
+            with pytest.raises(Unauthorized) as caught:
+                await refused.job(job.id).status()
+            assert caught.value.status == 401
+            with pytest.raises(Unauthorized):
+                await refused.job(job.id).result(timeout_s=5)
+
+
+async def test_many_waits_share_one_client(aclient: AsyncClient) -> None:
+    jobs = [await aclient.submit(T + "add", n, n) for n in range(10)]
+    results = await asyncio.gather(*(j.result(timeout_s=20) for j in jobs))
+    assert results == [2 * n for n in range(10)]
+
+
+def test_mypy_checks_a_task_s_submit_against_its_signature(tmp_path: Path) -> None:
+    checked = tmp_path / "use_tasks.py"
+    checked.write_text(
+        textwrap.dedent(
+            """
+            from tests.sample_tasks import add
+            from service.client import Client
+
+            good: int = add.submit(1, 2).result()
+            add.submit("one", 2)
+            Client().submit(add, 1)
+            wrong: str = add.with_options(priority=1).submit(1, 2).result()
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(checked)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    errors = [line for line in done.stdout.splitlines() if ": error:" in line]
+    assert [line.split(":")[1] for line in errors] == ["6", "7", "8"], done.stdout
+    assert 'incompatible type "str"; expected "int"' in errors[0]
