@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 from rich.console import Console
@@ -29,8 +29,15 @@ STATE_STYLES = {
     JobState.CANCELED: "bright_black",
 }
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+def _console(stream: TextIO, *, stderr: bool) -> Console:
+    # on a terminal rich follows its width; into a pipe or a file, rows are not wrapped
+    width = None if stream.isatty() else 1000
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+
+
+out = _console(sys.stdout, stderr=False)
+err = _console(sys.stderr, stderr=True)
 
 
 def emit_json(body: Any) -> None:
@@ -108,7 +115,8 @@ def job_details(job: Job) -> None:
 
 def job_table(jobs: Iterable[Job]) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("id", "task", "state", "progress", "created", "error"):
+    table.add_column("id", no_wrap=True, min_width=36)  # whole: it is what other commands take
+    for column in ("task", "state", "progress", "created", "error"):
         table.add_column(column)
     for job in jobs:
         error = "" if job.error is None else f"{job.error.type}: {job.error.message}"

@@ -1,0 +1,362 @@
+"""The ``conveyor`` command as a user runs it: the installed console script in a subprocess,
+against a real service (a hypercorn subprocess on a free port)."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from service.client import Client, StateEvent
+from service.jobs import JobState
+
+from .conftest import ROOT, TASKS, SharedService, listening_socket
+
+T = f"{TASKS}."
+COMMAND = shutil.which("conveyor")
+
+pytestmark = pytest.mark.skipif(
+    COMMAND is None and os.environ.get("CI") != "true",
+    reason="the conveyor command is not installed (pip install -e .)",
+)
+
+
+@pytest.fixture
+def conveyor(shared_service: SharedService) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``conveyor ARGS...`` against the shared service; its exit code and output."""
+
+    def run(*args: str, timeout_s: float = 30) -> subprocess.CompletedProcess[str]:
+        assert COMMAND is not None, "the conveyor command must be installed"
+        env = {**os.environ, "CONVEYOR_URL": shared_service.url}
+        env.pop("CONVEYOR_TOKEN", None)
+        return subprocess.run(
+            [COMMAND, *args], env=env, capture_output=True, text=True, timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    return run
+
+
+@pytest.fixture
+def client(shared_service: SharedService) -> Iterator[Client]:
+    with Client(shared_service.url) as made:
+        yield made
+
+
+def json_of(done: subprocess.CompletedProcess[str]) -> Any:
+    assert done.returncode == 0, done.stderr
+    return orjson.loads(done.stdout)
+
+
+def one_line_error(done: subprocess.CompletedProcess[str], code: int) -> str:
+    """The command failed with ``code`` and said why in one line on stderr, no traceback."""
+    assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("conveyor: "), done.stderr
+    assert "Traceback" not in done.stderr
+    return lines[0]
+
+
+def wait_running(client: Client, job_id: str) -> None:
+    for event in client.job(job_id).events(timeout_s=20):
+        if isinstance(event, StateEvent) and event.state is JobState.RUNNING:
+            return
+    raise AssertionError(f"job {job_id} ended without running")
+
+
+# -- submit -------------------------------------------------------------------------------------
+
+
+def test_submit_prints_the_job(conveyor: Callable[..., Any]) -> None:
+    job = json_of(conveyor("submit", T + "add", "2", "3", "--json"))
+    assert job["task"] == T + "add" and job["args"] == [2, 3]
+    assert job["state"] == "queued"
+    human = conveyor("submit", T + "add", "2", "3")
+    assert human.returncode == 0
+    assert human.stdout.startswith("job ") and "queued" in human.stdout
+    assert "\x1b[" not in human.stdout  # no colours when the output is not a terminal
+
+
+def test_submit_wait_exits_with_the_outcome(conveyor: Callable[..., Any]) -> None:
+    done = conveyor("submit", T + "add", "2", "3", "--wait")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "5"
+    assert "running → succeeded" in done.stderr  # what happened, on stderr beside the result
+    failed = conveyor("submit", T + "fail", "out of toner", "--wait")
+    assert failed.returncode == 1
+    assert "ValueError: out of toner" in failed.stderr and failed.stdout == ""
+    as_json = json_of(conveyor("submit", T + "add", "1", "1", "--wait", "--json"))
+    assert as_json["state"] == "succeeded" and as_json["result"] == 2
+
+
+def test_values_are_json_when_they_parse_else_text(conveyor: Callable[..., Any]) -> None:
+    job = json_of(
+        conveyor(
+            "submit", T + "echo", "2", "hello", '"3"', "[1, 2]", "2026-12-24", "--kw", "flag=true",
+            "--kw", "name=bob", "--kw", "empty=", "--wait", "--json",
+        )
+    )  # fmt: skip
+    assert job["result"] == {
+        "args": [2, "hello", "3", [1, 2], "2026-12-24"],
+        "kwargs": {"flag": True, "name": "bob", "empty": ""},
+    }
+
+
+def test_option_flags_reach_the_job(conveyor: Callable[..., Any], client: Client) -> None:
+    key = f"cli-{time.time_ns()}"
+    job = json_of(
+        conveyor(
+            "submit", T + "echo", "--priority", "5", "--queue", "reports", "--timeout-s", "30",
+            "--soft-timeout-s", "20", "--max-retries", "2", "--retry-on", "ValueError",
+            "--retry-on", "OSError", "--memory-limit-mb", "256", "--key", key, "--json",
+        )
+    )  # fmt: skip
+    options = job["options"]
+    assert (options["priority"], options["queue"], options["timeout_s"]) == (5, "reports", 30)
+    assert options["soft_timeout_s"] == 20 and options["max_retries"] == 2
+    assert options["retry_on"] == ["ValueError", "OSError"] and options["memory_limit_mb"] == 256
+    assert job["key"] == key
+    later = json_of(conveyor("submit", T + "add", "1", "2", "--delay-s", "3600", "--json"))
+    assert later["state"] == "scheduled"
+    client.cancel(later["id"])
+
+
+# -- one job ------------------------------------------------------------------------------------
+
+
+def test_status_and_result(
+    conveyor: Callable[..., Any], client: Client, shared_service: SharedService
+) -> None:
+    job = client.submit(T + "add", 20, 22)
+    assert json_of(conveyor("result", job.id, "--json"))["result"] == 42
+    shown = json_of(conveyor("status", job.id, "--json"))
+    assert shown == httpx.get(f"{shared_service.url}/jobs/{job.id}").json()  # the API's JSON
+    human = conveyor("status", job.id)
+    assert job.id in human.stdout and "succeeded" in human.stdout and "42" in human.stdout
+    plain = conveyor("result", job.id)
+    assert (plain.returncode, plain.stdout.strip()) == (0, "42")
+    failed = client.submit(T + "fail", "jammed")
+    done = conveyor("result", failed.id)
+    assert done.returncode == 1 and "ValueError: jammed" in done.stderr
+
+
+def test_result_gives_up_after_its_timeout(conveyor: Callable[..., Any], client: Client) -> None:
+    job = client.submit(T + "sleep", 30)
+    line = one_line_error(conveyor("result", job.id, "--timeout-s", "0.3"), 124)
+    assert job.id in line
+    job.cancel()
+
+
+def test_cancel_stops_a_running_job(conveyor: Callable[..., Any], client: Client) -> None:
+    job = client.submit(T + "sleep", 60)
+    wait_running(client, job.id)
+    done = conveyor("cancel", job.id)
+    assert done.returncode == 0 and "canceled" in done.stdout
+    assert job.status().state is JobState.CANCELED
+    line = one_line_error(conveyor("cancel", job.id), 3)
+    assert "409" in line and "canceled" in line
+
+
+def test_retry_runs_a_failed_job_again(conveyor: Callable[..., Any], client: Client) -> None:
+    job = client.submit(T + "fail", "again")
+    assert conveyor("result", job.id).returncode == 1
+    retried = json_of(conveyor("retry", job.id, "--json"))
+    assert retried["state"] == "queued" and retried["id"] == job.id
+    assert conveyor("result", job.id).returncode == 1
+    assert len(job.status().attempts) == 2
+
+
+def test_logs(conveyor: Callable[..., Any], client: Client) -> None:
+    job = client.submit(T + "print_lines", 4)
+    job.result(timeout_s=10)
+    done = conveyor("logs", job.id)
+    assert [line.split(" ", 2)[2] for line in done.stdout.splitlines()] == [
+        f"line {n}" for n in range(4)
+    ]
+    tail = json_of(conveyor("logs", job.id, "--tail", "1", "--json"))
+    assert [e["text"] for e in tail["entries"]] == ["line 3"]
+    following = client.submit(T + "steps", 5, 0.1)
+    followed = conveyor("logs", following.id, "--follow")  # ends when the job does
+    assert followed.returncode == 0
+    live = client.submit(T + "chatter", "live")
+    lines = conveyor("logs", live.id, "--follow", "--json").stdout.splitlines()
+    assert any(orjson.loads(line)["text"] == "live print" for line in lines)
+
+
+# -- many jobs, tasks, schedules ----------------------------------------------------------------
+
+
+def test_jobs_and_tasks(conveyor: Callable[..., Any], client: Client) -> None:
+    made = [client.submit(T + "pid").id for _ in range(3)]
+    listed = json_of(conveyor("jobs", "--task", T + "pid", "--limit", "2", "--json"))
+    assert [j["id"] for j in listed] == made[::-1][:2]
+    table = conveyor("jobs", "--task", T + "pid")
+    assert table.returncode == 0 and table.stdout.split()[:3] == ["id", "task", "state"]
+    assert all(job_id in table.stdout for job_id in made)
+    bad = conveyor("jobs", "--state", "lost")
+    assert "unknown state" in one_line_error(bad, 3)
+    tasks = json_of(conveyor("tasks", "--json"))
+    assert {"name": T + "add", "doc": None, "cron": None, "params": ["x", "y"]} in tasks
+    assert T + "add" in conveyor("tasks").stdout
+
+
+def test_schedules(conveyor: Callable[..., Any]) -> None:
+    made = json_of(
+        conveyor("schedules", "add", T + "add", "*/5 * * * *", "1", "2", "--id", "cli-s", "--json")
+    )
+    assert made["id"] == "cli-s" and made["args"] == [1, 2]
+    assert "cli-s" in [s["id"] for s in json_of(conveyor("schedules", "list", "--json"))]
+    assert json_of(conveyor("schedules", "show", "cli-s", "--json"))["cron"] == "*/5 * * * *"
+    assert conveyor("schedules", "delete", "cli-s").returncode == 0
+    assert "404" in one_line_error(conveyor("schedules", "show", "cli-s"), 3)
+
+
+# -- watch --------------------------------------------------------------------------------------
+
+
+def test_watch_one_job_prints_its_changes_and_ends_with_it(
+    conveyor: Callable[..., Any], client: Client
+) -> None:
+    job = client.submit(T + "chatter", "watched")
+    done = conveyor("watch", job.id)
+    assert done.returncode == 0, done.stderr
+    short = job.id[:8]
+    changes = [line for line in done.stdout.splitlines() if "→" in line]
+    assert [line.split(" ", 1)[1] for line in changes] == [
+        f"{short} {T}chatter new → queued",
+        f"{short} {T}chatter queued → running (attempt 1)",
+        f"{short} {T}chatter running → succeeded",
+    ]
+    assert f"{short} stdout watched print" in done.stdout  # its log lines, as they came
+
+
+def test_watch_everything_as_json_lines(shared_service: SharedService, client: Client) -> None:
+    assert COMMAND is not None
+    env = {**os.environ, "CONVEYOR_URL": shared_service.url}
+    with subprocess.Popen(
+        [COMMAND, "watch", "--json"], env=env, stdout=subprocess.PIPE, text=True
+    ) as watching:
+        assert watching.stdout is not None
+        try:
+            # the stream opens at the present: submit until a job's events show up
+            seen: list[dict[str, Any]] = []
+            job = client.submit(T + "add", 1, 2)
+            deadline = time.monotonic() + 20
+            while not any(
+                e["data"].get("job_id") == job.id and e["data"].get("state") == "succeeded"
+                for e in seen
+            ):
+                assert time.monotonic() < deadline, seen
+                ready, _, _ = select.select([watching.stdout], [], [], 0.5)
+                if ready:
+                    seen.append(orjson.loads(watching.stdout.readline()))
+                elif not any(e["data"].get("job_id") == job.id for e in seen):
+                    job = client.submit(T + "add", 1, 2)
+        finally:
+            watching.send_signal(signal.SIGINT)
+            assert watching.wait(10) == 130
+    mine = [e for e in seen if e["data"].get("job_id") == job.id]
+    assert [e["data"]["state"] for e in mine] == ["queued", "running", "succeeded"]
+    assert all(e["event"] == "state" and isinstance(e["id"], int) for e in mine)
+
+
+def test_on_a_terminal_the_wait_draws_a_bar_in_colour(shared_service: SharedService) -> None:
+    assert COMMAND is not None
+    env = {**os.environ, "CONVEYOR_URL": shared_service.url, "COLUMNS": "100", "TERM": "xterm"}
+    env.pop("NO_COLOR", None)
+    screen = run_on_a_terminal([COMMAND, "submit", T + "steps", "10", "0.1", "--wait"], env)
+    assert "\x1b[" in screen  # colours
+    assert "━" in screen and "step " in screen  # rich's bar, with the job's message
+    assert screen.rstrip().endswith("10")
+
+
+def run_on_a_terminal(argv: list[str], env: dict[str, str]) -> str:
+    """Run ``argv`` with a pseudo-terminal for its output; everything it drew."""
+    primary, secondary = pty.openpty()
+    with subprocess.Popen(argv, env=env, stdout=secondary, stderr=secondary) as proc:
+        os.close(secondary)
+        screen = b""
+        while True:
+            ready, _, _ = select.select([primary], [], [], 30)
+            assert ready, f"no output for 30 s: {screen!r}"
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # the terminal closed: the command is done
+                break
+            if not chunk:
+                break
+            screen += chunk
+        assert proc.wait(10) == 0, screen
+    os.close(primary)
+    return screen.decode(errors="replace")
+
+
+# -- errors and serve ---------------------------------------------------------------------------
+
+
+def test_errors_are_one_line_with_their_cause(conveyor: Callable[..., Any]) -> None:
+    line = one_line_error(conveyor("--url", "http://127.0.0.1:9", "status", "x"), 3)
+    assert "http://127.0.0.1:9" in line
+    assert "no job with id" in one_line_error(conveyor("status", "no-such-job"), 3)
+    assert "unknown task" in one_line_error(conveyor("submit", "no.such.task"), 3)
+    assert "invalid_arguments" in one_line_error(conveyor("submit", T + "add", "1"), 3)
+
+
+def test_usage_errors_exit_2(conveyor: Callable[..., Any]) -> None:
+    assert conveyor("submit").returncode == 2
+    bad_kw = conveyor("submit", T + "add", "--kw", "nameless")
+    assert bad_kw.returncode == 2 and "NAME=VALUE" in bad_kw.stderr
+    assert conveyor("submit", T + "add", "--priority", "high").returncode == 2
+    assert conveyor("frobnicate").returncode == 2
+    assert conveyor("--help").returncode == 0
+
+
+def test_serve_runs_the_service_with_its_settings(tmp_path: Path) -> None:
+    assert COMMAND is not None
+    sock = listening_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    env = {
+        **os.environ, "PYTHONPATH": str(ROOT), "CONVEYOR_DATABASE": str(tmp_path / "served.db"),
+        "CONVEYOR_TASKS": TASKS, "CONVEYOR_CONCURRENCY": "1",
+    }  # fmt: skip
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out, subprocess.Popen(
+        [COMMAND, "serve", "--bind", f"fd://{sock.fileno()}"], env=env, cwd=tmp_path,
+        pass_fds=(sock.fileno(),), stdout=out, stderr=out,
+    ) as served:  # fmt: skip
+        try:
+            with Client(url) as client:
+                deadline = time.monotonic() + 20
+                while True:
+                    try:
+                        if client.health()["status"] == "ok":
+                            break
+                    except Exception:
+                        assert served.poll() is None, log.read_text()
+                        assert time.monotonic() < deadline, log.read_text()
+                        time.sleep(0.05)
+                assert client.submit(T + "add", 2, 2).result(timeout_s=10) == 4
+            served.send_signal(signal.SIGTERM)
+            assert served.wait(20) == 0, log.read_text()
+        finally:
+            if served.poll() is None:
+                served.kill()
+            sock.close()
+    assert (tmp_path / "served.db").exists()
+    bad = subprocess.run(
+        [COMMAND, "serve", "--bind", "127.0.0.1:0"], capture_output=True, text=True,
+        env={**env, "CONVEYOR_CONCURRENCY": "lots"}, timeout=30,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "CONVEYOR_CONCURRENCY" in bad.stderr
+    assert "Traceback" not in bad.stderr
