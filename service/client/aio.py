@@ -114,7 +114,7 @@ class AsyncClient:
         return await self._send(api.tasks())
 
     async def health(self) -> dict[str, Any]:
-        return await self._send(api.get_json("/health"))
+        return await self._send(api.health())
 
     def events(self, *, after_id: int | None = None) -> AsyncIterator[Event]:
         """``async for event in client.events()``: every job's events; it never ends by itself."""

@@ -43,6 +43,7 @@ class Exchange(Generic[T]):
     params: Mapping[str, str] | None = None
     body: Any = None  # JSON; None sends no body
     headers: Mapping[str, str] = field(default_factory=dict)
+    also_read: frozenset[int] = frozenset()  # error statuses whose body is the answer too
 
     def content(self) -> bytes | None:
         return None if self.body is None else orjson.dumps(self.body)
@@ -53,7 +54,7 @@ class Exchange(Generic[T]):
 
     def finish(self, response: httpx.Response) -> T:
         """The answer read, or the ``ApiError`` it stands for."""
-        if response.is_success:
+        if response.is_success or response.status_code in self.also_read:
             return self.read(response)
         raise error_of(response)
 
@@ -151,8 +152,13 @@ def tasks() -> Exchange[list[records.TaskInfo]]:
 
 
 def get_json(path: str) -> Exchange[dict[str, Any]]:
-    """A read whose JSON is handed over as it is (``/health``, ``/stats``, ``/workers``)."""
+    """A read whose JSON is handed over as it is (``/stats``, ``/workers``)."""
     return Exchange("GET", path, _json)
+
+
+def health() -> Exchange[dict[str, Any]]:
+    """``/health``: its body also when it says 503 (degraded, draining), which is its answer."""
+    return Exchange("GET", "/health", _json, also_read=frozenset({503}))
 
 
 def create_schedule(body: dict[str, Any]) -> Exchange[records.ScheduleInfo]:

@@ -126,7 +126,7 @@ class Client:
         return self._send(api.tasks())
 
     def health(self) -> dict[str, Any]:
-        return self._send(api.get_json("/health"))
+        return self._send(api.health())
 
     def events(self, *, after_id: int | None = None) -> Iterator[Event]:
         """Every job's events as they happen (after event ``after_id``, if given), resumed
