@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,8 @@ from service.client import (
     JobFailed,
     LogEvent,
     NotFound,
+    ServiceUnavailable,
+    ShuttingDown,
     StateEvent,
     Unauthorized,
     WaitTimeout,
@@ -30,7 +33,7 @@ from service.jobs import JobState
 from service.settings import Settings
 
 from . import sample_tasks
-from .conftest import ROOT, TASKS, live_server, wait_until
+from .conftest import ROOT, TASKS, ServiceProcess, live_server, wait_until
 from .relay import Relay
 
 T = f"{TASKS}."
@@ -180,3 +183,30 @@ def test_mypy_checks_a_task_s_submit_against_its_signature(tmp_path: Path) -> No
     errors = [line for line in done.stdout.splitlines() if ": error:" in line]
     assert [line.split(":")[1] for line in errors] == ["6", "7", "8"], done.stdout
     assert 'incompatible type "str"; expected "int"' in errors[0]
+
+
+async def test_a_draining_service_answers_shutting_down(
+    service_process: Callable[..., ServiceProcess], tmp_path: Path
+) -> None:
+    service = service_process(CONVEYOR_SHUTDOWN_GRACE_S="30")
+    service.start()
+    await service.wait_ready()
+    async with AsyncClient(service.url) as client:
+        running = await client.submit(T + "sleep", 60)
+        async for event in running.events():
+            if isinstance(event, StateEvent) and event.state is JobState.RUNNING:
+                break
+        assert service.proc is not None
+        service.proc.send_signal(signal.SIGTERM)  # drains: the running job has 30 s
+        await wait_until(lambda: _draining(client), what="the service to drain", timeout_s=10)
+        with pytest.raises(ShuttingDown) as refused:
+            await client.submit(T + "add", 1, 2)
+        assert refused.value.status == 503 and refused.value.retry_after_s == 5
+        assert isinstance(refused.value, ServiceUnavailable)
+        assert (await running.cancel()).state is JobState.CANCELED  # cancels still work
+    assert service.proc.wait(20) == 0
+
+
+async def _draining(client: AsyncClient) -> bool:
+    status: str = (await client.health())["status"]
+    return status == "draining"

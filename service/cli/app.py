@@ -126,13 +126,18 @@ def finish(
 ) -> None:
     """Follow the job to its end (bars and log lines on stderr unless ``quiet`` or JSON),
     print its outcome and exit by it."""
-    if as_json or quiet:
-        job = handle.wait(timeout_s)
-    else:
-        with JobBars(render.err, with_job=False) as bars:
-            for event in handle.events(timeout_s=timeout_s):
-                bars.apply(event)
-        job = handle.status()
+    try:
+        if as_json or quiet:
+            job = handle.wait(timeout_s)
+        else:
+            with JobBars(render.err, with_job=False) as bars:
+                for event in handle.events(timeout_s=timeout_s):
+                    bars.apply(event)
+            job = handle.status()
+    except KeyboardInterrupt:
+        # only the wait ends: say how to reach the job that goes on
+        render.err.print(f"job {handle.id} goes on; stop it with: conveyor cancel {handle.id}")
+        raise
     print_outcome(job, as_json)
     if job.state is not JobState.SUCCEEDED:
         sys.exit(EXIT_JOB_FAILED)

@@ -43,11 +43,14 @@ from .sync import Client, JobHandle, Schedules, Submitter
 def default_client() -> Client:
     """The client ``@task``'s ``submit`` uses: one per ``CONVEYOR_URL`` and ``CONVEYOR_TOKEN``,
     kept open for the life of the process, so submits reuse its connections."""
-    return _client_for(os.environ.get("CONVEYOR_URL"), os.environ.get("CONVEYOR_TOKEN"))
+    url, token = os.environ.get("CONVEYOR_URL"), os.environ.get("CONVEYOR_TOKEN")
+    # per process too: a forked child (a pre-forking web server) must not share the parent's
+    # connections
+    return _client_for(url, token, os.getpid())
 
 
 @functools.lru_cache(maxsize=8)
-def _client_for(url: str | None, token: str | None) -> Client:
+def _client_for(url: str | None, token: str | None, pid: int) -> Client:
     return Client(url, token)
 
 
