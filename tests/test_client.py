@@ -6,6 +6,8 @@ user runs it; its access log tells what requests it really received.
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from service.client import (
+    ApiError,
     BadRequest,
     Client,
     Conflict,
@@ -33,6 +36,7 @@ from service.client import (
     StateEvent,
     UnknownTask,
     WaitTimeout,
+    api,
     call,
 )
 from service.jobs import JobState
@@ -393,3 +397,23 @@ def test_conveyor_is_importable_by_the_name_installed() -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_server_that_is_not_conveyor_gets_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "tasks").write_text("<html>a web page</html>")
+    (tmp_path / "events").write_text("<html>another page</html>")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as other:
+        threading.Thread(target=other.serve_forever, daemon=True).start()
+        try:
+            with Client(f"http://127.0.0.1:{other.server_address[1]}") as lost:
+                with pytest.raises(ApiError) as unexpected:
+                    lost.tasks()
+                assert unexpected.value.error == "unexpected_response"
+                with pytest.raises(NotFound) as missing:
+                    lost.job("x").status()
+                assert "404" in str(missing.value) and "\n" not in str(missing.value)
+                with pytest.raises(ApiError, match="event stream"):
+                    list(Client.follow(lost, api.StreamCursor(None, 0), api.Deadline(5)))
+        finally:
+            other.shutdown()

@@ -210,3 +210,13 @@ async def test_a_draining_service_answers_shutting_down(
 async def _draining(client: AsyncClient) -> bool:
     status: str = (await client.health())["status"]
     return status == "draining"
+
+
+async def test_a_slow_consumer_gets_the_wait_timeout_not_a_cancellation(
+    aclient: AsyncClient,
+) -> None:
+    job = await aclient.submit(T + "steps", 20, 0.1)
+    with pytest.raises(WaitTimeout):
+        async for _ in job.events(timeout_s=0.5):
+            await asyncio.sleep(0.2)  # the caller's own work between events is its own
+    assert (await job.result(timeout_s=20)) == 20

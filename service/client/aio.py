@@ -4,7 +4,7 @@ with the same methods as ``Client``, awaited."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 
@@ -138,20 +138,28 @@ class AsyncClient:
         """See ``Client.follow``; here the deadline cuts a wait short wherever it is."""
         reconnects = api.Reconnects(self.url)
         while not cursor.ended:
+            stream = self._stream_once(cursor, reconnects)
             try:
-                async with asyncio.timeout(deadline.remaining_s()):
-                    async for event in self._stream_once(cursor, reconnects):
-                        yield event
+                while True:
+                    # the deadline covers each wait for the stream, never the caller's work
+                    # between events: a timeout held across a yield would cancel the caller
+                    async with asyncio.timeout(deadline.remaining_s()):
+                        event = await anext(stream, None)
+                    if event is None:
+                        break
+                    yield event
             except TimeoutError:
-                if not deadline.expired:
-                    continue  # silent for STREAM_IDLE_S: reopen
                 raise WaitTimeout(cursor.job_id or "", deadline.timeout_s or 0.0) from None
+            except httpx.ReadTimeout:
+                pass  # silent for STREAM_IDLE_S: open it again
             except httpx.TransportError as exc:
                 await asyncio.sleep(reconnects.delay_s(exc))
+            finally:
+                await stream.aclose()
 
     async def _stream_once(
         self, cursor: api.StreamCursor, reconnects: api.Reconnects
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         timeout = httpx.Timeout(self.settings.timeout_s, read=api.STREAM_IDLE_S)
         async with self._http.stream(
             "GET", cursor.path, headers=cursor.headers(), timeout=timeout
@@ -162,6 +170,7 @@ class AsyncClient:
             if not r.is_success:
                 await r.aread()
                 raise api.error_of(r)
+            cursor.check(r)
             reconnects.connected()
             async for sse in EventSource(r).aiter_sse():
                 event = cursor.feed(sse.event, sse.data, sse.id)

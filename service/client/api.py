@@ -20,7 +20,7 @@ from ..jobs import Job
 from ..taskfn import TaskFunction
 from ..wire import job_from_json
 from . import records
-from .errors import ConnectionFailed, api_error
+from .errors import ApiError, ConnectionFailed, api_error
 from .events import Event, StateEvent, decode
 from .options import OptionFields, SubmitOptions, TaskCall, submit_options
 
@@ -54,16 +54,24 @@ class Exchange(Generic[T]):
 
     def finish(self, response: httpx.Response) -> T:
         """The answer read, or the ``ApiError`` it stands for."""
-        if response.is_success or response.status_code in self.also_read:
+        if not (response.is_success or response.status_code in self.also_read):
+            raise error_of(response)
+        try:
             return self.read(response)
-        raise error_of(response)
+        except (ValueError, KeyError, TypeError) as exc:  # a proxy's page, another service
+            raise unexpected(response, f"not an answer of Conveyor's API ({exc!r})") from None
+
+
+def unexpected(response: httpx.Response, why: str) -> ApiError:
+    return ApiError(response.status_code, "unexpected_response", why, {})
 
 
 def error_of(response: httpx.Response) -> Exception:
     try:
         body = orjson.loads(response.content)
     except orjson.JSONDecodeError:  # a proxy's page, say: its text is the best detail there is
-        body = {"detail": response.text[:200].strip() or response.reason_phrase}
+        text = " ".join(response.text.split())  # on one line: it ends up in one
+        body = {"detail": text[:200] or response.reason_phrase}
     return api_error(response.status_code, body, response.headers.get("Retry-After"))
 
 
@@ -253,6 +261,13 @@ class StreamCursor:
         """The service closed the stream: the end, or a drop (it is stopping) to resume from."""
         if self.job_id is not None and self._after_terminal:
             self.ended = True
+
+    @staticmethod
+    def check(response: httpx.Response) -> None:
+        """ApiError unless ``response`` is an event stream (a proxy may answer with a page)."""
+        kind = response.headers.get("content-type", "").partition(";")[0].strip()
+        if kind != "text/event-stream":
+            raise unexpected(response, f"expected an event stream, got {kind or 'no type'!r}")
 
     def no_content(self) -> None:
         """204: the job has finished and every event of it was seen."""

@@ -171,6 +171,7 @@ class Client:
             if not r.is_success:
                 r.read()
                 raise api.error_of(r)
+            cursor.check(r)
             reconnects.connected()
             with _cut_at(deadline, r):
                 for sse in EventSource(r).iter_sse():
