@@ -25,83 +25,68 @@ from service.jobs import Job
 from service.taskfn import TaskFunction
 
 if TYPE_CHECKING:
-    from service.client import (
-        ApiError,
-        AsyncClient,
-        AsyncJobHandle,
-        BadRequest,
-        Client,
-        Conflict,
-        ConnectionFailed,
-        ConveyorError,
-        Event,
-        InvalidArguments,
-        InvalidOptions,
-        JobCanceled,
-        JobFailed,
-        JobHandle,
-        KeyTaken,
-        LogEvent,
-        NotFound,
-        ProgressEvent,
-        ServiceUnavailable,
-        StateEvent,
-        Unauthorized,
-        UnknownTask,
-        WaitTimeout,
-        call,
-    )
-
-_CLIENT_NAMES = frozenset(
-    {
-        "ApiError", "AsyncClient", "AsyncJobHandle", "BadRequest", "Client", "Conflict",
-        "ConnectionFailed", "ConveyorError", "Event", "InvalidArguments", "InvalidOptions",
-        "JobCanceled", "JobFailed", "JobHandle", "KeyTaken", "LogEvent", "NotFound",
-        "ProgressEvent", "ServiceUnavailable", "StateEvent", "Unauthorized", "UnknownTask",
-        "WaitTimeout", "call",
-    }
-)  # fmt: skip
+    from service.client import *  # noqa: F403  (the client's names, as __getattr__ gives them)
 
 
 def __getattr__(name: str) -> Any:
-    # PEP 562: the client's names are loaded on first use, so a worker never imports httpx
-    if name in _CLIENT_NAMES:
-        return getattr(importlib.import_module("service.client"), name)
+    # PEP 562: the client's names load on first use, so a worker never imports httpx
+    client = importlib.import_module("service.client")
+    if name in client.__all__:
+        return getattr(client, name)
     raise AttributeError(f"module 'conveyor' has no attribute {name!r}")
 
 
-__all__ = [
+__all__ = [  # noqa: RUF022  (task authors' names, then the client's: service.client.__all__)
+    "Job",
+    "JobState",
+    "SoftTimeout",
+    "TaskFunction",
+    "on_worker_start",
+    "on_worker_stop",
+    "progress",
+    "task",
+    "worker_state",
     "ApiError",
     "AsyncClient",
     "AsyncJobHandle",
+    "AsyncSchedules",
+    "AsyncSubmitter",
     "BadRequest",
     "Client",
     "Conflict",
     "ConnectionFailed",
     "ConveyorError",
     "Event",
+    "IdempotencyKeyReused",
     "InvalidArguments",
     "InvalidOptions",
-    "Job",
     "JobCanceled",
     "JobFailed",
     "JobHandle",
-    "JobState",
+    "JobsPage",
     "KeyTaken",
     "LogEvent",
+    "Logs",
     "NotFound",
+    "OtherEvent",
+    "PayloadTooLarge",
     "ProgressEvent",
+    "PrunedEvent",
+    "ScheduleInfo",
+    "Schedules",
     "ServiceUnavailable",
-    "SoftTimeout",
+    "ShuttingDown",
     "StateEvent",
-    "TaskFunction",
+    "SubmitOptions",
+    "Submitted",
+    "Submitter",
+    "TaskCall",
+    "TaskInfo",
+    "TaskParam",
     "Unauthorized",
     "UnknownTask",
+    "Unprocessable",
     "WaitTimeout",
     "call",
-    "on_worker_start",
-    "on_worker_stop",
-    "progress",
-    "task",
-    "worker_state",
+    "default_client",
 ]

@@ -417,3 +417,15 @@ def test_a_server_that_is_not_conveyor_gets_a_clear_error(tmp_path: Path) -> Non
                     list(Client.follow(lost, api.StreamCursor(None, 0), api.Deadline(5)))
         finally:
             other.shutdown()
+
+
+def test_conveyor_names_every_public_part_of_the_client() -> None:
+    import conveyor
+    import service.client
+
+    assert set(service.client.__all__) <= set(conveyor.__all__)
+    assert all(
+        getattr(conveyor, name) is getattr(service.client, name) for name in service.client.__all__
+    )
+    with pytest.raises(AttributeError, match="no_such_name"):
+        conveyor.no_such_name  # noqa: B018

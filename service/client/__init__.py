@@ -9,8 +9,9 @@ with Client() as client:                      # CONVEYOR_URL, else http://127.0.
 
 from __future__ import annotations
 
-import functools
+import atexit
 import os
+import threading
 
 from .aio import AsyncClient, AsyncJobHandle, AsyncSchedules, AsyncSubmitter
 from .errors import (
@@ -49,9 +50,24 @@ def default_client() -> Client:
     return _client_for(url, token, os.getpid())
 
 
-@functools.lru_cache(maxsize=8)
+_defaults: dict[tuple[str | None, str | None, int], Client] = {}
+_defaults_lock = threading.Lock()
+
+
 def _client_for(url: str | None, token: str | None, pid: int) -> Client:
-    return Client(url, token)
+    with _defaults_lock:  # submits from several threads share one client
+        made = _defaults.get((url, token, pid))
+        if made is None:
+            made = _defaults[(url, token, pid)] = Client(url, token)
+        return made
+
+
+@atexit.register
+def _close_defaults() -> None:
+    # their connections are closed as the process ends, not left to the garbage collector
+    for made in _defaults.values():
+        made.close()
+    _defaults.clear()
 
 
 __all__ = [

@@ -116,7 +116,7 @@ class AsyncClient:
     async def health(self) -> dict[str, Any]:
         return await self._send(api.health())
 
-    def events(self, *, after_id: int | None = None) -> AsyncIterator[Event]:
+    def events(self, *, after_id: int | None = None) -> AsyncGenerator[Event, None]:
         """``async for event in client.events()``: every job's events; it never ends by itself."""
         return self.follow(api.StreamCursor(None, after_id), api.Deadline(None))
 
@@ -134,7 +134,7 @@ class AsyncClient:
 
     async def follow(
         self, cursor: api.StreamCursor, deadline: api.Deadline
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """See ``Client.follow``; here the deadline cuts a wait short wherever it is."""
         reconnects = api.Reconnects(self.url)
         while not cursor.ended:
@@ -251,7 +251,7 @@ class AsyncJobHandle(Generic[R]):
 
     def events(
         self, *, after_id: int | None = None, timeout_s: float | None = None
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """See ``JobHandle.events``."""
         cursor = api.StreamCursor(self.id, after_id)
         return self._client.follow(cursor, api.Deadline(timeout_s))

@@ -28,7 +28,8 @@ class ClientSettings:
         url = (url or environ.get("CONVEYOR_URL") or DEFAULT_URL).rstrip("/")
         if "://" not in url:
             url = f"http://{url}"  # "127.0.0.1:8000", as hypercorn's bind is written
-        token = token if token is not None else environ.get("CONVEYOR_TOKEN") or None
+        # "" is no token, as an unset variable is: never an empty "Bearer " header
+        token = (token if token is not None else environ.get("CONVEYOR_TOKEN")) or None
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be a number of seconds > 0, got {timeout_s!r}")
         return cls(url, token, timeout_s)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import threading
 import time
-from collections.abc import Coroutine, Iterable, Iterator
+from collections.abc import Coroutine, Generator, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 
@@ -23,6 +22,7 @@ from .options import OptionFields, SubmitOptions, TaskCall, submit_options
 from .outcome import outcome
 from .records import Logs, ScheduleInfo, TaskInfo
 from .settings import ClientSettings
+from .watchdog import watchdog
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -128,7 +128,7 @@ class Client:
     def health(self) -> dict[str, Any]:
         return self._send(api.health())
 
-    def events(self, *, after_id: int | None = None) -> Iterator[Event]:
+    def events(self, *, after_id: int | None = None) -> Generator[Event, None, None]:
         """Every job's events as they happen (after event ``after_id``, if given), resumed
         across dropped connections; it never ends by itself."""
         return self.follow(api.StreamCursor(None, after_id), api.Deadline(None))
@@ -145,7 +145,9 @@ class Client:
             raise api.connection_failed(self.url, exc) from None
         return exchange.finish(response)
 
-    def follow(self, cursor: api.StreamCursor, deadline: api.Deadline) -> Iterator[Event]:
+    def follow(
+        self, cursor: api.StreamCursor, deadline: api.Deadline
+    ) -> Generator[Event, None, None]:
         """The events of the stream ``cursor`` names until it ends, reconnecting after drops;
         WaitTimeout once ``deadline`` has passed."""
         reconnects = api.Reconnects(self.url)
@@ -162,7 +164,7 @@ class Client:
 
     def _stream_once(
         self, cursor: api.StreamCursor, deadline: api.Deadline, reconnects: api.Reconnects
-    ) -> Iterator[Event]:
+    ) -> Generator[Event, None, None]:
         timeout = httpx.Timeout(self.settings.timeout_s, read=api.STREAM_IDLE_S)
         with self._http.stream("GET", cursor.path, headers=cursor.headers(), timeout=timeout) as r:
             if r.status_code == 204:
@@ -191,13 +193,11 @@ def _cut_at(deadline: api.Deadline, response: httpx.Response) -> Iterator[None]:
     if remaining_s is None:
         yield
         return
-    timer = threading.Timer(remaining_s, _shut_down, (response,))
-    timer.daemon = True
-    timer.start()
+    number = watchdog.call_at(time.monotonic() + remaining_s, lambda: _shut_down(response))
     try:
         yield
     finally:
-        timer.cancel()
+        watchdog.cancel(number)
 
 
 def _shut_down(response: httpx.Response) -> None:
@@ -287,7 +287,7 @@ class JobHandle(Generic[R]):
 
     def events(
         self, *, after_id: int | None = None, timeout_s: float | None = None
-    ) -> Iterator[Event]:
+    ) -> Generator[Event, None, None]:
         """The job's events from its first (or after ``after_id``), then live; resumed with
         ``Last-Event-ID`` across dropped connections; the iteration ends with the job's end
         (WaitTimeout if that has not come within ``timeout_s``)."""
