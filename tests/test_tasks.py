@@ -89,11 +89,11 @@ def test_decorator_returns_the_function_still_callable_as_before() -> None:
 
 
 def test_explicit_name() -> None:
-    @task(name="reports.build")
+    @task(name="tests.reports.build")
     async def build(pages: int) -> dict[str, int]:
         return {"pages": pages}
 
-    registered = lookup(load_tasks([]), "reports.build")
+    registered = lookup(load_tasks([]), "tests.reports.build")
     assert registered.fn is build.fn
     assert registered.is_async
     assert not lookup(load_tasks([]), "tests.sample_tasks.add").is_async
