@@ -491,6 +491,9 @@ class Database:
         self._pending: asyncio.Queue[_Pending] = asyncio.Queue()
         self._loop_task: asyncio.Task[None] | None = None
         self._cache: dict[str, Job] = {}
+        # the jobs of a commit under way: SQLite may show them to readers before the writer
+        # has updated the cache, so reads of them go to the database meanwhile
+        self._committing: frozenset[str] = frozenset()
         self._next_event_id = 1
         self._lock_fd: int | None = None
         self._journal = StartJournal(path + ".started")
@@ -801,8 +804,10 @@ class Database:
                 except ServiceError as exc:  # the operation's own refusal; it staged nothing
                     outcomes.append((False, exc))
             await batch.flush()
+            self._committing = frozenset(batch.rows)
             await conn.commit()
         except BaseException:
+            self._committing = frozenset()
             with contextlib.suppress(Exception):
                 await conn.rollback()
             raise
@@ -815,6 +820,7 @@ class Database:
                 self._cache[job_id] = job
             else:
                 self._cache.pop(job_id, None)
+        self._committing = frozenset()
         for pending, (ok, value) in zip(pendings, outcomes, strict=True):
             if not pending.future.done():
                 if ok:
@@ -830,7 +836,8 @@ class Database:
     # -- reads ------------------------------------------------------------------------------
 
     async def get_job(self, job_id: str) -> Job:
-        cached = self._cache.get(job_id)  # as committed: the same as a read, minus the read
+        # as committed: the same as a read, minus the read (but for a commit under way)
+        cached = None if job_id in self._committing else self._cache.get(job_id)
         if cached is not None:
             return cached
         rows = await self._connection(self._reader).execute_fetchall(SELECT_JOB, (job_id,))

@@ -19,11 +19,19 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from httpx_sse import aconnect_sse
+from httpx_sse import aconnect_sse, connect_sse
 
 from service.settings import Settings
 
-from .conftest import ROOT, ServiceProcess, live_server, process_gone, wait_state, wait_until
+from .conftest import (
+    ROOT,
+    ServiceProcess,
+    SharedService,
+    live_server,
+    process_gone,
+    wait_state,
+    wait_until,
+)
 
 T = "tests.sample_tasks."
 Factory = Callable[..., ServiceProcess]
@@ -385,3 +393,17 @@ async def test_task_modules_in_the_current_directory_are_importable(
     async with httpx.AsyncClient(base_url=service.url, timeout=10) as client:
         job_id = await submit(client, "mytasks.shout", "hi")
         assert (await wait_state(client, job_id, "succeeded"))["result"] == "HI"
+
+
+def test_a_job_read_right_after_its_streamed_end_has_ended(shared_service: SharedService) -> None:
+    # SQLite shows a commit to readers a moment before the writer has updated its cache of
+    # running jobs; a read in that moment must not answer with the job as it was. The service
+    # runs in a process of its own, as in production: in this test's loop the moment never comes
+    with httpx.Client(base_url=shared_service.url, timeout=10) as client:
+        for _ in range(500):
+            response = client.post("/jobs", json={"task": T + "add", "args": [1, 2]})
+            job_id = response.json()["id"]
+            with connect_sse(client, "GET", f"/jobs/{job_id}/events") as source:
+                states = [sse.event for sse in source.iter_sse() if sse.event == "state"]
+            job = client.get(f"/jobs/{job_id}").json()
+            assert (len(states), job["state"]) == (3, "succeeded")

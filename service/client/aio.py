@@ -232,9 +232,15 @@ class AsyncJobHandle(Generic[R]):
         return await self._client._send(api.get_job(self.id))
 
     async def wait(self, timeout_s: float | None = None) -> Job:
-        async for _ in self._client.follow(api.StreamCursor(self.id), api.Deadline(timeout_s)):
-            pass
-        return await self.status()
+        """See ``JobHandle.wait``."""
+        cursor, deadline = api.StreamCursor(self.id), api.Deadline(timeout_s)
+        while True:
+            async for _ in self._client.follow(cursor, deadline):
+                pass
+            job = await self.status()
+            if job.is_terminal:
+                return job
+            cursor.resume()
 
     async def result(self, timeout_s: float | None = None) -> R:
         """See ``JobHandle.result``."""

@@ -269,6 +269,11 @@ class StreamCursor:
         if kind != "text/event-stream":
             raise unexpected(response, f"expected an event stream, got {kind or 'no type'!r}")
 
+    def resume(self) -> None:
+        """Follow the stream again from where it ended: the job was run again since."""
+        self.ended = False
+        self._after_terminal = False
+
     def no_content(self) -> None:
         """204: the job has finished and every event of it was seen."""
         self.ended = True

@@ -263,9 +263,14 @@ class JobHandle(Generic[R]):
 
     def wait(self, timeout_s: float | None = None) -> Job:
         """The job once it has finished, whatever its outcome; WaitTimeout after ``timeout_s``."""
-        for _ in self._client.follow(api.StreamCursor(self.id), api.Deadline(timeout_s)):
-            pass
-        return self.status()
+        cursor, deadline = api.StreamCursor(self.id), api.Deadline(timeout_s)
+        while True:
+            for _ in self._client.follow(cursor, deadline):
+                pass
+            job = self.status()
+            if job.is_terminal:
+                return job
+            cursor.resume()  # run again since its stream ended (a retry): follow the new run
 
     def result(self, timeout_s: float | None = None) -> R:
         """The job's result once it has succeeded, waiting on its event stream (no polling).
