@@ -201,12 +201,14 @@ class AsyncSubmitter:
     async def submit(self, task: str, /, *args: Any, **kwargs: Any) -> AsyncJobHandle[Any]: ...
     async def submit(self, task: str | TaskFunction[Any, Any], /, *args: Any, **kwargs: Any) -> Any:
         call = api.task_call(task, args, kwargs)
-        key = self.options.merged(call.options).idempotency_key
-        submitted = await self._client._send(api.submit(call.body(self.options), key))
+        options = call.options_over(self.options)
+        submitted = await self._client._send(
+            api.submit(call.body(options), options.idempotency_key)
+        )
         return AsyncJobHandle(self._client, submitted.job.id, submitted.job, submitted.created)
 
     async def submit_many(self, calls: Iterable[TaskCall]) -> list[AsyncJobHandle[Any]]:
-        bodies = [c.body(self.options) for c in calls]
+        bodies = [c.body(c.options_over(self.options)) for c in calls]
         handles: list[AsyncJobHandle[Any]] = []
         for chunk, key in api.batches(bodies, self.options.idempotency_key):
             for s in await self._client._send(api.submit_batch(chunk, key)):

@@ -22,7 +22,7 @@ from ..wire import job_from_json
 from . import records
 from .errors import ApiError, ConnectionFailed, api_error
 from .events import Event, StateEvent, decode
-from .options import OptionFields, SubmitOptions, TaskCall, submit_options
+from .options import OptionFields, TaskCall, submit_options
 
 T = TypeVar("T")
 
@@ -208,7 +208,7 @@ def schedule_body(
     """The body of ``POST /schedules``."""
     name = task.name if isinstance(task, TaskFunction) else task
     call = TaskCall(name, tuple(args), kwargs or {}, submit_options(**options))
-    body = {**call.body(SubmitOptions()), "cron": cron}
+    body = {**call.body(call.options), "cron": cron}
     if schedule_id is not None:
         body["id"] = schedule_id
     return body

@@ -35,6 +35,10 @@ class SubmitOptions:
 
     def merged(self, other: SubmitOptions) -> SubmitOptions:
         """These options with every value ``other`` sets put in their place."""
+        if other == NO_OPTIONS:  # the common case, once per submit: skip the copying
+            return self
+        if self == NO_OPTIONS:
+            return other
         changes = {
             f.name: getattr(other, f.name)
             for f in dataclasses.fields(other)
@@ -52,6 +56,9 @@ class SubmitOptions:
         if self.key is not None:
             fields["key"] = self.key
         return fields
+
+
+NO_OPTIONS = SubmitOptions()
 
 
 class OptionFields(TypedDict, total=False):
@@ -109,10 +116,13 @@ class TaskCall:
         """This call with these options set over its own."""
         return dataclasses.replace(self, options=self.options.merged(submit_options(**options)))
 
-    def body(self, defaults: SubmitOptions) -> dict[str, Any]:
-        """The ``POST /jobs`` body of this call, with ``defaults`` under its own options."""
-        options = defaults.merged(self.options)
+    def body(self, options: SubmitOptions) -> dict[str, Any]:
+        """The ``POST /jobs`` body of this call with these options (``options_over``)."""
         return {"task": self.task, "args": list(self.args), "kwargs": self.kwargs, **options.body()}
+
+    def options_over(self, defaults: SubmitOptions) -> SubmitOptions:
+        """This call's options over ``defaults`` (a submitter's): its own win."""
+        return defaults.merged(self.options)
 
 
 def call(task: str, /, *args: Any, **kwargs: Any) -> TaskCall:

@@ -230,12 +230,12 @@ class Submitter:
     def submit(self, task: str, /, *args: Any, **kwargs: Any) -> JobHandle[Any]: ...
     def submit(self, task: str | TaskFunction[Any, Any], /, *args: Any, **kwargs: Any) -> Any:
         call = api.task_call(task, args, kwargs)
-        options = self.options.merged(call.options)
-        submitted = self._client._send(api.submit(call.body(self.options), options.idempotency_key))
+        options = call.options_over(self.options)
+        submitted = self._client._send(api.submit(call.body(options), options.idempotency_key))
         return JobHandle(self._client, submitted.job.id, submitted.job, submitted.created)
 
     def submit_many(self, calls: Iterable[TaskCall]) -> list[JobHandle[Any]]:
-        bodies = [c.body(self.options) for c in calls]
+        bodies = [c.body(c.options_over(self.options)) for c in calls]
         handles: list[JobHandle[Any]] = []
         for chunk, key in api.batches(bodies, self.options.idempotency_key):
             for s in self._client._send(api.submit_batch(chunk, key)):
