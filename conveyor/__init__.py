@@ -72,6 +72,7 @@ __all__ = [  # noqa: RUF022  (task authors' names, then the client's: service.cl
     "PayloadTooLarge",
     "ProgressEvent",
     "PrunedEvent",
+    "RequestError",
     "ScheduleInfo",
     "Schedules",
     "ServiceUnavailable",

@@ -9,8 +9,10 @@ which import task modules, never load an HTTP client.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+import importlib
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, overload
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -41,6 +43,11 @@ class TaskFunction(Generic[P, T]):
     def __repr__(self) -> str:
         return f"<task {self.name}>"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickled by name, as a function is (the module's attribute is this object, not the
+        # function under it): multiprocessing and ProcessPoolExecutor can take it
+        return (_restore, (self.fn.__module__, self.fn.__qualname__, self.submit_options))
+
     @overload
     def submit(
         self: TaskFunction[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs
@@ -59,10 +66,34 @@ class TaskFunction(Generic[P, T]):
         from .client.options import SubmitOptions, submit_options
 
         merged = (self.submit_options or SubmitOptions()).merged(submit_options(**options))
-        return TaskFunction(self.fn, self.name, merged)
+        return type(self)(self.fn, self.name, merged)
 
     def call(self, *args: P.args, **kwargs: P.kwargs) -> TaskCall:
         """This task with these arguments, as one job of ``submit_many``."""
         from .client.options import SubmitOptions, TaskCall
 
         return TaskCall(self.name, args, kwargs, self.submit_options or SubmitOptions())
+
+
+class AsyncTaskFunction(TaskFunction[P, T]):
+    """The same for an ``async def``: its ``__call__`` is a coroutine function too, so that a
+    framework that asks (Starlette's and FastAPI's background tasks) awaits it."""
+
+    # typed as TaskFunction's (it returns the coroutine the function's call does)
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:  # type: ignore[override]
+        return await cast(Awaitable[Any], self.fn(*args, **kwargs))
+
+
+def task_function(fn: Callable[P, T], name: str) -> TaskFunction[P, T]:
+    """What ``@task`` returns for ``fn``."""
+    is_async = inspect.iscoroutinefunction(fn)  # a flag, not a narrowing of fn's type
+    return AsyncTaskFunction(fn, name) if is_async else TaskFunction(fn, name)
+
+
+def _restore(module: str, qualname: str, options: SubmitOptions | None) -> TaskFunction[Any, Any]:
+    found: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    if not isinstance(found, TaskFunction):
+        raise TypeError(f"{module}.{qualname} is no longer a task")
+    return found if options is None else type(found)(found.fn, found.name, options)

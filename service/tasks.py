@@ -16,7 +16,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from .errors import InvalidArguments, TaskLoadError, UnknownTask
 from .jobs import MAX_PRIORITY, QUEUE_NAME_RULE, JobOptions, is_queue_name
-from .taskfn import TaskFunction
+from .taskfn import TaskFunction, task_function
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -225,7 +225,7 @@ def task(
         _registry[task_name] = Task(
             task_name, fn, signature, options, concurrency=concurrency, cron=cron
         )
-        return TaskFunction(fn, task_name)
+        return task_function(fn, task_name)
 
     return register if fn is None else register(fn)
 

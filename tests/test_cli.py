@@ -207,7 +207,7 @@ def test_jobs_and_tasks(conveyor: Callable[..., Any], client: Client) -> None:
     bad = conveyor("jobs", "--state", "lost")
     assert "unknown state" in one_line_error(bad, 3)
     tasks = json_of(conveyor("tasks", "--json"))
-    assert {"name": T + "add", "doc": None, "cron": None, "params": ["x", "y"]} in tasks
+    assert tasks == httpx.get(f"{client.url}/tasks").json()["tasks"]  # the API's own JSON
     assert T + "add" in conveyor("tasks").stdout
 
 
@@ -217,7 +217,8 @@ def test_schedules(conveyor: Callable[..., Any]) -> None:
     )
     assert made["id"] == "cli-s" and made["args"] == [1, 2]
     assert "cli-s" in [s["id"] for s in json_of(conveyor("schedules", "list", "--json"))]
-    assert json_of(conveyor("schedules", "show", "cli-s", "--json"))["cron"] == "*/5 * * * *"
+    shown = json_of(conveyor("schedules", "show", "cli-s", "--json"))
+    assert shown["cron"] == "*/5 * * * *" and shown == made | {"last_run_at": None}
     assert conveyor("schedules", "delete", "cli-s").returncode == 0
     assert "404" in one_line_error(conveyor("schedules", "show", "cli-s"), 3)
 
@@ -360,3 +361,59 @@ def test_serve_runs_the_service_with_its_settings(tmp_path: Path) -> None:
     )  # fmt: skip
     assert bad.returncode != 0 and "CONVEYOR_CONCURRENCY" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_a_result_goes_to_stdout_whole_and_as_written(conveyor: Callable[..., Any]) -> None:
+    big = conveyor("submit", T + "big_result", "20000", "--wait")
+    assert big.returncode == 0 and orjson.loads(big.stdout) == "x" * 20000
+    emoji = conveyor("submit", T + "echo", ":fire: [bold]x[/]", "--wait")
+    assert orjson.loads(emoji.stdout) == {"args": [":fire: [bold]x[/]"], "kwargs": {}}
+
+
+def test_bad_values_are_refused_before_anything_is_sent(conveyor: Callable[..., Any]) -> None:
+    for flags in (
+        ["--delay-s", "nan"], ["--timeout-s", "inf"], ["--timeout-s", "-1"],
+        ["--wait-timeout-s", "0"], ["--priority", "100000000000000000000"],
+        ["--max-retries", "-1"], ["--memory-limit-mb", "0"],
+    ):  # fmt: skip
+        done = conveyor("submit", T + "add", "1", "2", *flags)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (flags, done.stderr)
+    assert "ASCII" in one_line_error(conveyor("--token", "é", "tasks"), 3)
+    assert "ASCII" in one_line_error(
+        conveyor("submit", T + "add", "1", "2", "--idempotency-key", "é"), 3
+    )
+    assert "not a URL" in one_line_error(conveyor("--url", "http://[::1", "tasks"), 3)
+    assert "64-bit" in one_line_error(conveyor("submit", T + "echo", str(2**70)), 3)
+    assert "--tail" in conveyor("logs", "x", "--tail", "2", "--follow").stderr
+
+
+def test_a_reader_that_leaves_is_no_error(shared_service: SharedService, client: Client) -> None:
+    assert COMMAND is not None
+    env = {**os.environ, "CONVEYOR_URL": shared_service.url}
+    with subprocess.Popen(
+        [COMMAND, "watch", "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as watching:
+        assert watching.stdout is not None and watching.stderr is not None
+        while not select.select([watching.stdout], [], [], 0.2)[0]:
+            client.submit(T + "add", 1, 2)  # until the stream, open at the present, shows one
+        watching.stdout.readline()
+        watching.stdout.close()  # as `| head -1` does
+        while watching.poll() is None:
+            client.submit(T + "add", 1, 2)
+        assert watching.returncode == 0
+        assert b"Traceback" not in watching.stderr.read()
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> None:
+    assert COMMAND is not None
+    taken = listening_socket()
+    port = taken.getsockname()[1]
+    env = {**os.environ, "CONVEYOR_DATABASE": str(tmp_path / "busy.db")}
+    try:
+        done = subprocess.run(
+            [COMMAND, "serve", "--bind", f"127.0.0.1:{port}"], env=env, cwd=tmp_path,
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    finally:
+        taken.close()
+    assert "cannot serve" in one_line_error(done, 3)

@@ -6,9 +6,13 @@ user runs it; its access log tells what requests it really received.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import http.server
+import json
+import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -17,6 +21,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +38,7 @@ from service.client import (
     LogEvent,
     NotFound,
     ProgressEvent,
+    RequestError,
     StateEvent,
     UnknownTask,
     WaitTimeout,
@@ -42,7 +48,7 @@ from service.client import (
 from service.jobs import JobState
 
 from . import sample_tasks
-from .conftest import TASKS, SharedService
+from .conftest import TASKS, ServiceProcess, SharedService
 from .relay import relay_thread
 
 T = f"{TASKS}."
@@ -434,3 +440,100 @@ def test_conveyor_names_every_public_part_of_the_client() -> None:
     )
     with pytest.raises(AttributeError, match="no_such_name"):
         conveyor.no_such_name  # noqa: B018
+
+
+def test_a_wait_s_deadline_holds_while_the_service_does_not_answer(
+    service_process: Callable[..., ServiceProcess],
+) -> None:
+    service = service_process()
+    service.start()
+    asyncio.run(service.wait_ready())
+    assert service.proc is not None
+    with Client(service.url) as client:
+        job = client.submit(T + "sleep", 30)
+        service.proc.send_signal(signal.SIGSTOP)  # it takes connections and never answers
+        try:
+            started = time.monotonic()
+            with pytest.raises(WaitTimeout):
+                job.result(timeout_s=1)
+            assert time.monotonic() - started < 10  # the deadline, not the 60 s idle limit
+        finally:
+            service.proc.send_signal(signal.SIGCONT)
+
+
+def test_a_forked_child_s_waits_keep_their_deadline(client: Client) -> None:
+    slow = client.submit(T + "sleep", 30)
+    with pytest.raises(WaitTimeout):
+        slow.result(timeout_s=0.2)  # the watchdog's thread now runs, in this process only
+    child = multiprocessing.get_context("fork").Process(
+        target=_wait_briefly, args=(client.url, slow.id)
+    )
+    child.start()
+    child.join(20)
+    slow.cancel()
+    assert child.exitcode == 0
+
+
+def _wait_briefly(url: str, job_id: str) -> None:
+    with Client(url) as client:
+        try:
+            client.job(job_id).result(timeout_s=0.5)
+        except WaitTimeout:
+            os._exit(0)
+    os._exit(1)
+
+
+def test_a_reopened_stream_a_proxy_refuses_for_a_while_is_tried_again(tmp_path: Path) -> None:
+    answers = iter([b"first", b"502", b"rest"])
+
+    class Flaky(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            answer = next(answers)
+            if answer == b"502":
+                self.send_response(502)  # nginx, while the service behind it restarts
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            data = {"job_id": "j", "task": "t", "from": None, "at": "2026-12-04T00:00:00Z"}
+            if answer == b"first":
+                events = [(1, {**data, "state": "queued"})]
+            else:
+                assert self.headers["Last-Event-ID"] == "1"
+                events = [(2, {**data, "state": "succeeded"})]
+            for number, body in events:
+                line = f"id: {number}\nevent: state\ndata: {json.dumps(body)}\n\n"
+                self.wfile.write(line.encode())
+            self.wfile.flush()
+            self.close_connection = True
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky) as proxy:
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        try:
+            with Client(f"http://127.0.0.1:{proxy.server_address[1]}") as through:
+                events = list(through.job("j").events(timeout_s=10))
+        finally:
+            proxy.shutdown()
+    assert [(e.id, e.state) for e in events if isinstance(e, StateEvent)] == [
+        (1, JobState.QUEUED), (2, JobState.SUCCEEDED),
+    ]  # fmt: skip
+
+
+def test_values_that_cannot_be_sent_are_refused_here(client: Client) -> None:
+    with pytest.raises(RequestError, match="finite"):
+        client.with_options(delay_s=float("nan")).submit(T + "add", 1, 2)
+    with pytest.raises(RequestError, match="JSON"):
+        client.submit(T + "echo", {1, 2})
+    with pytest.raises(RequestError, match="ASCII"):
+        client.with_options(idempotency_key="ключ").submit(T + "add", 1, 2)
+    with pytest.raises(TypeError, match="whole request"):
+        call(T + "add", 1, 2).with_options(idempotency_key="k")
+    with pytest.raises(NotFound):
+        client.job("..").status()
+    with pytest.raises(RequestError):
+        Client("ftp://example")

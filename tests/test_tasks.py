@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import importlib
 import inspect
 import itertools
+import pickle
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -387,3 +390,17 @@ def test_reporter_coalesces_a_tight_loop() -> None:
     assert len(sent) < 100
     dones = [m["done"] for m in sent]
     assert dones == sorted(dones)  # in order, never an older value after a newer one
+
+
+def test_a_task_pickles_by_name_and_an_async_one_is_awaitable_to_frameworks() -> None:
+    restored = pickle.loads(pickle.dumps(sample_tasks.add))
+    assert restored is sample_tasks.add and restored(2, 3) == 5
+    with_options = pickle.loads(pickle.dumps(sample_tasks.add.with_options(priority=4)))
+    assert with_options.submit_options is not None
+    assert with_options.submit_options.job.priority == 4
+    with concurrent.futures.ProcessPoolExecutor(1) as pool:  # what users do with functions
+        assert pool.submit(sample_tasks.add, 20, 22).result(timeout=30) == 42
+    # Starlette's and FastAPI's background tasks await what they find to be async
+    assert inspect.iscoroutinefunction(sample_tasks.async_add.__call__)
+    assert not inspect.iscoroutinefunction(sample_tasks.add.__call__)
+    assert asyncio.run(sample_tasks.async_add(1, 2)) == 3

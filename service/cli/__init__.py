@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 
 import click
 
 from ..client import ConveyorError, WaitTimeout
 from .app import EXIT_TIMEOUT, cli
+from .render import OutputClosed
 
 EXIT_SERVICE_ERROR = 3
 EXIT_INTERRUPTED = 130
@@ -33,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("conveyor: interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
-    except BrokenPipeError:  # `conveyor watch | head`: the reader left, which is no error
-        sys.stderr.close()
+    except (OutputClosed, BrokenPipeError):  # `conveyor watch | head`: the reader left
+        with contextlib.suppress(OSError):  # nothing more reaches it, not even the flush at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)

@@ -7,17 +7,20 @@ Exit codes: 0 done; 1 a waited-for job failed or was canceled; 2 a usage error (
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 from importlib import resources
 from typing import Any, TypeVar, cast
 
 import click
+import orjson
 from rich.markup import escape
 
 from ..client import Client, JobHandle
 from ..client.options import OptionFields
-from ..jobs import Job, JobState
+from ..client.settings import VERSION
+from ..jobs import MAX_PRIORITY, Job, JobState
 from ..wire import job_json
 from . import render
 from .live import JobBars
@@ -25,10 +28,29 @@ from .values import keywords, value
 
 EXIT_JOB_FAILED = 1
 EXIT_TIMEOUT = 124
+EXIT_SERVE_FAILED = 3
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _seconds(zero: bool) -> Callable[[click.Context, click.Parameter, float | None], Any]:
+    def check(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+        if value is None:
+            return None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+            least = ">= 0" if zero else "> 0"
+            raise click.BadParameter(f"{value!r} is not a finite number of seconds {least}")
+        return value
+
+    return check
+
+
+def seconds_option(*names: str, zero: bool = False, help: str) -> Callable[[F], F]:
+    """A duration flag: a finite number of seconds > 0 (or >= 0 with ``zero``)."""
+    return click.option(*names, type=float, callback=_seconds(zero), metavar="SECONDS", help=help)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(VERSION, prog_name="conveyor")
 @click.option(
     "--url", envvar="CONVEYOR_URL", default="http://127.0.0.1:8000", show_default=True,
     help="The service (or CONVEYOR_URL).",
@@ -55,15 +77,19 @@ def json_option(fn: F) -> F:
 def job_option_flags(fn: F) -> F:
     """The job options of ``POST /jobs`` as flags, named as the API names them."""
     flags = [
-        click.option("--priority", type=int, help="Higher starts first."),
+        click.option(
+            "--priority",
+            type=click.IntRange(-MAX_PRIORITY, MAX_PRIORITY),
+            help="Higher starts first.",
+        ),
         click.option("--queue", help="The queue whose limit applies."),
-        click.option("--timeout-s", type=float, help="Kill the job after this long."),
-        click.option("--soft-timeout-s", type=float, help="Raise SoftTimeout in it first."),
-        click.option("--max-retries", type=int, help="Failures to retry."),
-        click.option("--retry-backoff-s", type=float, help="The first retry's wait."),
-        click.option("--retry-backoff-max-s", type=float, help="The longest wait."),
+        seconds_option("--timeout-s", help="Kill the job after this long."),
+        seconds_option("--soft-timeout-s", help="Raise SoftTimeout in it first."),
+        click.option("--max-retries", type=click.IntRange(0), help="Failures to retry."),
+        seconds_option("--retry-backoff-s", help="The first retry's wait."),
+        seconds_option("--retry-backoff-max-s", help="The longest wait."),
         click.option("--retry-on", multiple=True, help="An error type worth a retry (repeat)."),
-        click.option("--memory-limit-mb", type=int, help="What the job may allocate."),
+        click.option("--memory-limit-mb", type=click.IntRange(1), help="What it may allocate."),
     ]
     for flag in reversed(flags):
         fn = flag(fn)
@@ -85,12 +111,12 @@ def options_from(flags: dict[str, Any]) -> OptionFields:
 @click.argument("args", nargs=-1)
 @click.option("--kw", "kws", multiple=True, metavar="NAME=VALUE", help="A keyword argument.")
 @job_option_flags
-@click.option("--delay-s", type=float, help="Run no sooner than this from now.")
-@click.option("--run-at", help="Run no sooner than this ISO-8601 time.")
+@seconds_option("--delay-s", zero=True, help="Run no sooner than this from now.")
+@click.option("--run-at", help="Run no sooner than this ISO-8601 time (UTC if it names no zone).")
 @click.option("--key", help="While a job with this key is unfinished, return it instead.")
 @click.option("--idempotency-key", help="A retried submit returns the first one's job.")
 @click.option("--wait", is_flag=True, help="Follow the job to its end; exit by its outcome.")
-@click.option("--wait-timeout-s", type=float, help="With --wait: give up waiting after this.")
+@seconds_option("--wait-timeout-s", help="With --wait: give up waiting after this.")
 @json_option
 def submit(
     task: str, args: tuple[str, ...], kws: tuple[str, ...], wait: bool,
@@ -108,13 +134,14 @@ def submit(
         render.emit_json(job_json(job)) if as_json else render.out.print(render.job_summary(job))
         return
     if not as_json:
-        render.err.print(f"submitted job {handle.id} ({escape(task)})")
+        made = "submitted" if handle.created is not False else "found (its key)"
+        render.err.print(f"{made} job {handle.id} ({escape(task)})")
     finish(handle, wait_timeout_s, as_json)
 
 
 @cli.command()
 @click.argument("job_id")
-@click.option("--timeout-s", type=float, help="Give up waiting after this long.")
+@seconds_option("--timeout-s", help="Give up waiting after this long.")
 @json_option
 def result(job_id: str, timeout_s: float | None, as_json: bool) -> None:
     """Wait for a job's end and print its result; exit 1 if it failed or was canceled."""
@@ -147,7 +174,7 @@ def print_outcome(job: Job, as_json: bool) -> None:
     if as_json:
         render.emit_json(job_json(job))
     elif job.state is JobState.SUCCEEDED:
-        render.out.print(escape(render.compact(job.result, 10_000)))
+        render.write(orjson.dumps(job.result).decode() + "\n")  # whole, as JSON: for pipes
     elif job.error is not None:
         render.err.print(
             f"job {job.id} {render.state(job.state)}: "
@@ -196,6 +223,8 @@ def retry(job_id: str, as_json: bool) -> None:
 @json_option
 def logs(job_id: str, tail: int | None, follow: bool, as_json: bool) -> None:
     """Print what a job wrote (stdout, stderr, logging)."""
+    if follow and tail is not None:
+        raise click.UsageError("--tail and --follow go separately: --follow prints every line")
     handle = client().job(job_id)
     if not follow:
         page = handle.logs(tail)
@@ -248,8 +277,7 @@ def tasks(as_json: bool) -> None:
     """List the tasks the service serves."""
     served = client().tasks()
     if as_json:
-        render.emit_json([{"name": t.name, "doc": t.doc, "cron": t.cron,
-                           "params": [p.name for p in t.params]} for t in served])  # fmt: skip
+        render.emit_json([t.data for t in served])  # the API's own description
     else:
         render.out.print(render.task_table(served))
 
@@ -260,14 +288,20 @@ def tasks(as_json: bool) -> None:
 def watch(job_id: str | None, as_json: bool) -> None:
     """Follow every job live (or one, until it ends): state changes, progress, logs."""
     conveyor = client()
-    events = conveyor.events() if job_id is None else conveyor.job(job_id).events()
+    if job_id is not None:
+        events = conveyor.job(job_id).events()
+    else:
+        # from a known position, then the jobs running as of it: none ends unseen in between
+        position = int(conveyor.stats()["event_id"])
+        running = list(conveyor.jobs(state="running"))
+        events = conveyor.events(after_id=position)
     if as_json:
         for event in events:
             render.emit_json_line(render.event_json(event))
         return
     with JobBars(render.out) as bars:
         if job_id is None:
-            bars.running(conveyor.jobs(state="running"))
+            bars.running(running)
         for event in events:
             bars.apply(event)
 
@@ -286,7 +320,7 @@ def list_schedules(as_json: bool) -> None:
     """Every schedule, with its next run."""
     listed = client().schedules.list()
     if as_json:
-        render.emit_json([schedule_json(s) for s in listed])
+        render.emit_json([s.data for s in listed])
     else:
         render.out.print(render.schedule_table(listed))
 
@@ -298,7 +332,7 @@ def show_schedule(schedule_id: str, as_json: bool) -> None:
     """One schedule."""
     found = client().schedules.get(schedule_id)
     if as_json:
-        render.emit_json(schedule_json(found))
+        render.emit_json(found.data)
     else:
         render.out.print(render.schedule_table([found]))
 
@@ -321,7 +355,7 @@ def add_schedule(
         schedule_id=schedule_id, **options_from(flags),
     )  # fmt: skip
     if as_json:
-        render.emit_json(schedule_json(made))
+        render.emit_json(made.data)
     else:
         render.out.print(f"schedule {escape(made.id)}: next run {render.moment(made.next_run_at)}")
 
@@ -332,19 +366,6 @@ def delete_schedule(schedule_id: str) -> None:
     """Delete a schedule made over the API (its jobs stay)."""
     client().schedules.delete(schedule_id)
     render.out.print(f"schedule {escape(schedule_id)} deleted")
-
-
-def schedule_json(schedule: Any) -> dict[str, Any]:
-    from ..jobs import isoformat
-
-    return {
-        "id": schedule.id, "task": schedule.task, "cron": schedule.cron,
-        "timezone": schedule.timezone, "args": schedule.args, "kwargs": schedule.kwargs,
-        "options": schedule.options.as_dict(), "source": schedule.source,
-        "created_at": isoformat(schedule.created_at),
-        "last_run_at": isoformat(schedule.last_run_at),
-        "next_run_at": isoformat(schedule.next_run_at),
-    }  # fmt: skip
 
 
 # -- the service --------------------------------------------------------------------------------
@@ -361,12 +382,17 @@ def serve(config_path: str | None, bind: tuple[str, ...]) -> None:
     from hypercorn.config import Config
     from hypercorn.run import run
 
-    if config_path is None:
-        with resources.as_file(resources.files("service") / "hypercorn.toml") as path:
-            config = Config.from_toml(path)
-    else:
-        config = Config.from_toml(config_path)
-    if bind:
-        config.bind = list(bind)
-    config.application_path = "service.app:create_app()"
-    sys.exit(run(config))
+    try:
+        if config_path is None:
+            with resources.as_file(resources.files("service") / "hypercorn.toml") as path:
+                config = Config.from_toml(path)
+        else:
+            config = Config.from_toml(config_path)
+        if bind:
+            config.bind = list(bind)
+        config.application_path = "service.app:create_app()"
+        code = run(config)
+    except (OSError, ValueError, TypeError) as exc:  # a busy port, a bad bind or config file
+        print(f"conveyor: cannot serve: {exc}", file=sys.stderr)
+        sys.exit(EXIT_SERVE_FAILED)
+    sys.exit(code)

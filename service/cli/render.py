@@ -30,10 +30,20 @@ STATE_STYLES = {
 }
 
 
+class OutputClosed(Exception):
+    """The reader of the output has gone (``conveyor watch | head``): stop, which is no error."""
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        raise OutputClosed
+
+
 def _console(stream: TextIO, *, stderr: bool) -> Console:
-    # on a terminal rich follows its width; into a pipe or a file, rows are not wrapped
+    # on a terminal rich follows its width; into a pipe or a file, rows are not wrapped. No
+    # emoji codes: ":fire:" in a job's output is text, as the job wrote it
     width = None if stream.isatty() else 1000
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+    return _Console(stderr=stderr, highlight=False, soft_wrap=True, width=width, emoji=False)
 
 
 out = _console(sys.stdout, stderr=False)
@@ -41,14 +51,21 @@ err = _console(sys.stderr, stderr=True)
 
 
 def emit_json(body: Any) -> None:
-    sys.stdout.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
-    sys.stdout.flush()
+    write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
 def emit_json_line(body: Any) -> None:
     """One JSON document per line (a stream of them, for ``jq`` or a log shipper)."""
-    sys.stdout.write(orjson.dumps(body).decode() + "\n")
-    sys.stdout.flush()
+    write(orjson.dumps(body).decode() + "\n")
+
+
+def write(text: str) -> None:
+    """Text on stdout as it is: no markup, no wrapping, nothing cut (a result, a document)."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise OutputClosed from None
 
 
 def short(job_id: str) -> str:

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
 import click
-import orjson
 
 
 def value(text: str) -> Any:
     """``2`` is a number, ``true`` a bool, ``[1, 2]`` a list, ``'"2"'`` the text 2; anything
     that is not JSON (``hello``, ``2026-12-24``) is taken as the text it is."""
     try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
+        # the standard parser: a whole number of any size stays one (the service then refuses
+        # what it cannot store, rather than a float taking its place), and NaN is text
+        return json.loads(text, parse_constant=_not_json)
+    except ValueError:
         return text
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def keywords(pairs: Iterable[str]) -> dict[str, Any]:

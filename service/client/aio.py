@@ -114,7 +114,13 @@ class AsyncClient:
         return await self._send(api.tasks())
 
     async def health(self) -> dict[str, Any]:
+        """``GET /health``: its body also when the service answers 503 (see ``status``)."""
         return await self._send(api.health())
+
+    async def stats(self) -> dict[str, Any]:
+        """``GET /stats``: jobs by state and queue, throughput, and the ``event_id`` they are
+        exact as of (follow ``events(after_id=...)`` from there to keep them current)."""
+        return await self._send(api.get_json("/stats"))
 
     def events(self, *, after_id: int | None = None) -> AsyncGenerator[Event, None]:
         """``async for event in client.events()``: every job's events; it never ends by itself."""
@@ -152,7 +158,7 @@ class AsyncClient:
                 raise WaitTimeout(cursor.job_id or "", deadline.timeout_s or 0.0) from None
             except httpx.ReadTimeout:
                 pass  # silent for STREAM_IDLE_S: open it again
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, api.Transient) as exc:
                 await asyncio.sleep(reconnects.delay_s(exc))
             finally:
                 await stream.aclose()
@@ -169,7 +175,7 @@ class AsyncClient:
                 return
             if not r.is_success:
                 await r.aread()
-                raise api.error_of(r)
+                raise reconnects.refused(r)
             cursor.check(r)
             reconnects.connected()
             async for sse in EventSource(r).aiter_sse():

@@ -20,7 +20,7 @@ from ..jobs import Job
 from ..taskfn import TaskFunction
 from ..wire import job_from_json
 from . import records
-from .errors import ApiError, ConnectionFailed, api_error
+from .errors import ApiError, ConnectionFailed, RequestError, api_error
 from .events import Event, StateEvent, decode
 from .options import OptionFields, TaskCall, submit_options
 
@@ -46,7 +46,12 @@ class Exchange(Generic[T]):
     also_read: frozenset[int] = frozenset()  # error statuses whose body is the answer too
 
     def content(self) -> bytes | None:
-        return None if self.body is None else orjson.dumps(self.body)
+        if self.body is None:
+            return None
+        try:
+            return orjson.dumps(self.body)
+        except TypeError as exc:  # a set, an object, an integer beyond 64 bits
+            raise RequestError(f"the request cannot be sent as JSON: {exc}") from None
 
     def all_headers(self) -> dict[str, str]:
         extra = {} if self.body is None else {"Content-Type": "application/json"}
@@ -58,7 +63,7 @@ class Exchange(Generic[T]):
             raise error_of(response)
         try:
             return self.read(response)
-        except (ValueError, KeyError, TypeError) as exc:  # a proxy's page, another service
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # not Conveyor's
             raise unexpected(response, f"not an answer of Conveyor's API ({exc!r})") from None
 
 
@@ -92,6 +97,8 @@ def _no_content(response: httpx.Response) -> None:
 
 
 def _segment(text: str) -> str:
+    if text in ("", ".", ".."):  # a URL would lose them: no job or schedule has such an id
+        raise api_error(404, {"error": "not_found", "detail": f"no job or schedule {text!r}"})
     return quote(text, safe="")
 
 
@@ -252,7 +259,11 @@ class StreamCursor:
             self.last_id = int(event_id)
         if self.last_id is None:
             return None
-        event = decode(kind, data, self.last_id)
+        try:
+            event = decode(kind, data, self.last_id)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            detail = f"not an event of Conveyor's ({exc!r}): {data[:100]!r}"
+            raise ApiError(200, "unexpected_response", detail, {}) from None
         if event is not None:
             self._after_terminal = isinstance(event, StateEvent) and event.is_terminal
         return event
@@ -294,6 +305,27 @@ class Deadline:
     def expired(self) -> bool:
         return self._end is not None and self._clock() >= self._end
 
+    def stream_timeout(self, request_timeout_s: float) -> httpx.Timeout:
+        """A stream's timeouts: connecting and its answer within the deadline too, each read
+        within ``STREAM_IDLE_S`` (keep-alives come every 15 s)."""
+        remaining = self.remaining_s()
+        if remaining is None:
+            return httpx.Timeout(request_timeout_s, read=STREAM_IDLE_S)
+        remaining = max(remaining, 0.001)
+        return httpx.Timeout(min(request_timeout_s, remaining), read=min(STREAM_IDLE_S, remaining))
+
+
+class Transient(Exception):
+    """A reopened stream was answered 502, 503 or 504: a proxy in front of a restarting
+    service, say. It is tried again like a refused connection."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        super().__init__(str(error))
+
+
+TRANSIENT_STATUSES = frozenset({502, 503, 504})
+
 
 class Reconnects:
     """The waits between attempts to reopen a dropped stream, and when to give up."""
@@ -310,13 +342,23 @@ class Reconnects:
         self._failing_since = None
         self._failures = 0
 
-    def delay_s(self, exc: httpx.TransportError) -> float:
+    def refused(self, response: httpx.Response) -> Exception:
+        """What a stream's error answer means: the end, or (once it had been open) a proxy's
+        passing refusal to try again."""
+        error = error_of(response)
+        if self._connected_once and response.status_code in TRANSIENT_STATUSES:
+            return Transient(error)
+        return error
+
+    def delay_s(self, exc: httpx.TransportError | Transient) -> float:
         """The wait before the next attempt; ConnectionFailed if the first connection failed,
         or the service has been unreachable for ``RECONNECT_FOR_S``."""
         now = self._clock()
         if self._failing_since is None:
             self._failing_since = now
         if not self._connected_once or now - self._failing_since > RECONNECT_FOR_S:
+            if isinstance(exc, Transient):
+                raise exc.error from None
             raise connection_failed(self._url, exc) from None
         delay = RECONNECT_DELAYS_S[min(self._failures, len(RECONNECT_DELAYS_S) - 1)]
         self._failures += 1

@@ -26,6 +26,11 @@ class ConnectionFailed(ConveyorError):
         super().__init__(f"cannot reach Conveyor at {url}: {reason}")
 
 
+class RequestError(ConveyorError, ValueError):
+    """The request cannot be made as asked (a value JSON cannot carry, a header that is not
+    ASCII, a URL that is not one): nothing was sent."""
+
+
 class ApiError(ConveyorError):
     """The service answered with an error: its status, ``error`` code and ``detail``."""
 

@@ -8,6 +8,7 @@ or ``key`` and still be given both. The service checks every value: the client o
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +17,7 @@ from typing import Any, TypedDict
 from typing_extensions import Unpack
 
 from ..jobs import JobOptions
+from .errors import RequestError
 
 
 def type_name(error_type: str | type[BaseException]) -> str:
@@ -49,6 +51,10 @@ class SubmitOptions:
     def body(self) -> dict[str, Any]:
         """The fields of a ``POST /jobs`` body these options set."""
         fields = {k: v for k, v in self.job.as_dict().items() if v is not None}
+        for name, value in (*fields.items(), ("delay_s", self.delay_s)):
+            if isinstance(value, float) and not math.isfinite(value):
+                # JSON has no NaN nor infinity: sent, it would arrive as null, silently unset
+                raise RequestError(f"{name} must be a finite number, got {value!r}")
         if self.delay_s is not None:
             fields["delay_s"] = self.delay_s
         if self.run_at is not None:
@@ -93,6 +99,9 @@ def submit_options(**options: Unpack[OptionFields]) -> SubmitOptions:
     submit = {name: values.pop(name) for name in SUBMIT_ONLY if name in values}
     if retry_on is not None:
         values["retry_on"] = tuple(type_name(t) for t in retry_on)
+    key = submit.get("idempotency_key")
+    if key is not None and not (key.isascii() and key.isprintable()):
+        raise RequestError(f"idempotency_key must be printable ASCII (a header), got {key!r}")
     return SubmitOptions(JobOptions(**values), **submit)
 
 
@@ -113,7 +122,13 @@ class TaskCall:
     options: SubmitOptions = field(default_factory=SubmitOptions)
 
     def with_options(self, **options: Unpack[OptionFields]) -> TaskCall:
-        """This call with these options set over its own."""
+        """This call with these options set over its own (``idempotency_key`` belongs to the
+        whole request: give it to the submitter)."""
+        if "idempotency_key" in options:
+            raise TypeError(
+                "idempotency_key names a whole request: "
+                "client.with_options(idempotency_key=...).submit_many(...)"
+            )
         return dataclasses.replace(self, options=self.options.merged(submit_options(**options)))
 
     def body(self, options: SubmitOptions) -> dict[str, Any]:

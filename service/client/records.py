@@ -55,6 +55,7 @@ class TaskInfo:
     concurrency: int | None
     cron: str | None
     params: tuple[TaskParam, ...] = field(default_factory=tuple)
+    data: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # as sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,7 @@ class ScheduleInfo:
     created_at: float
     last_run_at: float | None
     next_run_at: float | None
+    data: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # as sent
 
 
 def submitted(body: dict[str, Any], status: int) -> Submitted:
@@ -97,7 +99,7 @@ def task_info(body: dict[str, Any]) -> TaskInfo:
     return TaskInfo(
         body["name"], body.get("doc"), body.get("is_async", False),
         JobOptions.from_dict(body.get("options") or {}), body.get("concurrency"),
-        body.get("cron"), params,
+        body.get("cron"), params, body,
     )  # fmt: skip
 
 
@@ -106,5 +108,5 @@ def schedule_info(body: dict[str, Any]) -> ScheduleInfo:
         body["id"], body["task"], body["cron"], body["timezone"], body["args"], body["kwargs"],
         JobOptions.from_dict(body.get("options") or {}), body["source"],
         epoch_s(body["created_at"]) or 0.0, epoch_s(body.get("last_run_at")),
-        epoch_s(body.get("next_run_at")),
+        epoch_s(body.get("next_run_at")), body,
     )  # fmt: skip

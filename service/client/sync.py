@@ -126,7 +126,13 @@ class Client:
         return self._send(api.tasks())
 
     def health(self) -> dict[str, Any]:
+        """``GET /health``: its body also when the service answers 503 (see ``status``)."""
         return self._send(api.health())
+
+    def stats(self) -> dict[str, Any]:
+        """``GET /stats``: jobs by state and queue, throughput, and the ``event_id`` they are
+        exact as of (follow ``events(after_id=...)`` from there to keep them current)."""
+        return self._send(api.get_json("/stats"))
 
     def events(self, *, after_id: int | None = None) -> Generator[Event, None, None]:
         """Every job's events as they happen (after event ``after_id``, if given), resumed
@@ -154,9 +160,9 @@ class Client:
         while not cursor.ended:
             try:
                 yield from self._stream_once(cursor, deadline, reconnects)
-            except httpx.ReadTimeout:
-                pass  # silent for STREAM_IDLE_S: open it again
-            except httpx.TransportError as exc:
+            except httpx.TimeoutException:
+                pass  # silent for STREAM_IDLE_S (or the deadline came): open it again
+            except (httpx.TransportError, api.Transient) as exc:
                 if not deadline.expired:
                     time.sleep(min(reconnects.delay_s(exc), deadline.remaining_s() or 1e9))
             if deadline.expired and not cursor.ended:
@@ -165,14 +171,14 @@ class Client:
     def _stream_once(
         self, cursor: api.StreamCursor, deadline: api.Deadline, reconnects: api.Reconnects
     ) -> Generator[Event, None, None]:
-        timeout = httpx.Timeout(self.settings.timeout_s, read=api.STREAM_IDLE_S)
+        timeout = deadline.stream_timeout(self.settings.timeout_s)  # also for connecting
         with self._http.stream("GET", cursor.path, headers=cursor.headers(), timeout=timeout) as r:
             if r.status_code == 204:
                 cursor.no_content()
                 return
             if not r.is_success:
                 r.read()
-                raise api.error_of(r)
+                raise reconnects.refused(r)
             cursor.check(r)
             reconnects.connected()
             with _cut_at(deadline, r):
@@ -181,6 +187,7 @@ class Client:
                     if event is not None:
                         yield event
                     if deadline.expired:
+                        cursor.closed()  # a terminal event just now is the end, in time
                         return
             cursor.closed()
 

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
+import os
 import threading
 import time
 from collections.abc import Callable
+
+log = logging.getLogger("conveyor.client")
 
 
 class Watchdog:
@@ -22,6 +26,13 @@ class Watchdog:
         self._numbers = itertools.count()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
+        # a forked child has no thread of ours, and maybe a lock held by one: start afresh
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._due, self._pending = [], {}
+        self._wake = threading.Condition()
+        self._thread = None
 
     def call_at(self, when: float, callback: Callable[[], None]) -> int:
         """Run ``callback`` on the watchdog's thread at ``when`` (this clock); its number."""
@@ -52,8 +63,12 @@ class Watchdog:
                     self._wake.wait(wait_s)
                 _, number = heapq.heappop(self._due)
                 callback = self._pending.pop(number, None)
-            if callback is not None:
-                callback()
+                if callback is not None:
+                    # under the lock: once cancel() has returned, its callback is not running
+                    try:
+                        callback()
+                    except Exception:  # one failing cut must not stop the others
+                        log.exception("a deadline's callback failed")
 
 
 watchdog = Watchdog()  # the process's one: waits from every client and thread share it
