@@ -7,46 +7,27 @@ Exit codes: 0 done; 1 a waited-for job failed or was canceled; 2 a usage error (
 
 from __future__ import annotations
 
-import math
 import sys
-from collections.abc import Callable
 from importlib import resources
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import click
 import orjson
 from rich.markup import escape
 
-from ..client import Client, JobHandle
-from ..client.options import OptionFields
+from ..client import JobHandle
 from ..client.settings import VERSION
-from ..jobs import MAX_PRIORITY, Job, JobState
+from ..jobs import Job, JobState
 from ..wire import job_json
 from . import render
+from .common import client, job_option_flags, json_option, options_from, seconds_option
 from .live import JobBars
+from .schedules import schedules
 from .values import keywords, value
 
 EXIT_JOB_FAILED = 1
 EXIT_TIMEOUT = 124
 EXIT_SERVE_FAILED = 3
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _seconds(zero: bool) -> Callable[[click.Context, click.Parameter, float | None], Any]:
-    def check(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-        if value is None:
-            return None
-        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
-            least = ">= 0" if zero else "> 0"
-            raise click.BadParameter(f"{value!r} is not a finite number of seconds {least}")
-        return value
-
-    return check
-
-
-def seconds_option(*names: str, zero: bool = False, help: str) -> Callable[[F], F]:
-    """A duration flag: a finite number of seconds > 0 (or >= 0 with ``zero``)."""
-    return click.option(*names, type=float, callback=_seconds(zero), metavar="SECONDS", help=help)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,47 +41,6 @@ def seconds_option(*names: str, zero: bool = False, help: str) -> Callable[[F], 
 def cli(ctx: click.Context, url: str, token: str | None) -> None:
     """Conveyor from the terminal: submit, watch, wait for and stop jobs."""
     ctx.obj = {"url": url, "token": token}
-
-
-def client() -> Client:
-    """The command's client, closed when the command ends."""
-    ctx = click.get_current_context()
-    made = Client(ctx.obj["url"], ctx.obj["token"])
-    ctx.call_on_close(made.close)
-    return made
-
-
-def json_option(fn: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")(fn)
-
-
-def job_option_flags(fn: F) -> F:
-    """The job options of ``POST /jobs`` as flags, named as the API names them."""
-    flags = [
-        click.option(
-            "--priority",
-            type=click.IntRange(-MAX_PRIORITY, MAX_PRIORITY),
-            help="Higher starts first.",
-        ),
-        click.option("--queue", help="The queue whose limit applies."),
-        seconds_option("--timeout-s", help="Kill the job after this long."),
-        seconds_option("--soft-timeout-s", help="Raise SoftTimeout in it first."),
-        click.option("--max-retries", type=click.IntRange(0), help="Failures to retry."),
-        seconds_option("--retry-backoff-s", help="The first retry's wait."),
-        seconds_option("--retry-backoff-max-s", help="The longest wait."),
-        click.option("--retry-on", multiple=True, help="An error type worth a retry (repeat)."),
-        click.option("--memory-limit-mb", type=click.IntRange(1), help="What it may allocate."),
-    ]
-    for flag in reversed(flags):
-        fn = flag(fn)
-    return fn
-
-
-def options_from(flags: dict[str, Any]) -> OptionFields:
-    """The options given on the command line (those left out come from the task)."""
-    names = OptionFields.__optional_keys__ | OptionFields.__required_keys__
-    chosen = {k: v for k, v in flags.items() if k in names and v not in (None, ())}
-    return cast(OptionFields, chosen)
 
 
 # -- submit, wait, result -----------------------------------------------------------------------
@@ -306,66 +246,7 @@ def watch(job_id: str | None, as_json: bool) -> None:
             bars.apply(event)
 
 
-# -- schedules ----------------------------------------------------------------------------------
-
-
-@cli.group()
-def schedules() -> None:
-    """List, add and delete schedules (periodic jobs)."""
-
-
-@schedules.command("list")
-@json_option
-def list_schedules(as_json: bool) -> None:
-    """Every schedule, with its next run."""
-    listed = client().schedules.list()
-    if as_json:
-        render.emit_json([s.data for s in listed])
-    else:
-        render.out.print(render.schedule_table(listed))
-
-
-@schedules.command("show")
-@click.argument("schedule_id")
-@json_option
-def show_schedule(schedule_id: str, as_json: bool) -> None:
-    """One schedule."""
-    found = client().schedules.get(schedule_id)
-    if as_json:
-        render.emit_json(found.data)
-    else:
-        render.out.print(render.schedule_table([found]))
-
-
-@schedules.command("add")
-@click.argument("task")
-@click.argument("cron")
-@click.argument("args", nargs=-1)
-@click.option("--kw", "kws", multiple=True, metavar="NAME=VALUE", help="A keyword argument.")
-@click.option("--id", "schedule_id", help="Its id (letters, digits, '.', '_', '-').")
-@job_option_flags
-@json_option
-def add_schedule(
-    task: str, cron: str, args: tuple[str, ...], kws: tuple[str, ...], schedule_id: str | None,
-    as_json: bool, **flags: Any,
-) -> None:  # fmt: skip
-    """Run TASK with ARGS at every tick of CRON ("*/5 * * * *", "@hourly")."""
-    made = client().schedules.create(
-        task, cron, args=[value(a) for a in args], kwargs=keywords(kws),
-        schedule_id=schedule_id, **options_from(flags),
-    )  # fmt: skip
-    if as_json:
-        render.emit_json(made.data)
-    else:
-        render.out.print(f"schedule {escape(made.id)}: next run {render.moment(made.next_run_at)}")
-
-
-@schedules.command("delete")
-@click.argument("schedule_id")
-def delete_schedule(schedule_id: str) -> None:
-    """Delete a schedule made over the API (its jobs stay)."""
-    client().schedules.delete(schedule_id)
-    render.out.print(f"schedule {escape(schedule_id)} deleted")
+cli.add_command(schedules)
 
 
 # -- the service --------------------------------------------------------------------------------

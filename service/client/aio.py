@@ -206,20 +206,15 @@ class AsyncSubmitter:
     @overload
     async def submit(self, task: str, /, *args: Any, **kwargs: Any) -> AsyncJobHandle[Any]: ...
     async def submit(self, task: str | TaskFunction[Any, Any], /, *args: Any, **kwargs: Any) -> Any:
-        call = api.task_call(task, args, kwargs)
-        options = call.options_over(self.options)
-        submitted = await self._client._send(
-            api.submit(call.body(options), options.idempotency_key)
-        )
-        return AsyncJobHandle(self._client, submitted.job.id, submitted.job, submitted.created)
+        done = await self._client._send(api.submission(self.options, task, args, kwargs))
+        return AsyncJobHandle(self._client, done.job.id, done.job, done.created)
 
     async def submit_many(self, calls: Iterable[TaskCall]) -> list[AsyncJobHandle[Any]]:
-        bodies = [c.body(c.options_over(self.options)) for c in calls]
-        handles: list[AsyncJobHandle[Any]] = []
-        for chunk, key in api.batches(bodies, self.options.idempotency_key):
-            for s in await self._client._send(api.submit_batch(chunk, key)):
-                handles.append(AsyncJobHandle(self._client, s.job.id, s.job, s.created))
-        return handles
+        return [
+            AsyncJobHandle(self._client, done.job.id, done.job, done.created)
+            for exchange in api.batch_submissions(self.options, calls)
+            for done in await self._client._send(exchange)
+        ]
 
 
 class AsyncJobHandle(Generic[R]):

@@ -22,7 +22,7 @@ from ..wire import job_from_json
 from . import records
 from .errors import ApiError, ConnectionFailed, RequestError, api_error
 from .events import Event, StateEvent, decode
-from .options import OptionFields, TaskCall, submit_options
+from .options import OptionFields, SubmitOptions, TaskCall, submit_options
 
 T = TypeVar("T")
 
@@ -104,6 +104,24 @@ def _segment(text: str) -> str:
 
 def _idempotency(key: str | None) -> dict[str, str]:
     return {} if key is None else {"Idempotency-Key": key}
+
+
+def submission(
+    defaults: SubmitOptions, task: str | TaskFunction[Any, Any], args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Exchange[records.Submitted]:  # fmt: skip
+    """``POST /jobs`` of ``task`` with these arguments, its own options over ``defaults``."""
+    call = task_call(task, args, kwargs)
+    options = call.options_over(defaults)
+    return submit(call.body(options), options.idempotency_key)
+
+
+def batch_submissions(
+    defaults: SubmitOptions, calls: Iterable[TaskCall]
+) -> list[Exchange[list[records.Submitted]]]:
+    """``POST /jobs/batch`` requests of these calls, a thousand at most each."""
+    bodies = [c.body(c.options_over(defaults)) for c in calls]
+    return [submit_batch(chunk, key) for chunk, key in batches(bodies, defaults.idempotency_key)]
 
 
 def submit(body: dict[str, Any], idempotency_key: str | None) -> Exchange[records.Submitted]:

@@ -236,18 +236,15 @@ class Submitter:
     @overload
     def submit(self, task: str, /, *args: Any, **kwargs: Any) -> JobHandle[Any]: ...
     def submit(self, task: str | TaskFunction[Any, Any], /, *args: Any, **kwargs: Any) -> Any:
-        call = api.task_call(task, args, kwargs)
-        options = call.options_over(self.options)
-        submitted = self._client._send(api.submit(call.body(options), options.idempotency_key))
-        return JobHandle(self._client, submitted.job.id, submitted.job, submitted.created)
+        done = self._client._send(api.submission(self.options, task, args, kwargs))
+        return JobHandle(self._client, done.job.id, done.job, done.created)
 
     def submit_many(self, calls: Iterable[TaskCall]) -> list[JobHandle[Any]]:
-        bodies = [c.body(c.options_over(self.options)) for c in calls]
-        handles: list[JobHandle[Any]] = []
-        for chunk, key in api.batches(bodies, self.options.idempotency_key):
-            for s in self._client._send(api.submit_batch(chunk, key)):
-                handles.append(JobHandle(self._client, s.job.id, s.job, s.created))
-        return handles
+        return [
+            JobHandle(self._client, done.job.id, done.job, done.created)
+            for exchange in api.batch_submissions(self.options, calls)
+            for done in self._client._send(exchange)
+        ]
 
 
 class JobHandle(Generic[R]):
