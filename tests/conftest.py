@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -273,17 +273,17 @@ class SharedService:
         return re.findall(r'"([A-Z]+ [^" ]+) [^"]*"', self.access_log.read_text())
 
 
-@pytest.fixture(scope="module")
-def shared_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedService]:
-    """A service serving tests.sample_tasks on a free port, shared by a module's tests."""
-    workdir = tmp_path_factory.mktemp("service")
+@contextmanager
+def started_service(workdir: Path, tasks: str, **env: str) -> Iterator[SharedService]:
+    """A service subprocess serving ``tasks`` from a database in ``workdir``, until the end."""
     service = SharedService(
         workdir,
         {
             "CONVEYOR_DATABASE": str(workdir / "conveyor.db"),
-            "CONVEYOR_TASKS": TASKS,
+            "CONVEYOR_TASKS": tasks,
             "CONVEYOR_CONCURRENCY": "2",
             "CONVEYOR_CANCEL_GRACE_S": "1",
+            **env,
         },
     )
     service.start()
@@ -292,3 +292,10 @@ def shared_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedS
         yield service
     finally:
         service.process.close()
+
+
+@pytest.fixture(scope="module")
+def shared_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedService]:
+    """A service serving tests.sample_tasks on a free port, shared by a module's tests."""
+    with started_service(tmp_path_factory.mktemp("service"), TASKS) as service:
+        yield service

@@ -4,31 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Locator, Page, async_playwright, expect
+from playwright.async_api import Browser, Locator, Page, expect
 
 from service.settings import Settings
 
+from .browsers import HAVE_CHROMIUM, chromium
 from .conftest import TASKS, finished, live_server, process_gone, submit_job, wait_state, wait_until
 from .relay import Relay
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# no sandbox needs root's say-so (Playwright adds --no-sandbox); the rest keep Chromium off the
-# network, which is closed here and would refuse it many times over
-CHROMIUM_ARGS = [
-    "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-
-if not os.path.exists(CHROMIUM) and os.environ.get("CI") != "true":
+if not HAVE_CHROMIUM:
     pytest.skip(
         "the dashboard tests need Debian's chromium (apt-get install chromium); "
         "CI installs it and runs them",
@@ -41,12 +32,8 @@ expect.set_options(timeout=10_000)  # a loaded 2-core CI machine; the 1 s promis
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
+    async with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

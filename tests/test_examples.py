@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import shutil
 import socket
 import threading
 import uuid
@@ -26,44 +24,24 @@ from httpx_sse import aconnect_sse
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from hypercorn.typing import ASGIFramework
-from playwright.async_api import Browser, Locator, async_playwright, expect
+from playwright.async_api import Browser, Locator, expect
 
 import conveyor
 
-from .conftest import SharedService, listening_socket, wait_until
+from .browsers import HAVE_CHROMIUM, chromium
+from .conftest import SharedService, listening_socket, started_service, wait_until
 
 APPS = ["fastapi", "flask"]
 TOKEN = "example-token"  # Conveyor's; the apps hold it, the browser never sees it
 Relayed = tuple[int, str, dict[str, Any]]  # id, event (kind), data
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [  # as tests/test_dashboard.py launches it, off the (closed) network
-    "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-HAVE_CHROMIUM = os.path.exists(CHROMIUM) or os.environ.get("CI") == "true"  # CI must run it
 
 
 @pytest.fixture(scope="module")
 def conveyor_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedService]:
     """Conveyor serving examples.tasks on a free port, shared by this module's tests."""
     workdir = tmp_path_factory.mktemp("conveyor")
-    service = SharedService(
-        workdir,
-        {
-            "CONVEYOR_DATABASE": str(workdir / "conveyor.db"),
-            "CONVEYOR_TASKS": "examples.tasks",
-            "CONVEYOR_CONCURRENCY": "2",
-            "CONVEYOR_CANCEL_GRACE_S": "1",
-            "CONVEYOR_TOKEN": TOKEN,
-        },
-    )
-    service.start()
-    try:
-        asyncio.run(service.process.wait_ready())
+    with started_service(workdir, "examples.tasks", CONVEYOR_TOKEN=TOKEN) as service:
         yield service
-    finally:
-        service.process.close()
 
 
 ServeApp = Callable[[str, str, str], AbstractAsyncContextManager[str]]
@@ -345,12 +323,8 @@ async def test_conveyor_failing_is_a_clean_json_error(
 async def browser() -> AsyncIterator[Browser]:
     if not HAVE_CHROMIUM:
         pytest.skip("the browser test needs Debian's chromium (apt-get install chromium)")
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
+    async with chromium() as launched:
+        yield launched
 
 
 async def _value(bar: Locator) -> float:
