@@ -42,8 +42,8 @@ from service.client import (
     StateEvent,
     UnknownTask,
     WaitTimeout,
-    api,
     call,
+    stream,
 )
 from service.jobs import JobState
 
@@ -425,7 +425,7 @@ def test_a_server_that_is_not_conveyor_gets_a_clear_error(tmp_path: Path) -> Non
                     lost.job("x").status()
                 assert "404" in str(missing.value) and "\n" not in str(missing.value)
                 with pytest.raises(ApiError, match="event stream"):
-                    list(Client.follow(lost, api.StreamCursor(None, 0), api.Deadline(5)))
+                    list(Client.follow(lost, stream.StreamCursor(None, 0), stream.Deadline(5)))
         finally:
             other.shutdown()
 

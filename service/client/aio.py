@@ -14,7 +14,7 @@ from typing_extensions import Unpack
 
 from ..jobs import Job
 from ..taskfn import TaskFunction
-from . import api
+from . import api, stream
 from .errors import WaitTimeout
 from .events import Event
 from .options import OptionFields, SubmitOptions, TaskCall, submit_options
@@ -124,7 +124,7 @@ class AsyncClient:
 
     def events(self, *, after_id: int | None = None) -> AsyncGenerator[Event, None]:
         """``async for event in client.events()``: every job's events; it never ends by itself."""
-        return self.follow(api.StreamCursor(None, after_id), api.Deadline(None))
+        return self.follow(stream.StreamCursor(None, after_id), stream.Deadline(None))
 
     # -- the wire -------------------------------------------------------------------------------
 
@@ -139,18 +139,18 @@ class AsyncClient:
         return exchange.finish(response)
 
     async def follow(
-        self, cursor: api.StreamCursor, deadline: api.Deadline
+        self, cursor: stream.StreamCursor, deadline: stream.Deadline
     ) -> AsyncGenerator[Event, None]:
         """See ``Client.follow``; here the deadline cuts a wait short wherever it is."""
-        reconnects = api.Reconnects(self.url)
+        reconnects = stream.Reconnects(self.url)
         while not cursor.ended:
-            stream = self._stream_once(cursor, reconnects)
+            opened = self._stream_once(cursor, reconnects)
             try:
                 while True:
                     # the deadline covers each wait for the stream, never the caller's work
                     # between events: a timeout held across a yield would cancel the caller
                     async with asyncio.timeout(deadline.remaining_s()):
-                        event = await anext(stream, None)
+                        event = await anext(opened, None)
                     if event is None:
                         break
                     yield event
@@ -158,15 +158,15 @@ class AsyncClient:
                 raise WaitTimeout(cursor.job_id or "", deadline.timeout_s or 0.0) from None
             except httpx.ReadTimeout:
                 pass  # silent for STREAM_IDLE_S: open it again
-            except (httpx.TransportError, api.Transient) as exc:
+            except (httpx.TransportError, stream.Transient) as exc:
                 await asyncio.sleep(reconnects.delay_s(exc))
             finally:
-                await stream.aclose()
+                await opened.aclose()
 
     async def _stream_once(
-        self, cursor: api.StreamCursor, reconnects: api.Reconnects
+        self, cursor: stream.StreamCursor, reconnects: stream.Reconnects
     ) -> AsyncGenerator[Event, None]:
-        timeout = httpx.Timeout(self.settings.timeout_s, read=api.STREAM_IDLE_S)
+        timeout = httpx.Timeout(self.settings.timeout_s, read=stream.STREAM_IDLE_S)
         async with self._http.stream(
             "GET", cursor.path, headers=cursor.headers(), timeout=timeout
         ) as r:
@@ -236,7 +236,7 @@ class AsyncJobHandle(Generic[R]):
 
     async def wait(self, timeout_s: float | None = None) -> Job:
         """See ``JobHandle.wait``."""
-        cursor, deadline = api.StreamCursor(self.id), api.Deadline(timeout_s)
+        cursor, deadline = stream.StreamCursor(self.id), stream.Deadline(timeout_s)
         while True:
             async for _ in self._client.follow(cursor, deadline):
                 pass
@@ -262,8 +262,8 @@ class AsyncJobHandle(Generic[R]):
         self, *, after_id: int | None = None, timeout_s: float | None = None
     ) -> AsyncGenerator[Event, None]:
         """See ``JobHandle.events``."""
-        cursor = api.StreamCursor(self.id, after_id)
-        return self._client.follow(cursor, api.Deadline(timeout_s))
+        cursor = stream.StreamCursor(self.id, after_id)
+        return self._client.follow(cursor, stream.Deadline(timeout_s))
 
 
 class AsyncSchedules:

@@ -15,7 +15,7 @@ from typing_extensions import Unpack
 
 from ..jobs import Job
 from ..taskfn import TaskFunction
-from . import api
+from . import api, stream
 from .errors import WaitTimeout
 from .events import Event
 from .options import OptionFields, SubmitOptions, TaskCall, submit_options
@@ -137,7 +137,7 @@ class Client:
     def events(self, *, after_id: int | None = None) -> Generator[Event, None, None]:
         """Every job's events as they happen (after event ``after_id``, if given), resumed
         across dropped connections; it never ends by itself."""
-        return self.follow(api.StreamCursor(None, after_id), api.Deadline(None))
+        return self.follow(stream.StreamCursor(None, after_id), stream.Deadline(None))
 
     # -- the wire -------------------------------------------------------------------------------
 
@@ -152,24 +152,24 @@ class Client:
         return exchange.finish(response)
 
     def follow(
-        self, cursor: api.StreamCursor, deadline: api.Deadline
+        self, cursor: stream.StreamCursor, deadline: stream.Deadline
     ) -> Generator[Event, None, None]:
         """The events of the stream ``cursor`` names until it ends, reconnecting after drops;
         WaitTimeout once ``deadline`` has passed."""
-        reconnects = api.Reconnects(self.url)
+        reconnects = stream.Reconnects(self.url)
         while not cursor.ended:
             try:
                 yield from self._stream_once(cursor, deadline, reconnects)
             except httpx.TimeoutException:
                 pass  # silent for STREAM_IDLE_S (or the deadline came): open it again
-            except (httpx.TransportError, api.Transient) as exc:
+            except (httpx.TransportError, stream.Transient) as exc:
                 if not deadline.expired:
                     time.sleep(min(reconnects.delay_s(exc), deadline.remaining_s() or 1e9))
             if deadline.expired and not cursor.ended:
                 raise WaitTimeout(cursor.job_id or "", deadline.timeout_s or 0.0)
 
     def _stream_once(
-        self, cursor: api.StreamCursor, deadline: api.Deadline, reconnects: api.Reconnects
+        self, cursor: stream.StreamCursor, deadline: stream.Deadline, reconnects: stream.Reconnects
     ) -> Generator[Event, None, None]:
         timeout = deadline.stream_timeout(self.settings.timeout_s)  # also for connecting
         with self._http.stream("GET", cursor.path, headers=cursor.headers(), timeout=timeout) as r:
@@ -193,7 +193,7 @@ class Client:
 
 
 @contextlib.contextmanager
-def _cut_at(deadline: api.Deadline, response: httpx.Response) -> Iterator[None]:
+def _cut_at(deadline: stream.Deadline, response: httpx.Response) -> Iterator[None]:
     """Cut the stream's connection when ``deadline`` passes: a blocking read cannot be given a
     deadline of its own, but a socket shut down under it returns at once (as a read error)."""
     remaining_s = deadline.remaining_s()
@@ -267,7 +267,7 @@ class JobHandle(Generic[R]):
 
     def wait(self, timeout_s: float | None = None) -> Job:
         """The job once it has finished, whatever its outcome; WaitTimeout after ``timeout_s``."""
-        cursor, deadline = api.StreamCursor(self.id), api.Deadline(timeout_s)
+        cursor, deadline = stream.StreamCursor(self.id), stream.Deadline(timeout_s)
         while True:
             for _ in self._client.follow(cursor, deadline):
                 pass
@@ -300,8 +300,8 @@ class JobHandle(Generic[R]):
         """The job's events from its first (or after ``after_id``), then live; resumed with
         ``Last-Event-ID`` across dropped connections; the iteration ends with the job's end
         (WaitTimeout if that has not come within ``timeout_s``)."""
-        cursor = api.StreamCursor(self.id, after_id)
-        return self._client.follow(cursor, api.Deadline(timeout_s))
+        cursor = stream.StreamCursor(self.id, after_id)
+        return self._client.follow(cursor, stream.Deadline(timeout_s))
 
 
 class Schedules:

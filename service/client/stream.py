@@ -1,0 +1,149 @@
+"""Following a stream: where it is (``StreamCursor``), how long a wait may still take
+(``Deadline``) and when a dropped stream is opened again (``Reconnects``); no I/O of its own."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+
+from .api import connection_failed, error_of, segment, unexpected
+from .errors import ApiError
+from .events import Event, StateEvent, decode
+
+STREAM_IDLE_S = 60.0  # no byte for this long (keep-alives come every 15 s): reconnect
+RECONNECT_FOR_S = 60.0  # a dropped stream is tried again for this long before giving up
+RECONNECT_DELAYS_S = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+class StreamCursor:
+    """Where a stream is, so that a new connection resumes it (``Last-Event-ID``) and knows
+    when it has ended: a job's stream ends after the terminal event nothing follows."""
+
+    def __init__(self, job_id: str | None = None, after_id: int | None = None) -> None:
+        self.job_id = job_id
+        self.last_id = after_id
+        self.ended = False
+        self._after_terminal = False
+
+    @property
+    def path(self) -> str:
+        return "/events" if self.job_id is None else f"/jobs/{segment(self.job_id)}/events"
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        if self.last_id is not None:
+            headers["Last-Event-ID"] = str(self.last_id)
+        return headers
+
+    def feed(self, kind: str, data: str, event_id: str) -> Event | None:
+        """The event of one SSE message (None for a position, keep-alive or retry message)."""
+        if event_id.isdigit():
+            self.last_id = int(event_id)
+        if self.last_id is None:
+            return None
+        try:
+            event = decode(kind, data, self.last_id)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            detail = f"not an event of Conveyor's ({exc!r}): {data[:100]!r}"
+            raise ApiError(200, "unexpected_response", detail, {}) from None
+        if event is not None:
+            self._after_terminal = isinstance(event, StateEvent) and event.is_terminal
+        return event
+
+    def closed(self) -> None:
+        """The service closed the stream: the end, or a drop (it is stopping) to resume from."""
+        if self.job_id is not None and self._after_terminal:
+            self.ended = True
+
+    @staticmethod
+    def check(response: httpx.Response) -> None:
+        """ApiError unless ``response`` is an event stream (a proxy may answer with a page)."""
+        kind = response.headers.get("content-type", "").partition(";")[0].strip()
+        if kind != "text/event-stream":
+            raise unexpected(response, f"expected an event stream, got {kind or 'no type'!r}")
+
+    def resume(self) -> None:
+        """Follow the stream again from where it ended: the job was run again since."""
+        self.ended = False
+        self._after_terminal = False
+
+    def no_content(self) -> None:
+        """204: the job has finished and every event of it was seen."""
+        self.ended = True
+
+
+class Deadline:
+    """How long a wait may still take; None: for ever."""
+
+    def __init__(self, timeout_s: float | None, clock: Callable[[], float] = time.monotonic):
+        self.timeout_s = timeout_s
+        self._clock = clock
+        self._end = None if timeout_s is None else clock() + timeout_s
+
+    def remaining_s(self) -> float | None:
+        return None if self._end is None else max(0.0, self._end - self._clock())
+
+    @property
+    def expired(self) -> bool:
+        return self._end is not None and self._clock() >= self._end
+
+    def stream_timeout(self, request_timeout_s: float) -> httpx.Timeout:
+        """A stream's timeouts: connecting and its answer within the deadline too, each read
+        within ``STREAM_IDLE_S`` (keep-alives come every 15 s)."""
+        remaining = self.remaining_s()
+        if remaining is None:
+            return httpx.Timeout(request_timeout_s, read=STREAM_IDLE_S)
+        remaining = max(remaining, 0.001)
+        return httpx.Timeout(min(request_timeout_s, remaining), read=min(STREAM_IDLE_S, remaining))
+
+
+class Transient(Exception):
+    """A reopened stream was answered 502, 503 or 504: a proxy in front of a restarting
+    service, say. It is tried again like a refused connection."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        super().__init__(str(error))
+
+
+TRANSIENT_STATUSES = frozenset({502, 503, 504})
+
+
+class Reconnects:
+    """The waits between attempts to reopen a dropped stream, and when to give up."""
+
+    def __init__(self, url: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self._url = url
+        self._clock = clock
+        self._connected_once = False
+        self._failing_since: float | None = None
+        self._failures = 0
+
+    def connected(self) -> None:
+        self._connected_once = True
+        self._failing_since = None
+        self._failures = 0
+
+    def refused(self, response: httpx.Response) -> Exception:
+        """What a stream's error answer means: the end, or (once it had been open) a proxy's
+        passing refusal to try again."""
+        error = error_of(response)
+        if self._connected_once and response.status_code in TRANSIENT_STATUSES:
+            return Transient(error)
+        return error
+
+    def delay_s(self, exc: httpx.TransportError | Transient) -> float:
+        """The wait before the next attempt; ConnectionFailed if the first connection failed,
+        or the service has been unreachable for ``RECONNECT_FOR_S``."""
+        now = self._clock()
+        if self._failing_since is None:
+            self._failing_since = now
+        if not self._connected_once or now - self._failing_since > RECONNECT_FOR_S:
+            if isinstance(exc, Transient):
+                raise exc.error from None
+            raise connection_failed(self._url, exc) from None
+        delay = RECONNECT_DELAYS_S[min(self._failures, len(RECONNECT_DELAYS_S) - 1)]
+        self._failures += 1
+        return delay
