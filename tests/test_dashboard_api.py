@@ -87,8 +87,10 @@ async def test_stats_count_jobs_by_state_and_queue_and_survive_a_restart(
         assert sum(b["failed"] for b in buckets) == 1
         assert sum(b["canceled"] for b in buckets) == 1
         assert body["event_id"] > 0
-    # a new service reads the same figures back from the store (the held job was requeued)
+    # a new service reads the same figures back from the store (the held job was requeued,
+    # and starts again: compared once it runs, the figures hold still for the comparison)
     async with live_server(settings) as url, httpx.AsyncClient(base_url=url) as client:
+        await wait_state(client, held, "running")
         again = await stats(client)
         assert again["by_state"]["succeeded"] == 3 and again["by_state"]["canceled"] == 1
         assert sum(b["succeeded"] for b in again["throughput"]["buckets"]) == 3
