@@ -54,9 +54,9 @@ from bench_core import (
     BenchError,
     Latencies,
     Service,
-    log_problems,
     machine,
     proc_cpu_s,
+    stop_and_report,
     workdir,
 )
 
@@ -453,14 +453,7 @@ def run(options: argparse.Namespace, path: Path) -> Results:
         print(f"--- the service log ends with ---\n{service.log_tail()}", file=sys.stderr)
         raise
     finally:
-        stopped = service.stop()
-        if stopped is not None:
-            print(f"the service {stopped}")
-        problems = log_problems(service)
-        if problems:
-            print(f"the service log has {len(problems)} warning/error line(s), e.g.:")
-            for line in problems[:10]:
-                print(f"  {line[:300]}")
+        stop_and_report(service)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -630,6 +630,18 @@ def report(results: Results, options: argparse.Namespace, host: dict[str, str]) 
     print(f"| Machine | {host['nproc']} CPUs ({host['cpu']}), {host['python']} |")
 
 
+def stop_and_report(service: Service) -> None:
+    """Stop the service, saying how it stopped and what its log warned of."""
+    stopped = service.stop()
+    if stopped is not None:
+        print(f"the service {stopped}")
+    problems = log_problems(service)
+    if problems:
+        print(f"the service log has {len(problems)} warning/error line(s), e.g.:")
+        for line in problems[:10]:
+            print(f"  {line[:300]}")
+
+
 def log_problems(service: Service) -> list[str]:
     """The service log's warnings, errors and tracebacks."""
     try:
@@ -717,14 +729,7 @@ async def run(options: argparse.Namespace, workdir: Path) -> Results:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
-        stopped = service.stop()
-        if stopped is not None:
-            print(f"the service {stopped}")
-        problems = log_problems(service)
-        if problems:
-            print(f"the service log has {len(problems)} warning/error line(s), e.g.:")
-            for line in problems[:10]:
-                print(f"  {line[:300]}")
+        stop_and_report(service)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
