@@ -54,10 +54,9 @@ from bench_core import (
     BenchError,
     Latencies,
     Service,
-    machine,
+    bench_main,
     proc_cpu_s,
     stop_and_report,
-    workdir,
 )
 
 from service.client import AsyncClient, Client
@@ -486,21 +485,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
-    host = machine()
-    try:
-        with workdir(options.keep) as path:
-            results = run(options, path)
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        print(f"bench failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    report(results, options, host)
-    return 0
+    return bench_main(options, lambda path: run(options, path), report)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -42,6 +42,7 @@ from httpx_sse import aconnect_sse
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+R = TypeVar("R")
 
 NOOP = "service.demo.noop"
 SLEEP = "service.demo.sleep"
@@ -776,12 +777,16 @@ def workdir(keep: bool) -> Iterator[Path]:
             yield Path(name)
 
 
-def main(argv: list[str] | None = None) -> int:
-    options = parse_args(argv)
+def bench_main(
+    options: argparse.Namespace,
+    measure: Callable[[Path], R],
+    report_on: Callable[[R, argparse.Namespace, dict[str, str]], None],
+) -> int:
+    """Measure in a work directory, then report; a failure is a message and exit status 1."""
     host = machine()
     try:
         with workdir(options.keep) as path:
-            results = asyncio.run(run(options, path))
+            results = measure(path)
     except BenchError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1
@@ -791,8 +796,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         print(f"bench failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    report(results, options, host)
+    report_on(results, options, host)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    return bench_main(options, lambda path: asyncio.run(run(options, path)), report)
 
 
 if __name__ == "__main__":

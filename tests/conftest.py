@@ -46,6 +46,15 @@ async def wait_until(
         await asyncio.sleep(0.01)
 
 
+def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 10) -> None:
+    """``wait_until`` for tests that block: poll ``predicate`` until it is true."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.01)
+
+
 def process_gone(pid: int) -> bool:
     """True once ``pid`` has exited (a zombie nobody reaps counts as gone)."""
     try:
@@ -95,23 +104,29 @@ def listening_socket() -> socket.socket:
 
 
 @asynccontextmanager
-async def live_server(settings: Settings) -> AsyncIterator[str]:
-    """The app served by hypercorn in this process on a free port; yields its base URL."""
+async def serving(app: Any) -> AsyncIterator[str]:
+    """An ASGI app served by hypercorn in this process on a free port; yields its base URL."""
     sock = listening_socket()
     port = sock.getsockname()[1]
     config = Config()
     config.bind = [f"fd://{sock.detach()}"]
     config.graceful_timeout = 1
     stop = asyncio.Event()
-    server = asyncio.create_task(serve(create_app(settings), config, shutdown_trigger=stop.wait))
-    url = f"http://127.0.0.1:{port}"
+    server = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))
     try:
-        async with httpx.AsyncClient(base_url=url) as client:
-            await wait_until(lambda: _get_ok(client, "/health"), what="server ready")
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
         stop.set()
         await asyncio.wait_for(server, 15)
+
+
+@asynccontextmanager
+async def live_server(settings: Settings) -> AsyncIterator[str]:
+    """The service served by hypercorn in this process on a free port; yields its base URL."""
+    async with serving(create_app(settings)) as url:
+        async with httpx.AsyncClient(base_url=url) as client:
+            await wait_until(lambda: _get_ok(client, "/health"), what="server ready")
+        yield url
 
 
 async def _get_ok(client: httpx.AsyncClient, path: str) -> bool:

@@ -48,7 +48,7 @@ from service.client import (
 from service.jobs import JobState
 
 from . import sample_tasks
-from .conftest import TASKS, ServiceProcess, SharedService
+from .conftest import TASKS, ServiceProcess, SharedService, wait_for
 from .relay import relay_thread
 
 T = f"{TASKS}."
@@ -58,14 +58,6 @@ T = f"{TASKS}."
 def client(shared_service: SharedService) -> Iterator[Client]:
     with Client(shared_service.url) as made:
         yield made
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def marker() -> str:

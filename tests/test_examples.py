@@ -16,20 +16,17 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pytest
 from httpx_sse import aconnect_sse
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
-from hypercorn.typing import ASGIFramework
 from playwright.async_api import Browser, Locator, expect
 
 import conveyor
 
 from .browsers import HAVE_CHROMIUM, chromium
-from .conftest import SharedService, listening_socket, started_service, wait_until
+from .conftest import SharedService, serving, started_service, wait_until
 
 APPS = ["fastapi", "flask"]
 TOKEN = "example-token"  # Conveyor's; the apps hold it, the browser never sees it
@@ -70,19 +67,8 @@ def serve_app(monkeypatch: pytest.MonkeyPatch) -> ServeApp:
 async def _fastapi_served() -> AsyncIterator[str]:
     from examples.fastapi_app import app  # its lifespan makes its client: CONVEYOR_URL is set
 
-    sock = listening_socket()
-    port = sock.getsockname()[1]
-    config = Config()
-    config.bind = [f"fd://{sock.detach()}"]
-    config.graceful_timeout = 1
-    stop = asyncio.Event()
-    asgi = cast(ASGIFramework, app)  # an ASGI app; hypercorn's type says it more narrowly
-    server = asyncio.create_task(serve(asgi, config, shutdown_trigger=stop.wait))
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop.set()
-        await asyncio.wait_for(server, 15)
+    async with serving(app) as url:
+        yield url
 
 
 @asynccontextmanager
