@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Literal
 
-from .jobs import JobOptions
+from .options import JobOptions
 
 if TYPE_CHECKING:
     from croniter import croniter

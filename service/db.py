@@ -33,18 +33,9 @@ from .errors import (
     ServiceError,
     StoreUnavailable,
 )
-from .jobs import (
-    ACTIVE,
-    Attempt,
-    Event,
-    Job,
-    JobError,
-    JobOptions,
-    JobState,
-    Progress,
-    state_event_data,
-)
+from .jobs import ACTIVE, Attempt, Event, Job, JobError, JobState, Progress, state_event_data
 from .logs import LogEntry
+from .options import JobOptions
 from .protocol import DEFAULT_MAX_LOG_LINES
 from .stats import BUCKET_S, JobStats, window_start
 from .storefiles import StartJournal, lock_database

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -11,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from .errors import InvalidTransition
+from .options import DEFAULT_OPTIONS, DEFAULT_QUEUE, JobOptions
 
 
 class JobState(StrEnum):
@@ -93,73 +93,6 @@ class Attempt:
             values["number"], values["started_at"], values["finished_at"], values["outcome"],
             None if error is None else JobError(**error),
         )  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class JobOptions:
-    """How a job runs: set per task in ``@task(...)`` and per job on submit (the job's wins)."""
-
-    timeout_s: float | None = None  # hard limit: the job's process tree is killed
-    soft_timeout_s: float | None = None  # SoftTimeout is raised inside the task first
-    max_retries: int | None = None  # failures retried before the job fails for good
-    retry_backoff_s: float | None = None  # the first retry's wait; doubled for each one after
-    retry_backoff_max_s: float | None = None  # the longest wait
-    retry_on: tuple[str, ...] | None = None  # error types worth a retry; None: any
-    priority: int | None = None  # higher runs first; FIFO within a priority
-    queue: str | None = None  # whose concurrency limit (CONVEYOR_QUEUES) the job counts against
-    memory_limit_mb: int | None = None  # what the job may allocate; over it: MemoryError
-
-    def merged(self, overrides: JobOptions) -> JobOptions:
-        """These options with every value ``overrides`` sets put in their place."""
-        changes = {
-            f.name: getattr(overrides, f.name)
-            for f in dataclasses.fields(overrides)
-            if getattr(overrides, f.name) is not None
-        }
-        return dataclasses.replace(self, **changes)
-
-    def problem(self) -> str | None:
-        """What makes these options unusable together, if anything."""
-        if (
-            self.timeout_s is not None
-            and self.soft_timeout_s is not None
-            and self.soft_timeout_s >= self.timeout_s
-        ):
-            return (
-                f"soft_timeout_s ({self.soft_timeout_s}) must be shorter than "
-                f"timeout_s ({self.timeout_s})"
-            )
-        return None
-
-    def as_dict(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        if self.retry_on is not None:
-            values["retry_on"] = list(self.retry_on)
-        return values
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> JobOptions:
-        known = {f.name for f in dataclasses.fields(cls)}
-        fields = {k: v for k, v in values.items() if k in known}
-        if fields.get("retry_on") is not None:
-            fields["retry_on"] = tuple(fields["retry_on"])
-        return cls(**fields)
-
-
-# What a job gets for the options neither its task nor its submit sets.
-DEFAULT_QUEUE = "default"
-MAX_PRIORITY = 1_000_000
-QUEUE_NAME_RULE = "1 to 100 letters, digits and . _ : -"
-_QUEUE_NAME = re.compile(r"[A-Za-z0-9._:-]{1,100}")
-
-
-def is_queue_name(name: str) -> bool:
-    return _QUEUE_NAME.fullmatch(name) is not None
-
-
-DEFAULT_OPTIONS = JobOptions(
-    max_retries=0, retry_backoff_s=1.0, retry_backoff_max_s=300.0, priority=0, queue=DEFAULT_QUEUE
-)
 
 
 @dataclass(frozen=True, slots=True)

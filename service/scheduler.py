@@ -32,12 +32,9 @@ from .errors import (
     UnknownTask,
 )
 from .jobs import (
-    DEFAULT_OPTIONS,
-    DEFAULT_QUEUE,
     TERMINAL,
     Job,
     JobError,
-    JobOptions,
     JobSpec,
     JobState,
     Progress,
@@ -47,6 +44,7 @@ from .jobs import (
     transition,
 )
 from .logs import entries_from_worker
+from .options import DEFAULT_OPTIONS, DEFAULT_QUEUE, JobOptions
 from .pool import Outcome, ProcessPool, Worker
 from .ready import Entry, ReadyQueue
 from .tasks import Task, lookup

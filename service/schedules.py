@@ -30,7 +30,8 @@ from .errors import (
     ShuttingDown,
     UnknownTask,
 )
-from .jobs import JobOptions, JobSpec, isoformat
+from .jobs import JobSpec, isoformat
+from .options import JobOptions
 from .scheduler import Scheduler
 from .tasks import Task
 

@@ -6,20 +6,20 @@ The job's JSON lives in ``wire``, which clients share.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .cron import MAX_CRON_LENGTH, Schedule, check_cron
-from .jobs import (
-    MAX_PRIORITY,
-    QUEUE_NAME_RULE,
-    JobOptions,
-    JobSpec,
-    JobState,
-    is_queue_name,
-    isoformat,
-)
+from .jobs import JobSpec, JobState, isoformat
+from .options import MAX_ERROR_TYPE_CHARS, RULES, JobOptions
 from .protocol import MAX_LOG_LINES
 
 MAX_JOBS_PER_BATCH = 1000
@@ -31,7 +31,6 @@ MAX_DELAY_S = 100 * 365 * 24 * 3600.0
 MAX_KEY_CHARS = 200
 SCHEDULE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # safe in a URL; never "task:…"
 LATEST_TIME = datetime(9999, 12, 31, tzinfo=UTC).timestamp()  # the last that ISO-8601 shows
-MAX_MEMORY_LIMIT_MB = 1024 * 1024  # a tebibyte
 
 
 def json_depth(value: Any) -> int:
@@ -48,33 +47,34 @@ def json_depth(value: Any) -> int:
     return deepest
 
 
+def _option(name: str) -> Any:
+    """The request field of one job option: its bounds and description from its rule."""
+    rule = RULES[name]
+    return Field(None, description=rule.description, **rule.bounds())
+
+
 class JobOptionFields(BaseModel):
     """The per-job options: on ``POST /jobs``, and on requests that make jobs later."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    timeout_s: float | None = Field(None, gt=0, description="kill the job after this long")
-    soft_timeout_s: float | None = Field(
-        None, gt=0, description="raise service.SoftTimeout inside the job after this long"
+    timeout_s: float | None = _option("timeout_s")
+    soft_timeout_s: float | None = _option("soft_timeout_s")
+    max_retries: int | None = _option("max_retries")
+    retry_backoff_s: float | None = _option("retry_backoff_s")
+    retry_backoff_max_s: float | None = _option("retry_backoff_max_s")
+    retry_on: list[Annotated[str, Field(min_length=1, max_length=MAX_ERROR_TYPE_CHARS)]] | None = (
+        _option("retry_on")
     )
-    max_retries: int | None = Field(None, ge=0, le=1000, description="failures to retry")
-    retry_backoff_s: float | None = Field(None, gt=0, description="the first retry's wait")
-    retry_backoff_max_s: float | None = Field(None, gt=0, description="the longest wait")
-    retry_on: list[str] | None = Field(
-        None, max_length=100, description="error types worth a retry (default: any)"
-    )
-    priority: int | None = Field(
-        None, ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="higher starts first"
-    )
-    queue: str | None = Field(None, description="the queue whose concurrency limit applies")
-    memory_limit_mb: int | None = Field(
-        None, gt=0, le=MAX_MEMORY_LIMIT_MB, description="what the job may allocate, in MB"
-    )
+    priority: int | None = _option("priority")
+    queue: str | None = _option("queue")
+    memory_limit_mb: int | None = _option("memory_limit_mb")
 
-    @field_validator("queue")
+    @field_validator(*RULES)
     @classmethod
-    def _a_queue(cls, value: str | None) -> str | None:
-        if value is not None and not is_queue_name(value):
-            raise ValueError(f"must be {QUEUE_NAME_RULE}")
+    def _by_its_rule(cls, value: Any, info: ValidationInfo) -> Any:
+        rule = RULES[str(info.field_name)]
+        if value is not None and not rule.allows(value):
+            raise ValueError(f"must be {rule.expects()}")
         return value
 
     def job_options(self) -> JobOptions:

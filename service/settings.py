@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import SettingsError
-from .jobs import is_queue_name
+from .options import is_queue_name
 from .protocol import (
     DEFAULT_MAX_LOG_LINES,
     DEFAULT_MAX_RESULT_BYTES,

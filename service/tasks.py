@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar, overload
 
 from .errors import InvalidArguments, TaskLoadError, UnknownTask
-from .jobs import MAX_PRIORITY, QUEUE_NAME_RULE, JobOptions, is_queue_name
+from .options import JobOptions
 from .taskfn import TaskFunction, task_function
 
 P = ParamSpec("P")
@@ -235,28 +235,10 @@ def _type_name(error_type: str | type[BaseException]) -> str:
 
 
 def _check_options(options: JobOptions) -> None:
-    for option in ("timeout_s", "soft_timeout_s", "retry_backoff_s", "retry_backoff_max_s"):
-        value = getattr(options, option)
-        if value is not None and not (isinstance(value, int | float) and value > 0):
-            raise ValueError(f"@task({option}=...) must be a number of seconds > 0, got {value!r}")
-    retries = options.max_retries
-    if retries is not None and not (_is_whole(retries) and retries >= 0):
-        raise ValueError(f"@task(max_retries=...) must be a whole number >= 0, got {retries!r}")
-    priority = options.priority
-    if priority is not None and not (_is_whole(priority) and abs(priority) <= MAX_PRIORITY):
-        raise ValueError(
-            f"@task(priority=...) must be a whole number from {-MAX_PRIORITY} to {MAX_PRIORITY}, "
-            f"got {priority!r}"
-        )
-    if options.queue is not None and not is_queue_name(options.queue):
-        raise ValueError(f"@task(queue=...) must be {QUEUE_NAME_RULE}, got {options.queue!r}")
-    limit = options.memory_limit_mb
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(
-            f"@task(memory_limit_mb=...) must be a whole number of MB >= 1, got {limit!r}"
-        )
-    if options.problem() is not None:
-        raise ValueError(f"@task: {options.problem()}")
+    try:
+        options.check(spell=lambda name: f"@task({name}=...)")
+    except ValueError as exc:
+        raise ValueError(str(exc) if str(exc).startswith("@task") else f"@task: {exc}") from None
 
 
 def _is_whole(value: object) -> bool:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .jobs import Attempt, Job, JobError, JobOptions, JobState, Progress, isoformat
+from .jobs import Attempt, Job, JobError, JobState, Progress, isoformat
+from .options import JobOptions
 
 
 def job_json(job: Job) -> dict[str, Any]:

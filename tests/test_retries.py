@@ -7,7 +7,8 @@ from typing import Any
 
 import httpx
 
-from service.jobs import JobOptions, retry_delay_s
+from service.jobs import retry_delay_s
+from service.options import JobOptions
 from service.schemas import parse_time
 
 from .conftest import finished, submit_job, wait_until

@@ -12,7 +12,8 @@ import pytest
 from service.db import Database
 from service.errors import InvalidTransition
 from service.events import Broker
-from service.jobs import Job, JobOptions, JobSpec, JobState, Progress
+from service.jobs import Job, JobSpec, JobState, Progress
+from service.options import JobOptions
 from service.pool import ProcessPool
 from service.protocol import MAX_ERROR_MESSAGE_CHARS, MAX_PROGRESS_MESSAGE_CHARS
 from service.scheduler import Scheduler

@@ -10,7 +10,7 @@ import click
 
 from ..client import Client
 from ..client.options import OptionFields
-from ..jobs import MAX_PRIORITY
+from ..options import RULES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,25 +44,43 @@ def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")(fn)
 
 
+def _by_rule(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    rule = RULES[name]
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value in (None, ()):
+            return None
+        if not rule.allows(list(value) if isinstance(value, tuple) else value):
+            raise click.BadParameter(f"must be {rule.expects()}, got {value!r}")
+        return value
+
+    return check
+
+
+# each option's flag: its metavar and how click reads it; what it may be is the option's rule
+_FLAG_TYPES: dict[str, tuple[str, Any]] = {"seconds": ("SECONDS", float), "whole": ("N", int)}
+
+
 def job_option_flags(fn: F) -> F:
-    """The job options of ``POST /jobs`` as flags, named as the API names them."""
-    flags = [
-        click.option(
-            "--priority",
-            type=click.IntRange(-MAX_PRIORITY, MAX_PRIORITY),
-            help="Higher starts first.",
-        ),
-        click.option("--queue", help="The queue whose limit applies."),
-        seconds_option("--timeout-s", help="Kill the job after this long."),
-        seconds_option("--soft-timeout-s", help="Raise SoftTimeout in it first."),
-        click.option("--max-retries", type=click.IntRange(0), help="Failures to retry."),
-        seconds_option("--retry-backoff-s", help="The first retry's wait."),
-        seconds_option("--retry-backoff-max-s", help="The longest wait."),
-        click.option("--retry-on", multiple=True, help="An error type worth a retry (repeat)."),
-        click.option("--memory-limit-mb", type=click.IntRange(1), help="What it may allocate."),
-    ]
-    for flag in reversed(flags):
-        fn = flag(fn)
+    """The job options of ``POST /jobs`` as flags, named as the API names them, each checked
+    by its rule (``service.options.RULES``)."""
+    for name in reversed(RULES):
+        rule = RULES[name]
+        flag = "--" + name.replace("_", "-")
+        help_text = rule.description[0].upper() + rule.description[1:] + "."
+        if rule.kind == "error types":
+            option = click.option(
+                flag, multiple=True, callback=_by_rule(name), metavar="TYPE",
+                help="An error type worth a retry (repeat).",
+            )  # fmt: skip
+        elif rule.kind == "queue":
+            option = click.option(flag, callback=_by_rule(name), metavar="NAME", help=help_text)
+        else:
+            metavar, kind = _FLAG_TYPES[rule.kind]
+            option = click.option(
+                flag, type=kind, callback=_by_rule(name), metavar=metavar, help=help_text
+            )
+        fn = option(fn)
     return fn
 
 

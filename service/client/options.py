@@ -16,7 +16,7 @@ from typing import Any, TypedDict
 
 from typing_extensions import Unpack
 
-from ..jobs import JobOptions
+from ..options import JobOptions
 from .errors import RequestError
 
 

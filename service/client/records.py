@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..jobs import Job, JobOptions
+from ..jobs import Job
 from ..logs import LogEntry
+from ..options import JobOptions
 from ..wire import epoch_s, job_from_json
 from .events import log_entry
 
