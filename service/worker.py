@@ -149,13 +149,17 @@ class Runner:
                 "traceback": None,
             }
             return protocol.encode({"t": protocol.ERROR, "job": job_id, "error": error})
+        memory_limit_mb = message.get("memory_limit_mb")
         try:
-            with address_space_limit(message.get("memory_limit_mb")):
+            with address_space_limit(memory_limit_mb):
                 result = self._invoke(
                     task, message["args"], message["kwargs"], message.get("soft_timeout_s")
                 )
         except Exception as exc:
-            return protocol.encode({"t": protocol.ERROR, "job": job_id, "error": _error(exc)})
+            error = _error(exc)
+            if isinstance(exc, MemoryError) and not str(exc) and memory_limit_mb is not None:
+                error["message"] = over_memory_limit(memory_limit_mb)  # the kernel's says nothing
+            return protocol.encode({"t": protocol.ERROR, "job": job_id, "error": error})
         max_result_bytes = message.get("max_result_bytes", protocol.DEFAULT_MAX_RESULT_BYTES)
         return encode_result(job_id, result, max_result_bytes)
 
@@ -211,6 +215,11 @@ class Runner:
             leftover.cancel()
         if leftovers:
             self._loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+
+
+def over_memory_limit(memory_limit_mb: int) -> str:
+    """The message of a bare MemoryError raised under the job's limit (RLIMIT_AS)."""
+    return f"the job went over its memory limit of {memory_limit_mb} MB (memory_limit_mb)"
 
 
 def _soft_message(soft_timeout_s: float | None) -> str:

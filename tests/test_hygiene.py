@@ -116,6 +116,10 @@ async def test_an_allocation_over_the_job_limit_fails_the_job_not_the_worker() -
         pid = (await run(pool, "pid")).result
         failed = await run(pool, "allocate", 300, memory_limit_mb=100)
         assert failed.error is not None and failed.error.type == "MemoryError"
+        # the kernel's refusal comes as a bare MemoryError: the message names the limit
+        assert failed.error.message == (
+            "the job went over its memory limit of 100 MB (memory_limit_mb)"
+        )
         assert (await run(pool, "allocate", 300)).result == 300  # the limit was lifted
         assert (await run(pool, "allocate", 20, memory_limit_mb=100)).result == 20
         assert (await run(pool, "pid")).result == pid  # the same worker all along
@@ -153,8 +157,10 @@ async def test_memory_limit_mb_per_task_and_per_job(one_worker: httpx.AsyncClien
     by_task = await finished(client, await submit_job(client, "allocate_limited", 200))
     assert (by_task["state"], by_task["error"]["type"]) == ("failed", "MemoryError")
     assert by_task["options"]["memory_limit_mb"] == 64
+    assert "memory limit of 64 MB" in by_task["error"]["message"]
     by_job = await finished(client, await submit_job(client, "allocate", 200, memory_limit_mb=50))
     assert (by_job["state"], by_job["error"]["type"]) == ("failed", "MemoryError")
+    assert "memory limit of 50 MB" in by_job["error"]["message"]
     roomy = await finished(
         client, await submit_job(client, "allocate_limited", 100, memory_limit_mb=400)
     )
