@@ -406,3 +406,19 @@ def typed(count: int, tags: list[str], *more: int, ratio: float = 0.5, thing: Op
 def gather(first: str, *rest: str, key: str = "") -> dict[str, Any]:
     """A parameter after ``*rest``, and one named like a job option."""
     return {"first": first, "rest": list(rest), "key": key}
+
+
+@task
+def quarterly_report_for_every_region(path: str) -> str:
+    """A long name, as real task names are: the dashboard has to fit it on a phone."""
+    progress(1, 2, "halfway")
+    _wait_for_file(path)
+    return "report"
+
+
+@task
+def flaky_talker(marker: str, failures: int) -> int:
+    """``flaky`` that prints a line per run first: a log that spans attempts."""
+    runs = len(Path(marker).read_text().split()) + 1 if Path(marker).exists() else 1
+    print(f"run {runs} starts", flush=True)
+    return int(flaky(marker, failures))

@@ -50,15 +50,46 @@ export function fill(el, ...children) {
 
 // -- formatting ----------------------------------------------------------------------------------
 
-/** "14:03:07" for today, else "2026-11-20 14:03:07", in the browser's time zone. */
-export function time(iso) {
-  if (!iso) return "";
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const pad = (n) => String(n).padStart(2, "0");
+
+/**
+ * "14:03:07" today, "3 Dec 14:03" another day this year, "3 Dec 2025 14:03" before that: jobs
+ * are kept for days, and a bare clock would not say which. In the browser's time zone.
+ */
+export function clockText(at, now = new Date()) {
+  const clock = `${pad(at.getHours())}:${pad(at.getMinutes())}`;
+  if (at.toDateString() === now.toDateString()) return `${clock}:${pad(at.getSeconds())}`;
+  const day = `${at.getDate()} ${MONTHS[at.getMonth()]}`;
+  return at.getFullYear() === now.getFullYear() ? `${day} ${clock}` : `${day} ${at.getFullYear()} ${clock}`;
+}
+
+/** "just now", "40 s ago", "5 min ago", "in 2 h", "3 days ago": whole units, rounded down. */
+export function relative(at, now = new Date()) {
+  const seconds = (at - now) / 1000;
+  const size = Math.abs(seconds);
+  if (size < 5) return "just now";
+  let amount;
+  if (size < 60) amount = `${Math.floor(size)} s`;
+  else if (size < 3600) amount = `${Math.floor(size / 60)} min`;
+  else if (size < 86400) amount = `${Math.floor(size / 3600)} h`;
+  else amount = Math.floor(size / 86400) === 1 ? "1 day" : `${Math.floor(size / 86400)} days`;
+  return seconds < 0 ? `${amount} ago` : `in ${amount}`;
+}
+
+/** The hover text of a time: how long ago it was, and the whole date to the second. */
+export function timeTitle(at) {
+  const date = `${at.getDate()} ${MONTHS[at.getMonth()]} ${at.getFullYear()}`;
+  return `${relative(at)} · ${date} ${pad(at.getHours())}:${pad(at.getMinutes())}:${pad(at.getSeconds())}`;
+}
+
+/** A <time> for an ISO timestamp of the API, shown as clockText, relative on hover; or null. */
+export function when(iso) {
+  if (!iso) return null;
   const at = new Date(iso);
-  const pad = (n) => String(n).padStart(2, "0");
-  const clock = `${pad(at.getHours())}:${pad(at.getMinutes())}:${pad(at.getSeconds())}`;
-  const today = new Date();
-  if (at.toDateString() === today.toDateString()) return clock;
-  return `${at.getFullYear()}-${pad(at.getMonth() + 1)}-${pad(at.getDate())} ${clock}`;
+  const el = h("time", { datetime: iso, title: timeTitle(at) }, clockText(at));
+  el.addEventListener("mouseenter", () => (el.title = timeTitle(at))); // "ago" as of the hover
+  return el;
 }
 
 /** "850 ms", "12.3 s", "4 min 05 s", "2 h 03 min". */
@@ -92,30 +123,32 @@ export function badge(state) {
   return h("span", { class: `badge state-${state}`, "data-state": state }, state);
 }
 
-/** A progress bar (a real <progress>, so it is announced) with its text beside it. */
-export function progressBar(progress, state) {
-  const wrap = h("span", { class: "progress" });
-  updateProgress(wrap, progress, state);
-  return wrap;
-}
-
-export function updateProgress(wrap, progress, state) {
+/**
+ * A job's progress as it reported it: a bar (a real <progress>, so it is announced) with its
+ * text beside it; without a total, a bar that moves and the count done. Null for a job that never
+ * reported any: a bar then would claim a share nobody knows.
+ */
+export function progressBar(progress) {
+  if (progress === null || progress === undefined) return null;
   const bar = h("progress", { max: 1, "aria-label": "progress" });
-  let label = "";
-  if (progress && progress.total) {
+  let label = String(progress.done);
+  if (progress.total) {
     const ratio = Math.max(0, Math.min(1, progress.done / progress.total));
     bar.value = ratio;
     label = `${Math.round(ratio * 100)}%`;
-  } else if (progress) {
-    label = String(progress.done);
-  } else if (state === "succeeded") {
-    bar.value = 1;
-  } else {
-    bar.value = 0;
   }
-  if (state === "running" && !progress) bar.removeAttribute("value"); // indeterminate
-  const message = progress && progress.message ? progress.message : "";
-  fill(wrap, bar, h("span", { class: "progress-text" }, [label, message].filter(Boolean).join(" · ")));
+  const text = [label, progress.message].filter(Boolean).join(" · ");
+  return h("span", { class: "progress" }, bar, h("span", { class: "progress-text" }, text));
+}
+
+/** A dotted name ("tests.sample_tasks.report") that a narrow column wraps after a dot. */
+export function dotted(name) {
+  return name.split(/(?<=\.)/).flatMap((part, i) => (i ? [h("wbr"), part] : [part]));
+}
+
+/** What a view shows while its first data is on the way (rather than an empty table). */
+export function loading() {
+  return h("p", { class: "muted loading", role: "status" }, "Loading…");
 }
 
 export const STATES = ["scheduled", "queued", "running", "succeeded", "failed", "canceled"];

@@ -6,7 +6,7 @@
 // a retry opens it again from the last event seen.
 
 import { ApiError, api } from "../api.js";
-import { TERMINAL, badge, between, duration, fill, h, pretty, throttle, time, updateProgress } from "../dom.js";
+import { TERMINAL, badge, between, dotted, duration, fill, h, loading, pretty, progressBar, throttle, when } from "../dom.js";
 import { LiveStream } from "../stream.js";
 
 const MAX_LOG_LINES_SHOWN = 2000;
@@ -15,10 +15,12 @@ export function jobPage(root, jobId) {
   let job = null;
   const title = h("h1", {}, "Job ", h("code", {}, jobId));
   const stateCell = h("span", { class: "job-state" });
-  const progressCell = h("span", { class: "progress" });
+  const progressCell = h("span", { class: "job-progress" });
   const outcome = h("p", { class: "outcome", role: "status", "aria-live": "polite" });
-  const cancelButton = h("button", { type: "button", class: "danger", onclick: () => act("cancel") }, "Cancel");
-  const retryButton = h("button", { type: "button", onclick: () => act("retry") }, "Retry");
+  // disabled until the job is in: what they may do depends on its state
+  const cancelButton = h("button", { type: "button", class: "danger", disabled: true, onclick: () => act("cancel") }, "Cancel");
+  const retryButton = h("button", { type: "button", disabled: true, onclick: () => act("retry") }, "Retry");
+  const pending = loading(); // until the job is read
   const facts = h("dl", { class: "facts" });
   const timeline = h("ol", { class: "timeline" });
   const argsBlock = h("pre", { class: "json" });
@@ -26,7 +28,11 @@ export function jobPage(root, jobId) {
   const attemptsSection = h("section", { "aria-labelledby": "attempts-h" });
   const logList = h("ol", { class: "log", "aria-live": "off", tabindex: 0, "aria-label": "log lines" });
   const logNote = h("p", { class: "muted" });
+  const logStatus = h("p", { class: "log-status muted" }, "Loading…"); // while the log has no lines
   let logLines = 0;
+  let lastAttempt = null; // the attempt of the newest line shown
+  let streamed = false; // the stream has sent something: its replay of the job is under way
+  let ended = false; // the newest state the stream told of is a terminal one
 
   fill(
     root,
@@ -34,26 +40,28 @@ export function jobPage(root, jobId) {
     title,
     h("div", { class: "job-head" }, stateCell, progressCell, h("div", { class: "actions" }, cancelButton, retryButton)),
     outcome,
+    pending,
     facts,
     h("div", { class: "columns" },
       h("section", { "aria-labelledby": "timeline-h" }, h("h2", { id: "timeline-h" }, "Timeline"), timeline),
       h("section", { "aria-labelledby": "args-h" }, h("h2", { id: "args-h" }, "Arguments"), argsBlock),
     ),
     resultSection,
-    h("section", { "aria-labelledby": "log-h" }, h("h2", { id: "log-h" }, "Log"), logNote, logList),
+    h("section", { "aria-labelledby": "log-h" }, h("h2", { id: "log-h" }, "Log"), logNote, logStatus, logList),
     attemptsSection,
   );
 
   /** The state and the buttons: all an event changes before the job is read again. */
   function renderHead() {
     fill(stateCell, badge(job.state));
-    updateProgress(progressCell, job.progress, job.state);
+    fill(progressCell, progressBar(job.progress));
     cancelButton.disabled = TERMINAL.has(job.state);
     retryButton.disabled = !(job.state === "failed" || job.state === "canceled");
   }
 
   function render() {
-    fill(title, h("span", { class: "task" }, job.task), " ", h("code", { class: "muted" }, job.id));
+    pending.remove();
+    fill(title, h("span", { class: "task" }, dotted(job.task)), " ", h("code", { class: "muted" }, job.id));
     renderHead();
     const fact = (name, value) => (value === null || value === undefined || value === "" ? null : h("div", {}, h("dt", {}, name), h("dd", {}, value)));
     fill(
@@ -61,13 +69,14 @@ export function jobPage(root, jobId) {
       fact("queue", job.options.queue),
       fact("priority", job.options.priority),
       fact("key", job.key),
-      fact("created", time(job.created_at)),
-      fact("scheduled for", time(job.scheduled_at)),
-      fact("started", time(job.started_at)),
-      fact("finished", time(job.finished_at)),
+      fact("created", when(job.created_at)),
+      fact("scheduled for", when(job.scheduled_at)),
+      fact("started", when(job.started_at)),
+      fact("finished", when(job.finished_at)),
       fact("took", duration(job.started_at && job.finished_at ? between(job.started_at, job.finished_at) : null)),
       fact("attempt", job.attempt ? `${job.attempt}${job.options.max_retries ? ` (up to ${job.options.max_retries + 1})` : ""}` : null),
       fact("timeout", job.options.timeout_s ? `${job.options.timeout_s} s` : null),
+      fact("memory limit", job.options.memory_limit_mb ? `${job.options.memory_limit_mb} MB` : null),
     );
     fill(argsBlock, pretty({ args: job.args, kwargs: job.kwargs }));
     if (job.state === "succeeded") {
@@ -91,7 +100,7 @@ export function jobPage(root, jobId) {
             { class: "table-wrap" },
             h(
               "table",
-              {},
+              { class: "attempts cards" },
               h("thead", {}, h("tr", {}, ["attempt", "started", "finished", "outcome"].map((t) => h("th", { scope: "col" }, t)))),
               h(
                 "tbody",
@@ -100,10 +109,10 @@ export function jobPage(root, jobId) {
                   h(
                     "tr",
                     {},
-                    h("td", { class: "num" }, a.number),
-                    h("td", {}, time(a.started_at)),
-                    h("td", {}, time(a.finished_at)),
-                    h("td", {}, badge(a.outcome), a.error ? ` ${a.error.type}: ${a.error.message}` : ""),
+                    h("td", { class: "num", "data-label": "attempt" }, a.number),
+                    h("td", { "data-label": "started" }, when(a.started_at)),
+                    h("td", { "data-label": "finished" }, when(a.finished_at)),
+                    h("td", { class: "wide" }, badge(a.outcome), a.error ? ` ${a.error.type}: ${a.error.message}` : ""),
                   ),
                 ),
               ),
@@ -116,12 +125,14 @@ export function jobPage(root, jobId) {
   function addLog(entries, dropped) {
     const atBottom = logList.scrollTop + logList.clientHeight >= logList.scrollHeight - 8;
     for (const entry of entries) {
+      if (lastAttempt !== null && entry.attempt !== lastAttempt) logList.append(attemptMark(entry.attempt));
+      lastAttempt = entry.attempt;
       const where = entry.stream === "log" ? `${entry.level || ""} ${entry.logger || ""}`.trim() : entry.stream;
       logList.append(
         h(
           "li",
-          { class: `log-${entry.stream} ${entry.level ? "level-" + entry.level.toLowerCase() : ""}` },
-          h("time", { datetime: entry.at }, time(entry.at)),
+          { class: `log-${entry.stream} ${entry.level ? "level-" + entry.level.toLowerCase() : ""}`, "data-attempt": entry.attempt },
+          when(entry.at),
           h("span", { class: "log-where" }, where),
           h("span", { class: "log-text" }, entry.text),
         ),
@@ -129,9 +140,30 @@ export function jobPage(root, jobId) {
       logLines += 1;
     }
     while (logList.childElementCount > MAX_LOG_LINES_SHOWN) logList.firstElementChild.remove();
+    markOldestAttempt();
     if (dropped) logNote.textContent = `Earlier lines were dropped (the service keeps the newest ones).`;
     if (atBottom) logList.scrollTop = logList.scrollHeight; // follow, unless scrolled up to read
     logList.dataset.lines = String(logLines);
+    renderLogStatus();
+  }
+
+  /** The row that starts the lines of an attempt, in a log that holds more than one. */
+  function attemptMark(attempt) {
+    return h("li", { class: "log-attempt" }, `attempt ${attempt}`);
+  }
+
+  // The oldest lines shown get their mark too once another attempt's follow, or when they are
+  // not the first attempt's; a job that ran once has none.
+  function markOldestAttempt() {
+    const first = logList.firstElementChild;
+    if (!first || first.classList.contains("log-attempt")) return;
+    if (first.dataset.attempt > 1 || logList.querySelector(".log-attempt")) logList.prepend(attemptMark(first.dataset.attempt));
+  }
+
+  /** Said in place of the lines while there are none: what the stream has told so far. */
+  function renderLogStatus() {
+    logStatus.hidden = logLines > 0;
+    logStatus.textContent = !streamed ? "Loading…" : ended ? "No output." : "No output yet.";
   }
 
   function addTimeline(data, at) {
@@ -139,7 +171,7 @@ export function jobPage(root, jobId) {
       h(
         "li",
         { "data-state": data.state },
-        h("time", { datetime: at }, time(at)),
+        when(at),
         " ",
         badge(data.state),
         data.attempt ? h("span", { class: "muted" }, ` attempt ${data.attempt}`) : null,
@@ -161,7 +193,10 @@ export function jobPage(root, jobId) {
   const stream = new LiveStream(
     `/jobs/${encodeURIComponent(jobId)}/events`,
     (kind, data) => {
+      streamed = true;
       if (kind === "state") {
+        ended = TERMINAL.has(data.state); // the replay tells of a run again after a terminal state
+        renderLogStatus();
         addTimeline(data, data.at);
         // the replay also tells of earlier attempts: those do not change what the header shows
         const current = job && data.attempt >= job.attempt;
@@ -175,7 +210,7 @@ export function jobPage(root, jobId) {
       } else if (kind === "progress") {
         if (job) {
           job.progress = data.progress;
-          updateProgress(progressCell, data.progress, job.state);
+          fill(progressCell, progressBar(data.progress));
         }
       } else if (kind === "log") {
         addLog(data.entries, data.dropped);

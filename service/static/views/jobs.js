@@ -5,17 +5,17 @@
 // is read (GET /jobs, once per burst) and put on top; nothing is ever polled.
 
 import { api } from "../api.js";
-import { STATES, badge, brief, fill, h, progressBar, throttle, time, updateProgress } from "../dom.js";
+import { STATES, badge, brief, dotted, fill, h, progressBar, throttle, when } from "../dom.js";
 import { LiveStream } from "../stream.js";
 
 const PAGE = 50;
 
-/** The arguments on one line: positional ones, then keyword ones, as JSON. */
+/** The arguments on one line: positional ones, then keyword ones, as JSON; null for none. */
 function argsText(job) {
   const parts = [];
   if (job.args.length) parts.push(brief(job.args, 60));
   if (Object.keys(job.kwargs).length) parts.push(brief(job.kwargs, 60));
-  return h("code", {}, parts.join(" "));
+  return parts.length ? h("code", {}, parts.join(" ")) : null;
 }
 
 export function jobsList(root, params, tasks) {
@@ -29,8 +29,8 @@ export function jobsList(root, params, tasks) {
   let next = null;
   let buffered = [];
   const tbody = h("tbody", {});
-  const more = h("button", { type: "button", class: "secondary", onclick: () => loadPage(next) }, "Load more");
-  const status = h("p", { class: "muted", role: "status" });
+  const more = h("button", { type: "button", class: "secondary", hidden: true, onclick: () => loadPage(next) }, "Load more");
+  const status = h("p", { class: "muted", role: "status" }, "Loading…"); // until the first page is in
 
   const field = (label, control) => h("label", { class: "field" }, h("span", {}, label), control);
   const stateSelect = h(
@@ -64,23 +64,17 @@ export function jobsList(root, params, tasks) {
   stateSelect.addEventListener("change", applyFilters);
   taskSelect.addEventListener("change", applyFilters);
 
-  fill(
-    root,
-    h("h1", {}, "Jobs"),
-    form,
+  const table = h(
+    "div",
+    { class: "table-wrap", hidden: true }, // shown with its first row
     h(
-      "div",
-      { class: "table-wrap" },
-      h(
-        "table",
-        { class: "jobs" },
-        h("thead", {}, h("tr", {}, ["job", "task", "state", "progress", "queue", "created", "arguments"].map((t) => h("th", { scope: "col" }, t)))),
-        tbody,
-      ),
+      "table",
+      { class: "jobs cards" },
+      h("thead", {}, h("tr", {}, ["job", "task", "state", "progress", "queue", "created", "arguments"].map((t) => h("th", { scope: "col" }, t)))),
+      tbody,
     ),
-    status,
-    more,
   );
+  fill(root, h("h1", {}, "Jobs"), form, table, status, more);
 
   function query(extra = {}) {
     const q = new URLSearchParams();
@@ -91,19 +85,20 @@ export function jobsList(root, params, tasks) {
   function row(job) {
     const cells = {
       state: h("td", {}, badge(job.state)),
-      progress: h("td", {}, progressBar(job.progress, job.state)),
+      progress: h("td", { class: "progress-cell" }, progressBar(job.progress)),
     };
     const link = h("a", { href: `#/jobs/${encodeURIComponent(job.id)}` }, h("code", {}, job.id.slice(0, 8)));
+    // data-label names a cell where a narrow screen shows the row as a card, without headers
     const tr = h(
       "tr",
       { "data-job-id": job.id },
       h("td", {}, link),
-      h("td", { class: "task" }, job.task),
+      h("td", { class: "task lead" }, dotted(job.task)),
       cells.state,
       cells.progress,
-      h("td", {}, job.options.queue || "default"),
-      h("td", { class: "nowrap" }, time(job.created_at)),
-      h("td", { class: "args" }, argsText(job)),
+      h("td", { "data-label": "queue" }, job.options.queue || "default"),
+      h("td", { class: "nowrap", "data-label": "created" }, when(job.created_at)),
+      h("td", { class: "args wide" }, argsText(job)),
     );
     return { tr, job, cells };
   }
@@ -124,6 +119,7 @@ export function jobsList(root, params, tasks) {
       }
     }
     status.textContent = rows.size ? "" : "No jobs match.";
+    table.hidden = !rows.size;
   }
 
   async function loadPage(cursor) {
@@ -182,13 +178,12 @@ export function jobsList(root, params, tasks) {
       if (known) {
         known.job.state = data.state;
         fill(known.cells.state, badge(data.state));
-        updateProgress(known.cells.progress.firstChild, known.job.progress, data.state);
       } else if (matches(data)) {
         readNewest(); // a new job, or one that just entered the state filtered on
       }
     } else if (kind === "progress" && known) {
       known.job.progress = data.progress;
-      updateProgress(known.cells.progress.firstChild, data.progress, known.job.state);
+      fill(known.cells.progress, progressBar(data.progress));
     }
   }
 

@@ -4,7 +4,7 @@
 // state a job left and the one it entered). The workers are read again when a job starts or ends.
 
 import { api } from "../api.js";
-import { STATES, TERMINAL, between, duration, fill, h, progressBar, svg, throttle, updateProgress } from "../dom.js";
+import { STATES, TERMINAL, between, clockText, dotted, duration, fill, h, loading, progressBar, svg, throttle, timeTitle } from "../dom.js";
 import { LiveStream } from "../stream.js";
 
 export function overview(root) {
@@ -13,10 +13,11 @@ export function overview(root) {
   let statsEventId = Infinity; // events up to this id are already in the counts
   let buffered = [];
 
-  const stateTiles = h("div", { class: "tiles", role: "list" });
-  const queueTable = h("div", { class: "table-wrap" });
-  const chart = h("figure", { class: "chart" });
-  const workersList = h("div", { class: "table-wrap" });
+  // each part says it is loading until its first data is in
+  const stateTiles = h("div", { class: "tiles", role: "list" }, loading());
+  const queueTable = h("div", { class: "table-wrap" }, loading());
+  const chart = h("figure", { class: "chart" }, loading());
+  const workersList = h("div", { class: "table-wrap" }, loading());
   fill(
     root,
     h("h1", {}, "Overview"),
@@ -36,8 +37,8 @@ export function overview(root) {
   function apply(kind, data, id) {
     if (kind === "progress") {
       // a worker's job moved on: its bar follows without reading /workers again
-      const bar = workersList.querySelector(`tr[data-job-id="${CSS.escape(data.job_id)}"] .progress`);
-      if (bar) updateProgress(bar, data.progress, "running");
+      const cell = workersList.querySelector(`tr[data-job-id="${CSS.escape(data.job_id)}"] .progress-cell`);
+      if (cell) fill(cell, progressBar(data.progress));
       const busy = workers && workers.workers.find((w) => w.job && w.job.id === data.job_id);
       if (busy) busy.job.progress = data.progress;
       return;
@@ -102,7 +103,7 @@ export function overview(root) {
         ? h("p", { class: "empty" }, "No jobs stored yet.")
         : h(
             "table",
-            {},
+            { class: "queues cards" },
             h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "queue"), STATES.map((s) => h("th", { scope: "col", class: "num" }, s)))),
             h(
               "tbody",
@@ -111,8 +112,8 @@ export function overview(root) {
                 h(
                   "tr",
                   {},
-                  h("th", { scope: "row" }, h("a", { href: `#/jobs?queue=${encodeURIComponent(queue)}` }, queue)),
-                  STATES.map((s) => h("td", { class: "num" }, byQueue.get(queue)[s].toLocaleString())),
+                  h("th", { scope: "row", class: "lead" }, h("a", { href: `#/jobs?queue=${encodeURIComponent(queue)}` }, queue)),
+                  STATES.map((s) => h("td", { class: "num", "data-label": s }, byQueue.get(queue)[s].toLocaleString())),
                 ),
               ),
             ),
@@ -154,7 +155,7 @@ export function overview(root) {
           svg(
             "rect",
             { x: (i * barW + 0.5).toFixed(1), y: y.toFixed(1), width: Math.max(1, barW - 1).toFixed(1), height: barH.toFixed(1), class: `bar state-${state}` },
-            svg("title", {}, `${new Date(start).toLocaleTimeString()}: ${b[state]} ${state}`),
+            svg("title", {}, `${clockText(new Date(start))}: ${b[state]} ${state}`),
           ),
         );
       }
@@ -194,7 +195,7 @@ export function overview(root) {
       h("p", { class: "muted" }, `${body.busy} busy, ${body.idle} idle of ${body.size}`),
       h(
         "table",
-        { class: "workers" },
+        { class: "workers cards" },
         h("thead", {}, h("tr", {}, ["worker", "state", "job", "progress", "running for", "jobs run"].map((t) => h("th", { scope: "col" }, t)))),
         h(
           "tbody",
@@ -203,12 +204,14 @@ export function overview(root) {
             h(
               "tr",
               { "data-pid": w.pid, "data-job-id": w.job ? w.job.id : null },
-              h("td", {}, `pid ${w.pid}`),
+              h("td", { title: w.started_at ? `started ${timeTitle(new Date(w.started_at))}` : null }, `pid ${w.pid}`),
               h("td", {}, h("span", { class: `badge worker-${w.state}` }, w.state)),
-              h("td", {}, w.job ? h("a", { href: `#/jobs/${encodeURIComponent(w.job.id)}` }, w.job.task, " ", h("code", {}, w.job.id.slice(0, 8))) : "—"),
-              h("td", {}, w.job ? progressBar(w.job.progress, "running") : ""),
-              h("td", {}, w.job ? duration(between(w.job.started_at)) : ""),
-              h("td", { class: "num" }, w.jobs_run),
+              h("td", { class: "wide" }, w.job ? h("a", { href: `#/jobs/${encodeURIComponent(w.job.id)}` }, dotted(w.job.task), " ", h("code", {}, w.job.id.slice(0, 8))) : "—"),
+              h("td", { class: "progress-cell" }, w.job ? progressBar(w.job.progress) : null),
+              w.job
+                ? h("td", { "data-label": "running for", title: `started ${timeTitle(new Date(w.job.started_at))}` }, duration(between(w.job.started_at)))
+                : h("td", {}),
+              h("td", { class: "num", "data-label": "jobs run" }, w.jobs_run),
             ),
           ),
         ),
