@@ -5,6 +5,11 @@ A job that fails is data (its state and error record), never one of these.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .jobs import Job
+
 
 class ServiceError(Exception):
     """Base class of every error the service raises on purpose."""
@@ -81,14 +86,23 @@ class JobNotFound(ServiceError):
         super().__init__(f"no job with id {job_id!r}")
 
 
-class InvalidTransition(ServiceError):
-    """A job cannot move from its state to the requested one."""
+# what a request that asks a job for a state it cannot take is told, by that state
+_WHY = {
+    "canceled": "it cannot be canceled",
+    "queued": "only a failed or canceled job can be retried",
+}
 
-    def __init__(self, job_id: str, current: str, target: str) -> None:
+
+class InvalidTransition(ServiceError):
+    """A job cannot move from its state to the requested one; ``job`` is the job as it is."""
+
+    def __init__(self, job_id: str, current: str, target: str, job: Job | None = None) -> None:
         self.job_id = job_id
         self.current = current
         self.target = target
-        super().__init__(f"job {job_id} is {current}; it cannot become {target}")
+        self.job = job
+        why = _WHY.get(str(target), f"it cannot become {target}")
+        super().__init__(f"job {job_id} is {current}; {why}")
 
 
 class PoolClosed(ServiceError):

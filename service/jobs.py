@@ -157,7 +157,7 @@ class Event:
 def transition(job: Job, target: JobState, at: float, **changes: Any) -> Job:
     """Return ``job`` moved to ``target`` at time ``at``; the only way a job changes state."""
     if target not in TRANSITIONS[job.state]:
-        raise InvalidTransition(job.id, job.state, target)
+        raise InvalidTransition(job.id, job.state, target, job)
     if target is JobState.RUNNING:
         changes.setdefault("started_at", at)
         changes.setdefault("attempt", job.attempt + 1)

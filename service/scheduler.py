@@ -294,14 +294,14 @@ class Scheduler:
             if canceled is not None:
                 return canceled
             job = await self._db.get_job(job_id)
-            raise InvalidTransition(job_id, job.state, JobState.CANCELED)
+            raise InvalidTransition(job_id, job.state, JobState.CANCELED, job)
         run.cancel_requested = True
         if run.worker is not None:  # a no-op if the job ended and its worker moved on
             await self._pool.kill(run.worker, job_id)
         await run.done.wait()
         job = await self._db.get_job(job_id)
         if job.state is not JobState.CANCELED:  # it finished before the cancel could land
-            raise InvalidTransition(job_id, job.state, JobState.CANCELED)
+            raise InvalidTransition(job_id, job.state, JobState.CANCELED, job)
         return job
 
     def status(self) -> dict[str, Any]:
@@ -532,7 +532,7 @@ def _failing(job: Job, *, error: JobError, at: float, rand: Callable[[], float])
 
 def _rerun(job: Job, at: float) -> Job:
     if job.state not in (JobState.FAILED, JobState.CANCELED):
-        raise InvalidTransition(job.id, job.state, JobState.QUEUED)
+        raise InvalidTransition(job.id, job.state, JobState.QUEUED, job)
     return transition(job, JobState.QUEUED, at)
 
 

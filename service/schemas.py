@@ -164,6 +164,39 @@ class SubmitJobs(BaseModel):
     jobs: list[SubmitJob] = Field(min_length=1, max_length=MAX_JOBS_PER_BATCH)
 
 
+class IdempotencyHeaders(BaseModel):
+    """A submit's headers."""
+
+    idempotency_key: str | None = Field(
+        None,
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="a retried request with this key (within 24 h) returns the first one's job(s)",
+    )
+
+
+class WaitQuery(BaseModel):
+    """``?wait_s=``: answer once the job has finished, or after this long (at most
+    CONVEYOR_MAX_WAIT_S), with the job as it stands."""
+
+    model_config = ConfigDict(extra="forbid")
+    wait_s: float | None = Field(
+        None, ge=0, allow_inf_nan=False,
+        description="wait this long at most for the job to finish (capped by CONVEYOR_MAX_WAIT_S)",
+    )  # fmt: skip
+
+
+class StreamQuery(BaseModel):
+    """An event stream's query: where to resume, and a stream token for an ``EventSource``."""
+
+    model_config = ConfigDict(extra="forbid")
+    last_event_id: str | None = Field(
+        None, description="resume after this event id (as the Last-Event-ID header does)"
+    )
+    token: str | None = Field(None, description="a token from POST /stream-token")
+
+
 class LogsQuery(BaseModel):
     """``GET /jobs/<id>/logs``: how much of the log."""
 

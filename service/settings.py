@@ -124,6 +124,7 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "max_jobs_per_worker": (_non_negative_int, "a whole number >= 0 (0: no limit)"),
     "max_worker_memory_mb": (_non_negative_int, "a whole number of MB >= 0 (0: no limit)"),
     "worker_stop_timeout_s": (_non_negative_float, "a number of seconds >= 0"),
+    "max_wait_s": (_positive_float, "a number of seconds > 0"),
 }
 
 
@@ -149,6 +150,9 @@ class Settings:
     max_jobs_per_worker: int = 0  # a worker is replaced after this many jobs; 0: never
     max_worker_memory_mb: int = 0  # ... or when it holds more RAM after a job; 0: never
     worker_stop_timeout_s: float = 5.0  # a worker ending normally: its stop hooks, then killed
+    # the longest ?wait_s= a request may wait for its job to finish; held below the 60 s after
+    # which proxies commonly cut a quiet response
+    max_wait_s: float = 55.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import pty
+import queue
 import select
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -249,6 +251,15 @@ def test_watch_everything_as_json_lines(shared_service: SharedService, client: C
         [COMMAND, "watch", "--json"], env=env, stdout=subprocess.PIPE, text=True
     ) as watching:
         assert watching.stdout is not None
+        # read by a thread: select() cannot see lines already in the pipe's read buffer
+        lines: queue.Queue[str] = queue.Queue()
+        out = watching.stdout
+
+        def read() -> None:
+            for line in out:
+                lines.put(line)
+
+        threading.Thread(target=read, daemon=True).start()
         try:
             # the stream opens at the present: submit until a job's events show up
             seen: list[dict[str, Any]] = []
@@ -259,11 +270,11 @@ def test_watch_everything_as_json_lines(shared_service: SharedService, client: C
                 for e in seen
             ):
                 assert time.monotonic() < deadline, seen
-                ready, _, _ = select.select([watching.stdout], [], [], 0.5)
-                if ready:
-                    seen.append(orjson.loads(watching.stdout.readline()))
-                elif not any(e["data"].get("job_id") == job.id for e in seen):
-                    job = client.submit(T + "add", 1, 2)
+                try:
+                    seen.append(orjson.loads(lines.get(timeout=0.5)))
+                except queue.Empty:
+                    if not any(e["data"].get("job_id") == job.id for e in seen):
+                        job = client.submit(T + "add", 1, 2)
         finally:
             watching.send_signal(signal.SIGINT)
             assert watching.wait(10) == 130

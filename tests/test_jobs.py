@@ -83,7 +83,12 @@ def test_refused_transitions(source: JobState, target: JobState) -> None:
         source,
         target,
     )
-    assert str(caught.value) == f"job job-1 is {source}; it cannot become {target}"
+    why = {
+        JobState.CANCELED: "it cannot be canceled",
+        JobState.QUEUED: "only a failed or canceled job can be retried",
+    }.get(target, f"it cannot become {target}")
+    assert str(caught.value) == f"job job-1 is {source}; {why}"
+    assert caught.value.job is not None and caught.value.job.state is source
 
 
 def test_every_pair_is_either_allowed_or_refused() -> None:

@@ -1,0 +1,123 @@
+"""The API's documentation: ``/openapi.json`` and Swagger UI at ``/docs``, both public.
+
+quart-schema builds the document from the routes' models; what it cannot say is added here, once
+per app: the event streams' media type and events, empty ``204`` answers, and who may call what.
+Swagger UI's files come with the ``swagger-ui-py`` package: nothing loads from a CDN, so the page
+works offline and under the dashboard's Content-Security-Policy.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from quart import Blueprint, Response, current_app, send_from_directory
+from quart_schema import hide
+from werkzeug.exceptions import NotFound
+
+from . import auth, models
+from .responses import PAGE_HEADERS, json_response
+
+SWAGGER_UI = Path(str(files("swagger_ui") / "static"))  # found, not imported: files only
+SWAGGER_FILES = frozenset({"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"})
+PAGES = Path(__file__).resolve().parent.parent / "static"
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "CONVEYOR_TOKEN"},
+    "streamToken": {
+        "type": "apiKey", "in": "query", "name": "token",
+        "description": "a token from POST /stream-token (streams only)",
+    },
+}  # fmt: skip
+EVENTS: dict[str, type[models.Model]] = {  # event type → the model of its data
+    "state": models.StateEvent,
+    "progress": models.ProgressEvent,
+    "log": models.LogEvent,
+    "pruned": models.PrunedEvent,
+}
+_DOCUMENT = "conveyor.openapi"
+
+docs = Blueprint("docs", __name__)
+
+
+@docs.get("/openapi.json")
+@auth.public
+@hide
+async def openapi() -> Response:
+    document = current_app.extensions.get(_DOCUMENT)
+    if document is None:  # the routes do not change once the app serves: build it once
+        document = current_app.extensions[_DOCUMENT] = openapi_document()
+    return json_response(document)
+
+
+@docs.get("/docs")
+@auth.public
+@hide
+async def swagger_page() -> Response:
+    response = await send_from_directory(PAGES, "docs.html")
+    response.headers.update(PAGE_HEADERS)
+    return response
+
+
+@docs.get("/docs/files/<name>")
+@auth.public
+@hide
+async def swagger_files(name: str) -> Response:
+    if name not in SWAGGER_FILES:
+        raise NotFound
+    response = await send_from_directory(SWAGGER_UI, name)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document of every route."""
+    document: dict[str, Any] = current_app.extensions["QUART_SCHEMA"].openapi_provider.schema()
+    components = document["components"]
+    components["securitySchemes"] = SECURITY_SCHEMES
+    document["security"] = [{"bearer": []}]
+    for model in EVENTS.values():
+        schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+        components["schemas"].update(schema.pop("$defs", {}))
+        components["schemas"][model.__name__] = schema
+    stream_ref = f"#/components/schemas/{models.EventStream.__name__}"
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            # quart-schema keys them by number; JSON (and the spec) by text
+            responses = operation["responses"] = {
+                str(status): answer for status, answer in sorted(operation["responses"].items())
+            }
+            if "204" in responses:
+                responses["204"] = {"description": "No content"}
+            for answer in responses.values():
+                _share(answer.get("content", {}).get("application/json"), components["schemas"])
+            ok = responses.get("200", {}).get("content", {}).get("application/json", {})
+            if ok.get("schema", {}).get("$ref") == stream_ref:
+                responses["200"] = _stream_response()
+    components["schemas"].pop(models.EventStream.__name__, None)
+    components["schemas"].pop(models.Empty.__name__, None)
+    return document
+
+
+def _share(content: dict[str, Any] | None, schemas: dict[str, Any]) -> None:
+    """An answer's model once, in components, and a reference to it in each answer that has
+    it: the error body alone is in every operation."""
+    if content is None:
+        return
+    schema = content.get("schema")
+    if schema is None or "title" not in schema or "properties" not in schema:
+        return
+    schemas.setdefault(schema["title"], schema)
+    content["schema"] = {"$ref": f"#/components/schemas/{schema['title']}"}
+
+
+def _stream_response() -> dict[str, Any]:
+    events = ", ".join(f"`{kind}` ({model.__name__})" for kind, model in EVENTS.items())
+    return {
+        "description": (
+            "Server-Sent Events: each message has an `id:` (sent back as Last-Event-ID, it "
+            f"resumes the stream), an `event:` type and one line of JSON `data:`. Types: {events}; "
+            "their data is described in components/schemas. Comment lines keep it alive."
+        ),
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }

@@ -1,0 +1,129 @@
+"""How the API answers: JSON bodies (encoded by orjson), error bodies, event streams, and how
+it reads a request's JSON body and query."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+import pydantic
+import pydantic_core
+from quart import Response, request
+from quart.json.provider import JSONProvider
+from quart_schema import document_querystring
+from werkzeug.exceptions import HTTPException
+
+Q = TypeVar("Q", bound=pydantic.BaseModel)
+
+
+# an HTML page's headers: it renders every value as text, and this stops anything else from
+# running on it (no inline script, nothing from another origin, no framing)
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    # a ready Response: quart-schema would otherwise re-validate every dict it is handed
+    return Response(orjson.dumps(body), status, headers, content_type="application/json")
+
+
+def error_response(status: int, error: str, detail: str, **extra: Any) -> Response:
+    """The one shape of every error: ``error`` (a stable code), ``detail`` (for people), and
+    whatever else says more (``fields``, ``state``...)."""
+    return json_response({"error": error, "detail": detail, **extra}, status)
+
+
+def sse_response(body: AsyncIterator[bytes]) -> Response:
+    response = Response(
+        body,
+        200,
+        {
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # proxies must not hold events back
+        },
+    )
+    response.timeout = None  # else RESPONSE_TIMEOUT cuts the stream after 60 s
+    return response
+
+
+class OrjsonProvider(JSONProvider):
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        return orjson.dumps(obj, default=pydantic_core.to_jsonable_python).decode()
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return orjson.loads(s)
+
+
+class UnsupportedMediaType(HTTPException):
+    code = 415
+    description = "send a JSON body with 'Content-Type: application/json'"
+
+
+class InvalidRequest(HTTPException):
+    code = 400
+    name = "Invalid Request"
+
+
+async def json_body() -> Any:
+    """The request body as JSON: 415 unless declared JSON (browsers cannot send that
+    cross-site unasked), 400 if malformed, 413 if over the size limit."""
+    if not request.is_json:
+        raise UnsupportedMediaType
+    try:
+        return orjson.loads(await request.get_data())
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+
+
+# -- query parameters: every route says which it takes, and any other is refused ---------------
+
+QUERY_MODEL = "conveyor_query"  # the attribute of a view that names its query's model
+
+
+class UnknownParameters(Exception):
+    """The query names parameters its route does not take."""
+
+    def __init__(self, names: list[str], known: list[str]) -> None:
+        self.names = names
+        takes = f"it takes {', '.join(known)}" if known else "it takes none"
+        super().__init__(f"unknown query parameter(s) {', '.join(map(repr, names))}: {takes}")
+
+
+def query(model: type[Q]) -> Callable[[Callable[..., Awaitable[Any]]], Any]:
+    """Declare the query parameters a route takes, and document them: the route gets them,
+    parsed, as its ``query`` argument; ``refuse_undeclared`` refuses any other."""
+
+    def declare(view: Callable[..., Awaitable[Any]]) -> Any:
+        @functools.wraps(view)
+        async def parsing(*args: Any, **kwargs: Any) -> Any:
+            return await view(*args, query=parse_query(model), **kwargs)
+
+        setattr(parsing, QUERY_MODEL, model)
+        return document_querystring(model)(parsing)
+
+    return declare
+
+
+def parse_query(model: type[Q]) -> Q:
+    unknown = [name for name in request.args if name not in model.model_fields]
+    if unknown:
+        raise UnknownParameters(unknown, list(model.model_fields))
+    repeated = [name for name, values in request.args.lists() if len(values) > 1]
+    if repeated:
+        raise InvalidRequest(f"query parameter {repeated[0]!r} is given more than once")
+    return model.model_validate(request.args.to_dict())
+
+
+def refuse_undeclared(view: Callable[..., Any] | None) -> None:
+    """A route that declares no query takes none: the same 400 as any unknown parameter."""
+    if request.args and getattr(view, QUERY_MODEL, None) is None:
+        raise UnknownParameters(list(request.args), [])
