@@ -4,33 +4,14 @@ from anywhere but the service and nothing refused by the page's Content-Security
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 from playwright.async_api import Browser, Locator, Page, expect
 
-from service.settings import Settings
+from .conftest import TASKS, wait_until
+from .test_dashboard import browser, site
 
-from .browsers import HAVE_CHROMIUM, chromium
-from .conftest import TASKS, live_server, wait_until
-
-if not HAVE_CHROMIUM:
-    pytest.skip("the /docs tests need Debian's chromium", allow_module_level=True)
-
-expect.set_options(timeout=15_000)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-async def site(settings: Settings) -> AsyncIterator[str]:
-    async with live_server(settings) as url:
-        yield url
+__all__ = ["browser", "site"]  # the fixtures (test_dashboard skips without Chromium), used by name
 
 
 class Watched:
