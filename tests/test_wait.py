@@ -112,3 +112,8 @@ async def test_an_unknown_query_parameter_is_refused_alike_on_every_route(
 async def test_a_repeated_query_parameter_is_refused(client: httpx.AsyncClient) -> None:
     response = await client.get("/jobs?limit=1&limit=2")
     assert response.status_code == 400 and "more than once" in response.json()["detail"]
+
+
+async def test_a_path_no_route_has_is_404_whatever_its_query(client: httpx.AsyncClient) -> None:
+    response = await client.get("/no/such/route?x=1")
+    assert response.status_code == 404 and response.json()["error"] == "not_found"

@@ -124,6 +124,7 @@ def parse_query(model: type[Q]) -> Q:
 
 
 def refuse_undeclared(view: Callable[..., Any] | None) -> None:
-    """A route that declares no query takes none: the same 400 as any unknown parameter."""
-    if request.args and getattr(view, QUERY_MODEL, None) is None:
+    """A route that declares no query takes none: the same 400 as any unknown parameter (no
+    route at all: its 404 or 405 says more)."""
+    if view is not None and request.args and getattr(view, QUERY_MODEL, None) is None:
         raise UnknownParameters(list(request.args), [])
