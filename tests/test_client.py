@@ -357,8 +357,8 @@ def test_api_errors_carry_the_error_and_detail(client: Client) -> None:
         client.submit(T + "add", 1, z=2)
     fields = {f["field"]: f["message"] for f in bad_args.value.fields}
     assert fields == {"y": "required", "z": "not a parameter"}
-    with pytest.raises(BadRequest) as bad_option:
-        client.with_options(priority=10**9).submit(T + "add", 1, 2)
+    with pytest.raises(BadRequest) as bad_option:  # a time only the service reads
+        client.with_options(run_at="next tuesday").submit(T + "add", 1, 2)
     assert bad_option.value.error == "invalid_request"
     assert all(isinstance(e, ConveyorError) for e in (missing.value, bad_args.value))
 

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from quart.typing import TestClientProtocol as Client
+from quart.typing import TestClientProtocol as AppClient
 
 from service.cli.app import cli
+from service.client import Client, RequestError
 from service.options import MAX_DURATION_S, MAX_PRIORITY, MAX_RETRIES, RULES, JobOptions
 from service.tasks import task
 
@@ -57,7 +58,7 @@ def test_task_refuses_what_the_rule_refuses(option: str, value: Any) -> None:
 
 @pytest.mark.parametrize(("option", "value"), REFUSED)
 async def test_the_api_refuses_what_the_rule_refuses(
-    app_client: Client, option: str, value: Any
+    app_client: AppClient, option: str, value: Any
 ) -> None:
     for path, body in [
         ("/jobs", {"task": ADD, "args": [1, 2]}),
@@ -83,9 +84,17 @@ def test_the_command_refuses_what_the_rule_refuses(option: str, value: Any) -> N
     assert flag in result.output
 
 
+@pytest.mark.parametrize(("option", "value"), REFUSED)
+def test_the_client_refuses_what_the_rule_refuses_before_sending(option: str, value: Any) -> None:
+    # nothing listens on port 9: a request would fail as ConnectionFailed, not RequestError
+    with Client("http://127.0.0.1:9") as client, pytest.raises(RequestError) as caught:
+        client.with_options(**{option: value}).submit(ADD, 1, 2)
+    assert str(caught.value) == f"{option} must be {RULES[option].expects()}, got {value!r}"
+
+
 @pytest.mark.parametrize(("option", "value"), ALLOWED)
 async def test_the_furthest_allowed_values_pass_everywhere(
-    app_client: Client, option: str, value: Any
+    app_client: AppClient, option: str, value: Any
 ) -> None:
     task(name="tests.options.allowed", **{option: value})  # checked; nothing registered
     response = await app_client.post("/jobs", json={"task": ADD, "args": [1, 2], option: value})

@@ -2,7 +2,8 @@
 ``key`` and the request's ``Idempotency-Key``; and ``TaskCall``, one job of a batch.
 
 Kept apart from the task's arguments, so that a task may have a parameter called ``priority``
-or ``key`` and still be given both. The service checks every value: the client only spells them.
+or ``key`` and still be given both. A job option outside its rule (``service.options.RULES``,
+the service's own) is refused here, before anything is sent; the service checks the rest.
 """
 
 from __future__ import annotations
@@ -102,7 +103,10 @@ def submit_options(**options: Unpack[OptionFields]) -> SubmitOptions:
     key = submit.get("idempotency_key")
     if key is not None and not (key.isascii() and key.isprintable()):
         raise RequestError(f"idempotency_key must be printable ASCII (a header), got {key!r}")
-    return SubmitOptions(JobOptions(**values), **submit)
+    job = JobOptions(**values)
+    for name, expects in job.invalid():  # the service's own rule, so refused before sending
+        raise RequestError(f"{name} must be {expects}, got {values[name]!r}")
+    return SubmitOptions(job, **submit)
 
 
 def _iso(moment: datetime | str) -> str:
