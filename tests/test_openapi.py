@@ -172,3 +172,16 @@ async def _run(
     )
     out, _ = await process.communicate()
     return subprocess.CompletedProcess(command, process.returncode or 0, out.decode(), "")
+
+
+async def test_the_submit_example_runs_and_ids_link_to_what_takes_them(
+    client: httpx.AsyncClient, document: dict[str, Any]
+) -> None:
+    submit = document["paths"]["/jobs"]["post"]
+    example = submit["requestBody"]["content"]["application/json"]["example"]
+    response = await client.post("/jobs?wait_s=10", json=example)
+    assert response.status_code == 202 and response.json()["state"] == "succeeded"
+    links = submit["responses"]["202"]["links"]
+    operations = {op["operationId"] for ops in document["paths"].values() for op in ops.values()}
+    assert {"get_job", "cancel", "retry"} <= set(links) <= operations
+    assert links["cancel"]["parameters"] == {"job_id": "$response.body#/id"}

@@ -16,8 +16,10 @@ from quart import Blueprint, Response, current_app, send_from_directory
 from quart_schema import hide
 from werkzeug.exceptions import NotFound
 
+from ..tasks import Task
 from . import auth, models
 from .responses import PAGE_HEADERS, json_response
+from .runtime import runtime
 
 SWAGGER_UI = Path(str(files("swagger_ui") / "static"))  # found, not imported: files only
 SWAGGER_FILES = frozenset({"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"})
@@ -80,23 +82,74 @@ def openapi_document() -> dict[str, Any]:
         schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
         components["schemas"].update(schema.pop("$defs", {}))
         components["schemas"][model.__name__] = schema
-    stream_ref = f"#/components/schemas/{models.EventStream.__name__}"
     for operations in document["paths"].values():
         for operation in operations.values():
-            # quart-schema keys them by number; JSON (and the spec) by text
-            responses = operation["responses"] = {
-                str(status): answer for status, answer in sorted(operation["responses"].items())
-            }
-            if "204" in responses:
-                responses["204"] = {"description": "No content"}
-            for answer in responses.values():
-                _share(answer.get("content", {}).get("application/json"), components["schemas"])
-            ok = responses.get("200", {}).get("content", {}).get("application/json", {})
-            if ok.get("schema", {}).get("$ref") == stream_ref:
-                responses["200"] = _stream_response()
+            _answers(operation, components["schemas"])
+            # quart-schema names an operation "<method>_<function>": the function's name will do
+            operation["operationId"] = operation["operationId"].split("_", 1)[1]
     components["schemas"].pop(models.EventStream.__name__, None)
     components["schemas"].pop(models.Empty.__name__, None)
+    _link(document)
+    _example(document, runtime().scheduler.tasks)
     return document
+
+
+def _answers(operation: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """What quart-schema cannot say of an operation's answers: an empty 204, an event stream."""
+    # quart-schema keys them by number; JSON (and the spec) by text
+    responses = operation["responses"] = {
+        str(status): answer for status, answer in sorted(operation["responses"].items())
+    }
+    if "204" in responses:
+        responses["204"] = {"description": "No content"}
+    for answer in responses.values():
+        _share(answer.get("content", {}).get("application/json"), schemas)
+    ok = responses.get("200", {}).get("content", {}).get("application/json", {})
+    if ok.get("schema", {}).get("$ref") == f"#/components/schemas/{models.EventStream.__name__}":
+        responses["200"] = _stream_response()
+
+
+# where the id in an answer leads (path, method → the id's parameter, the operations that take
+# it): a client, or schemathesis's stateful phase, calls them next
+LINKS = {
+    ("/jobs", "post"): ("job_id", ("get_job", "job_logs", "job_events", "cancel", "retry")),
+    ("/schedules", "post"): (
+        "schedule_id",
+        ("get_schedule", "pause_schedule", "resume_schedule", "delete_schedule"),
+    ),
+}
+
+
+def _link(document: dict[str, Any]) -> None:
+    known = {op["operationId"] for ops in document["paths"].values() for op in ops.values()}
+    for (path, method), (parameter, targets) in LINKS.items():
+        links = {
+            target: {"operationId": target, "parameters": {parameter: "$response.body#/id"}}
+            for target in targets
+            if target in known
+        }
+        for status, answer in document["paths"][path][method]["responses"].items():
+            if status.startswith("2"):
+                answer["links"] = links
+
+
+def _example(document: dict[str, Any], tasks: dict[str, Task]) -> None:
+    """A submit's example body names a task this service has, so that "Try it out" runs."""
+    runnable = [t for t in sorted(tasks.values(), key=lambda t: t.name) if not _needs_arguments(t)]
+    if not runnable:
+        return
+    body = {"task": runnable[0].name, "args": [], "kwargs": {}}
+    for path, extra in (("/jobs", {}), ("/schedules", {"cron": "*/5 * * * *"})):
+        content = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        content["example"] = {**body, **extra}
+
+
+def _needs_arguments(task: Task) -> bool:
+    try:
+        task.signature.bind()
+    except TypeError:
+        return True
+    return False
 
 
 def _share(content: dict[str, Any] | None, schemas: dict[str, Any]) -> None:
