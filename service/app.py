@@ -10,11 +10,12 @@ import logging
 import sys
 from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack
+from importlib.metadata import version
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from quart import Quart, current_app, request
-from quart_schema import QuartSchema
+from quart_schema import QuartSchema, tag_blueprint
 
 from .api import auth, errors
 from .api.dashboard import dashboard
@@ -42,6 +43,14 @@ from .tasks import Task, load_tasks
 
 log = logging.getLogger("conveyor")
 
+INFO = {
+    "title": "Conveyor",
+    "version": version("conveyor"),  # as installed: pyproject.toml's
+    "description": (
+        "Background jobs over HTTP: submit, watch (Server-Sent Events), cancel while they run, "
+        "retry, schedule. Errors are `{error, detail}` with the right status."
+    ),
+}
 BLUEPRINTS = (jobs, streams, schedules, tasks, service, dashboard, docs)
 
 
@@ -62,9 +71,10 @@ def create_app(settings: Settings | None = None) -> Quart:
     app = Quart(__name__, static_folder=None)  # the dashboard blueprint serves the files
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     # documents the routes; the docs blueprint serves the document and its UI
-    QuartSchema(app, info={"title": "Conveyor", "version": "0.1.0"}, openapi_path=None)
+    QuartSchema(app, info=INFO, openapi_path=None)
     app.json = OrjsonProvider(app)  # after QuartSchema, which installs its own
     for blueprint in BLUEPRINTS:
+        tag_blueprint(blueprint, [blueprint.name])  # the document groups routes by resource
         app.register_blueprint(blueprint)
     tokens = StreamTokens(settings.token)
     app.extensions[EXTENSION + ".stream_tokens"] = tokens
