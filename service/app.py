@@ -14,14 +14,14 @@ from importlib.metadata import version
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from quart import Quart, current_app, request
+from quart import Quart, Response, current_app, request
 from quart_schema import QuartSchema, tag_blueprint
 
 from .api import auth, errors
 from .api.dashboard import dashboard
 from .api.docs import docs
 from .api.jobs import IDEMPOTENCY_TTL_S, jobs
-from .api.responses import OrjsonProvider, refuse_undeclared
+from .api.responses import SECURITY_HEADERS, OrjsonProvider, refuse_undeclared
 from .api.runtime import EXTENSION, Runtime
 from .api.schedules import schedules
 from .api.service import service
@@ -84,6 +84,12 @@ def create_app(settings: Settings | None = None) -> Quart:
     @app.before_request
     async def refuse_unknown_parameters() -> None:
         refuse_undeclared(current_app.view_functions.get(request.endpoint or ""))
+
+    @app.after_request
+    async def secure(response: Response) -> Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
 
     @app.while_serving
     async def lifecycle() -> AsyncGenerator[None, None]:

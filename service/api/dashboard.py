@@ -25,9 +25,7 @@ async def page() -> Response:
 @auth.public
 @hide
 async def files(filename: str) -> Response:
-    return _fresh(
-        await send_from_directory(STATIC, filename), {"X-Content-Type-Options": "nosniff"}
-    )
+    return _fresh(await send_from_directory(STATIC, filename), {})
 
 
 def _fresh(response: Response, headers: dict[str, str]) -> Response:

@@ -67,9 +67,7 @@ async def swagger_page() -> Response:
 async def swagger_files(name: str) -> Response:
     if name not in SWAGGER_FILES:
         raise NotFound
-    response = await send_from_directory(SWAGGER_UI, name)
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
+    return await send_from_directory(SWAGGER_UI, name)
 
 
 def openapi_document() -> dict[str, Any]:
