@@ -45,3 +45,35 @@ async def test_only_pages_carry_a_content_security_policy(client: httpx.AsyncCli
         policy = (await client.get(path)).headers["content-security-policy"]
         assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
     assert "content-security-policy" not in (await client.get("/jobs")).headers
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (
+            '{"task": "tests.sample_tasks.add", "args": [1, 2], "args": [3, 4]}',
+            "'args' is given twice",
+        ),
+        ('{"task": "tests.sample_tasks.echo", "kwargs": {"a": 1, "a": 2}}', "'a' is given twice"),
+        ('{"task": "tests.sample_tasks.echo", "args": [18446744073709551616]}', "beyond 64 bits"),
+        ('{"task": "tests.sample_tasks.echo", "args": [-9223372036854775809]}', "beyond 64 bits"),
+        ('{"task": "tests.sample_tasks.echo", "args": [' + "9" * 5000 + "]}", "(5000 digits)"),
+        ('{"jobs": [{"task": "tests.sample_tasks.add", "task": "x"}]}', "'task' is given twice"),
+    ],
+)
+async def test_json_that_readers_would_read_differently_is_refused(
+    client: httpx.AsyncClient, body: str, why: str
+) -> None:
+    path = "/jobs/batch" if body.startswith('{"jobs"') else "/jobs"
+    response = await client.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "invalid_json" and why in response.json()["detail"]
+    assert (await client.get("/jobs")).json()["jobs"] == []
+
+
+async def test_the_64_bit_integers_at_the_edges_are_kept_exactly(client: httpx.AsyncClient) -> None:
+    edges = [9223372036854775807, -9223372036854775808]
+    response = await client.post(
+        "/jobs?wait_s=10", json={"task": "tests.sample_tasks.echo", "args": edges}
+    )
+    assert response.status_code == 202 and response.json()["result"]["args"] == edges

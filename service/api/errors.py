@@ -26,7 +26,7 @@ from ..errors import (
     UnknownTask,
 )
 from ..wire import job_json
-from .responses import UnknownParameters, json_response
+from .responses import JsonRefused, UnknownParameters, json_response
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,7 @@ ERRORS: dict[type[BaseException], Answer] = {
         "invalid_request",
         lambda e: {"fields": [{"field": n, "message": "not a parameter"} for n in e.names]},
     ),
+    JsonRefused: Answer(422, "invalid_json"),
     UnknownTask: Answer(422, "unknown_task", lambda e: {"task": e.name}),
     InvalidArguments: Answer(
         422, "invalid_arguments", lambda e: {"task": e.task, "fields": e.fields}

@@ -3,7 +3,9 @@ it reads a request's JSON body and query."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -77,15 +79,55 @@ class InvalidRequest(HTTPException):
     name = "Invalid Request"
 
 
+MIN_INT, MAX_INT = -(2**63), 2**63 - 1  # what SQLite (and every 64-bit reader) holds exactly
+
+
+class JsonRefused(Exception):
+    """Valid JSON that means something else to different readers: a key given twice (which one
+    wins?), an integer beyond 64 bits (read as a float, or refused, elsewhere)."""
+
+
 async def json_body() -> Any:
     """The request body as JSON: 415 unless declared JSON (browsers cannot send that
-    cross-site unasked), 400 if malformed, 413 if over the size limit."""
+    cross-site unasked), 400 if malformed, 413 if over the size limit, 422 (``JsonRefused``)
+    for a key given twice in an object or an integer beyond 64 bits."""
     if not request.is_json:
         raise UnsupportedMediaType
+    data = await request.get_data()
     try:
-        return orjson.loads(await request.get_data())
+        body = orjson.loads(data)  # fast, and strict about UTF-8 and surrogates
     except orjson.JSONDecodeError as exc:
+        _read_strictly(data)  # a huge integer is JsonRefused, as a shorter one would be
         raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+    # orjson keeps the last of two keys and makes a float of a huge integer, silently: read
+    # once more by the standard parser, which lets each object's keys and integers be seen
+    _read_strictly(data)
+    return body
+
+
+def _read_strictly(data: str | bytes) -> None:
+    """JsonRefused for a key given twice or an integer beyond 64 bits; nothing otherwise (what
+    is not JSON at all is orjson's to say)."""
+    with contextlib.suppress(ValueError, RecursionError):
+        json.loads(data, object_pairs_hook=_unique_keys, parse_int=_int64)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    made = dict(pairs)
+    if len(made) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise JsonRefused(f"the key {key!r} is given twice in one object")
+            seen.add(key)
+    return made
+
+
+def _int64(text: str) -> int:
+    if len(text) > 20 or not MIN_INT <= (value := int(text)) <= MAX_INT:
+        shown = text if len(text) <= 30 else f"{text[:20]}… ({len(text)} digits)"
+        raise JsonRefused(f"the integer {shown} is beyond 64 bits")
+    return value
 
 
 # -- query parameters: every route says which it takes, and any other is refused ---------------
