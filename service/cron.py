@@ -9,6 +9,7 @@ hour is a wildcard (an interval keeps its pace in real time).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,14 +123,22 @@ class Schedule:
     options: JobOptions = field(default_factory=JobOptions)  # over the task's own
     source: Source = "api"
     last_tick_at: float | None = None  # the latest tick that made a job
+    paused: bool = False  # makes no job until resumed
+    resumed_at: float | None = None  # epoch seconds: the latest resume
 
     @property
     def fired_until(self) -> float:
-        """Ticks up to this time are done with: fired, or before the schedule existed."""
-        return max(self.created_at, self.last_tick_at or self.created_at)
+        """Ticks up to this time are done with: fired, before the schedule existed, or passed
+        while it was paused (a resume does not make up for them)."""
+        return max(self.created_at, self.last_tick_at or 0.0, self.resumed_at or 0.0)
 
     def next_run_at(self, zone: tzinfo) -> float | None:
-        return next_tick(self.cron, self.fired_until, zone)
+        """The next tick that makes a job; None while paused, or if no date ever matches."""
+        return None if self.paused else next_tick(self.cron, self.fired_until, zone)
+
+    def fired(self, tick_at: float) -> Schedule:
+        """This schedule once the tick at ``tick_at`` has fired (a later one stays the latest)."""
+        return dataclasses.replace(self, last_tick_at=max(tick_at, self.last_tick_at or tick_at))
 
     def due_tick(self, now: float, zone: tzinfo) -> float | None:
         """The tick to fire at ``now``: the latest one not fired yet, or None if none is due.

@@ -129,6 +129,15 @@ MIGRATIONS: tuple[str, ...] = (
         dropped INTEGER NOT NULL                -- its lines no longer (or never) kept
     ) WITHOUT ROWID;
     """,
+    """
+    ALTER TABLE schedules ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;  -- 1: makes no jobs
+    -- epoch seconds: the latest resume; the ticks before it make no job
+    ALTER TABLE schedules ADD COLUMN resumed_at REAL;
+    """,
+    """
+    ALTER TABLE jobs ADD COLUMN schedule_id TEXT;  -- the schedule whose tick made it, if any
+    CREATE INDEX jobs_schedule_seq ON jobs (schedule_id, seq) WHERE schedule_id IS NOT NULL;
+    """,
 )
 
 PRAGMAS = (
@@ -140,14 +149,15 @@ PRAGMAS = (
 
 _JOB_COLUMNS = (
     "id, task, args, kwargs, state, attempt, interruptions, progress, result, error, "
-    "created_at, started_at, finished_at, seq, options, scheduled_at, retries, attempts, key"
+    "created_at, started_at, finished_at, seq, options, scheduled_at, retries, attempts, key, "
+    "schedule_id"
 )
 SELECT_JOB = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?"
 SELECT_IDS_IN_STATE = "SELECT id FROM jobs WHERE state = ? ORDER BY seq"
 INSERT_JOB = (
     "INSERT INTO jobs (id, task, args, kwargs, state, attempt, interruptions, progress, result, "
-    "error, created_at, started_at, finished_at, options, scheduled_at, retries, attempts, key) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "error, created_at, started_at, finished_at, options, scheduled_at, retries, attempts, key, "
+    "schedule_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 UPDATE_JOB = (
     "UPDATE jobs SET state = ?, attempt = ?, interruptions = ?, progress = ?, result = ?, "
@@ -195,20 +205,25 @@ LAST_EVENT_ID = (
     "coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0))"
 )
 
-_SCHEDULE_COLUMNS = "id, task, cron, args, kwargs, options, source, created_at, last_tick_at"
+_SCHEDULE_COLUMNS = (
+    "id, task, cron, args, kwargs, options, source, created_at, last_tick_at, paused, resumed_at"
+)
+_SCHEDULE_VALUES = ", ".join("?" * len(_SCHEDULE_COLUMNS.split(",")))
 SELECT_SCHEDULES = f"SELECT {_SCHEDULE_COLUMNS} FROM schedules ORDER BY created_at, id"
 INSERT_SCHEDULE = (
-    f"INSERT OR IGNORE INTO schedules ({_SCHEDULE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT OR IGNORE INTO schedules ({_SCHEDULE_COLUMNS}) VALUES ({_SCHEDULE_VALUES})"
 )
 REPLACE_SCHEDULE = (
-    f"INSERT OR REPLACE INTO schedules ({_SCHEDULE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT OR REPLACE INTO schedules ({_SCHEDULE_COLUMNS}) VALUES ({_SCHEDULE_VALUES})"
 )
 DELETE_SCHEDULE = "DELETE FROM schedules WHERE id = ?"
-# the same schedule (not one made anew under its id) and a tick later than any it fired
+# the same schedule (not one made anew under its id), active, and a tick later than any it
+# fired and than its latest resume
 CLAIM_TICK = (
-    "UPDATE schedules SET last_tick_at = ? WHERE id = ? AND created_at = ? "
-    "AND (last_tick_at IS NULL OR last_tick_at < ?)"
+    "UPDATE schedules SET last_tick_at = ?1 WHERE id = ?2 AND created_at = ?3 AND paused = 0 "
+    "AND coalesce(last_tick_at, 0) < ?1 AND coalesce(resumed_at, 0) < ?1"
 )
+PAUSE_SCHEDULE = "UPDATE schedules SET paused = ?, resumed_at = ? WHERE id = ? AND created_at = ?"
 INSERT_LOG = (
     "INSERT INTO job_logs (job_id, event_id, attempt, at, stream, level, logger, text) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -256,12 +271,13 @@ def job_to_row(job: Job) -> tuple[Any, ...]:
         None if job.error is None else _dumps(job.error.as_dict()),
         job.created_at, job.started_at, job.finished_at, _dumps(job.options.as_dict()),
         job.scheduled_at, job.retries, _dumps([a.as_dict() for a in job.attempts]), job.key,
+        job.schedule_id,
     )  # fmt: skip
 
 
 def _update_params(job: Job) -> tuple[Any, ...]:
     row = job_to_row(job)
-    return (*row[4:10], *row[11:13], *row[14:17], job.id)  # the key never changes
+    return (*row[4:10], *row[11:13], *row[14:17], job.id)  # the key and schedule never change
 
 
 def row_to_job(row: Sequence[Any]) -> Job:
@@ -274,7 +290,7 @@ def row_to_job(row: Sequence[Any]) -> Job:
         created_at=row[10], started_at=row[11], finished_at=row[12],
         options=JobOptions.from_dict(orjson.loads(row[14])), scheduled_at=row[15],
         retries=row[16], attempts=tuple(Attempt.from_dict(a) for a in orjson.loads(row[17])),
-        key=row[18],
+        key=row[18], schedule_id=row[19],
     )  # fmt: skip
 
 
@@ -282,7 +298,7 @@ def schedule_to_row(schedule: Schedule) -> tuple[Any, ...]:
     return (
         schedule.id, schedule.task, schedule.cron, _dumps(schedule.args), _dumps(schedule.kwargs),
         _dumps(schedule.options.as_dict()), schedule.source, schedule.created_at,
-        schedule.last_tick_at,
+        schedule.last_tick_at, int(schedule.paused), schedule.resumed_at,
     )  # fmt: skip
 
 
@@ -290,7 +306,8 @@ def row_to_schedule(row: Sequence[Any]) -> Schedule:
     return Schedule(
         id=row[0], task=row[1], cron=row[2], args=orjson.loads(row[3]),
         kwargs=orjson.loads(row[4]), options=JobOptions.from_dict(orjson.loads(row[5])),
-        source=row[6], created_at=row[7], last_tick_at=row[8],
+        source=row[6], created_at=row[7], last_tick_at=row[8], paused=bool(row[9]),
+        resumed_at=row[10],
     )  # fmt: skip
 
 
@@ -364,8 +381,9 @@ class Batch:
 
     async def claim_tick(self, schedule: Schedule, tick_at: float) -> bool:
         """Record ``tick_at`` as the schedule's latest fired tick; False, changing nothing, if
-        that tick or a later one already fired or the schedule is gone: a tick fires once."""
-        params = (tick_at, schedule.id, schedule.created_at, tick_at)
+        that tick or a later one already fired, the schedule is paused (or was resumed after
+        the tick) or is gone: a tick fires once, and never while paused."""
+        params = (tick_at, schedule.id, schedule.created_at)
         return await self.change(CLAIM_TICK, params) == 1
 
     async def change(self, sql: str, params: Sequence[Any]) -> int:
@@ -626,6 +644,19 @@ class Database:
 
         await self.transact(operation)
 
+    async def set_paused(
+        self, schedule: Schedule, *, paused: bool, resumed_at: float | None
+    ) -> None:
+        """Store whether ``schedule`` is paused, and its latest resume; ScheduleNotFound if it
+        is gone (or made anew under its id)."""
+        params = (int(paused), resumed_at, schedule.id, schedule.created_at)
+
+        async def operation(batch: Batch) -> None:
+            if not await batch.change(PAUSE_SCHEDULE, params):
+                raise ScheduleNotFound(schedule.id)
+
+        await self.transact(operation)
+
     async def replace_schedules(self, put: Sequence[Schedule], remove: Sequence[str]) -> None:
         """Store ``put`` over any schedules of the same ids and delete ``remove``, together."""
 
@@ -843,12 +874,14 @@ class Database:
         task: str | None = None,
         queue: str | None = None,
         text: str | None = None,
+        schedule_id: str | None = None,
         limit: int = 50,
         before: int | None = None,
     ) -> tuple[list[Job], int | None]:
         """Jobs newest first; returns them and the cursor of the next page (None at the end).
 
-        ``text`` matches jobs whose arguments (as JSON) hold it, ignoring ASCII case.
+        ``text`` matches jobs whose arguments (as JSON) hold it, ignoring ASCII case;
+        ``schedule_id`` the jobs that schedule's ticks made.
         """
         where: list[str] = []
         params: list[Any] = []
@@ -858,6 +891,9 @@ class Database:
         if task is not None:
             where.append("task = ?")
             params.append(task)
+        if schedule_id is not None:
+            where.append("schedule_id = ?")
+            params.append(schedule_id)
         if queue is not None:
             where.append(f"{QUEUE_OF_JOB} = ?")
             params.append(queue)

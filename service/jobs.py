@@ -105,6 +105,7 @@ class JobSpec:
     options: JobOptions = field(default_factory=JobOptions)  # over the task's own
     run_at: float | None = None  # epoch seconds; None or past: due now
     key: str | None = None  # unique among unfinished jobs
+    schedule_id: str | None = None  # the schedule whose tick asks for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,7 @@ class Job:
     retries: int = 0  # failures retried so far (not the interruptions)
     attempts: tuple[Attempt, ...] = ()  # every run that ended, oldest first
     key: str | None = None  # no two unfinished jobs share one
+    schedule_id: str | None = None  # the schedule whose tick made it; None: submitted
 
     @property
     def is_terminal(self) -> bool:

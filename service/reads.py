@@ -55,13 +55,15 @@ class Reads:
         task: str | None = None,
         queue: str | None = None,
         text: str | None = None,
+        schedule_id: str | None = None,
         limit: int,
         before: int | None = None,
     ) -> JobPage:
         """A page of jobs, newest first, that match every filter given."""
         jobs, next_cursor = await self._db.list_jobs(
-            states=list(states), task=task, queue=queue, text=text, limit=limit, before=before
-        )
+            states=list(states), task=task, queue=queue, text=text, schedule_id=schedule_id,
+            limit=limit, before=before,
+        )  # fmt: skip
         return JobPage(jobs, next_cursor)
 
     async def logs(self, job_id: str, *, tail: int | None = None) -> tuple[list[LogEntry], int]:

@@ -244,6 +244,7 @@ class Scheduler:
             id=str(uuid.uuid4()), task=spec.task, args=spec.args, kwargs=spec.kwargs,
             state=JobState.SCHEDULED if later else JobState.QUEUED, created_at=now,
             options=options, scheduled_at=spec.run_at if later else None, key=spec.key,
+            schedule_id=spec.schedule_id,
         )  # fmt: skip
 
     async def _enqueue(

@@ -16,7 +16,6 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import tzinfo
-from operator import attrgetter
 from typing import Any
 
 from .cron import Schedule, check_cron
@@ -57,17 +56,22 @@ def declared_changes(
 ) -> tuple[list[Schedule], list[str]]:
     """What to store and what to delete so the stored schedules match those declared in code.
 
-    A declaration whose cron expression changed starts anew: its first tick is the next one.
+    A declaration whose cron expression changed starts anew: its first tick is the next one. A
+    pause outlives a change of the code: only a resume ends it.
     """
     declared = {declared_id(t.name): (t.name, t.cron) for t in tasks.values() if t.cron}
     put = [
-        Schedule(schedule_id, name, cron, now, source="task")
+        Schedule(schedule_id, name, cron, now, source="task", paused=_paused(known))
         for schedule_id, (name, cron) in declared.items()
         if (known := stored.get(schedule_id)) is None
         or (known.source, known.task, known.cron) != ("task", name, cron)
     ]
     remove = [i for i, s in stored.items() if s.source == "task" and i not in declared]
     return put, remove
+
+
+def _paused(schedule: Schedule | None) -> bool:
+    return schedule is not None and schedule.paused
 
 
 class Schedules:
@@ -160,6 +164,36 @@ class Schedules:
         self._schedules.pop(schedule_id, None)
         self._look_at.pop(schedule_id, None)
 
+    async def pause(self, schedule_id: str) -> Schedule:
+        """Stop making jobs until resumed; pausing a paused schedule changes nothing.
+
+        Raises ScheduleNotFound.
+        """
+        schedule = self.get(schedule_id)
+        if schedule.paused:
+            return schedule
+        return await self._store_pause(schedule, paused=True, resumed_at=schedule.resumed_at)
+
+    async def resume(self, schedule_id: str) -> Schedule:
+        """Make jobs again from the first tick after now: the ticks that passed while paused
+        make none. Resuming an active schedule changes nothing. Raises ScheduleNotFound."""
+        schedule = self.get(schedule_id)
+        if not schedule.paused:
+            return schedule
+        return await self._store_pause(schedule, paused=False, resumed_at=self._clock())
+
+    async def _store_pause(
+        self, schedule: Schedule, *, paused: bool, resumed_at: float | None
+    ) -> Schedule:
+        await self._db.set_paused(schedule, paused=paused, resumed_at=resumed_at)
+        # as held now: a tick may have fired during the write
+        current = self._schedules.get(schedule.id)
+        if current is None or current.created_at != schedule.created_at:
+            raise ScheduleNotFound(schedule.id)  # deleted during the write
+        changed = dataclasses.replace(current, paused=paused, resumed_at=resumed_at)
+        self._keep(changed)
+        return changed
+
     def get(self, schedule_id: str) -> Schedule:
         """Raises ScheduleNotFound."""
         try:
@@ -217,10 +251,13 @@ class Schedules:
                 if schedule.id in self._look_at:
                     self._look_at[schedule.id] = self._clock() + RETRY_S
                 return False
-            schedule = dataclasses.replace(schedule, last_tick_at=tick)
         current = self._schedules.get(schedule.id)
-        if current is not None and current.created_at == schedule.created_at:  # not deleted or
-            self._keep(max(current, schedule, key=attrgetter("fired_until")))  # made anew
+        if current is None or current.created_at != schedule.created_at:  # deleted, or made anew
+            return made
+        # a pause that came during the write refused the tick: then there is no firing to record
+        if tick is not None and (made or not current.paused):
+            current = current.fired(tick)
+        self._keep(current)
         return made
 
     async def _submit(self, schedule: Schedule, tick: float) -> bool:
@@ -230,7 +267,10 @@ class Schedules:
             if not await batch.claim_tick(schedule, tick):
                 raise _TickTaken
 
-        spec = JobSpec(schedule.task, schedule.args, schedule.kwargs, schedule.options)
+        spec = JobSpec(
+            schedule.task, schedule.args, schedule.kwargs, schedule.options,
+            schedule_id=schedule.id,
+        )  # fmt: skip
         try:
             job = (await self._scheduler.submit(spec, guard=claim)).job
         except _TickTaken:

@@ -214,6 +214,7 @@ class JobsQuery(BaseModel):
     q: str | None = Field(
         None, max_length=200, description="text the arguments hold (ASCII case ignored)"
     )
+    schedule: str | None = Field(None, description="only the jobs this schedule's ticks made")
     limit: int = Field(50, ge=1, le=1000)
     cursor: str | None = Field(None, description="'next' of the previous page")
 
@@ -272,6 +273,7 @@ def schedule_json(
         "kwargs": schedule.kwargs,
         "options": schedule.options.as_dict(),
         "source": schedule.source,
+        "paused": schedule.paused,
         "created_at": isoformat(schedule.created_at),
         "last_run_at": isoformat(schedule.last_tick_at),
         "next_run_at": isoformat(next_run_at),

@@ -25,6 +25,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "error": None if job.error is None else job.error.as_dict(),
         "attempt": job.attempt,
         "key": job.key,
+        "schedule_id": job.schedule_id,
         "options": job.options.as_dict(),
         "created_at": isoformat(job.created_at),
         "started_at": isoformat(job.started_at),
@@ -62,6 +63,7 @@ def job_from_json(body: dict[str, Any]) -> Job:
         retries=body["retries"],
         attempts=tuple(_attempt_from_json(a) for a in body["attempts"]),
         key=body["key"],
+        schedule_id=body.get("schedule_id"),  # absent from a service older than schedule ids
     )
 
 

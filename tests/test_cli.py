@@ -23,7 +23,7 @@ import pytest
 from service.client import Client, StateEvent
 from service.jobs import JobState
 
-from .conftest import ROOT, TASKS, SharedService, listening_socket
+from .conftest import ROOT, TASKS, SharedService, listening_socket, wait_for
 
 T = f"{TASKS}."
 COMMAND = shutil.which("conveyor")
@@ -223,6 +223,25 @@ def test_schedules(conveyor: Callable[..., Any]) -> None:
     assert shown["cron"] == "*/5 * * * *" and shown == made | {"last_run_at": None}
     assert conveyor("schedules", "delete", "cli-s").returncode == 0
     assert "404" in one_line_error(conveyor("schedules", "show", "cli-s"), 3)
+
+
+def test_schedules_pause_and_resume_and_their_jobs(
+    conveyor: Callable[..., Any], client: Client
+) -> None:
+    client.schedules.create(T + "tick", "* * * * * *", args=["cli-p"], schedule_id="cli-p")
+    paused = json_of(conveyor("schedules", "pause", "cli-p", "--json"))
+    assert (paused["paused"], paused["next_run_at"]) == (True, None)
+    said = conveyor("schedules", "pause", "cli-p")  # already paused: no change, no error
+    assert said.returncode == 0 and said.stdout.strip() == "schedule cli-p paused"
+    assert "paused" in conveyor("schedules", "show", "cli-p").stdout
+    resumed = conveyor("schedules", "resume", "cli-p")
+    assert resumed.returncode == 0 and resumed.stdout.startswith("schedule cli-p resumed: next run")
+    assert json_of(conveyor("schedules", "show", "cli-p", "--json"))["paused"] is False
+    wait_for(lambda: any(client.jobs(schedule_id="cli-p")), what="a job of the schedule")
+    client.schedules.delete("cli-p")
+    listed = json_of(conveyor("jobs", "--schedule", "cli-p", "--json"))
+    assert listed and {(j["schedule_id"], j["args"][0]) for j in listed} == {("cli-p", "cli-p")}
+    assert "404" in one_line_error(conveyor("schedules", "resume", "cli-p"), 3)
 
 
 # -- watch --------------------------------------------------------------------------------------

@@ -343,6 +343,25 @@ def test_schedules_can_be_managed(client: Client) -> None:
         client.schedules.get(name)
 
 
+def test_a_schedule_pauses_resumes_and_lists_the_jobs_it_made(client: Client) -> None:
+    name = "client-" + marker()[:12]
+    made = client.schedules.create(T + "tick", "* * * * * *", args=[name], schedule_id=name)
+    assert made.paused is False
+    wait_for(lambda: any(client.jobs(schedule_id=name)), what="a job of the schedule")
+    paused = client.schedules.pause(name)
+    assert (paused.paused, paused.next_run_at) == (True, None)
+    assert client.schedules.pause(name).paused is True  # already paused: no change
+    assert client.schedules.get(name).paused is True
+    made_jobs = list(client.jobs(schedule_id=name, page_size=1))
+    assert made_jobs and {(j.schedule_id, j.args[0]) for j in made_jobs} == {(name, name)}
+    assert list(client.jobs(schedule_id="no-" + name)) == []
+    resumed = client.schedules.resume(name)
+    assert resumed.paused is False and resumed.next_run_at is not None
+    client.schedules.delete(name)
+    with pytest.raises(NotFound):
+        client.schedules.pause(name)
+
+
 # -- errors -------------------------------------------------------------------------------------
 
 

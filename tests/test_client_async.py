@@ -97,6 +97,9 @@ async def test_events_list_logs_tasks_and_schedules(aclient: AsyncClient) -> Non
     assert T + "add" in [t.name for t in await aclient.tasks()]
     made = await aclient.schedules.create(T + "add", "@hourly", args=[1, 2], schedule_id="a-1")
     assert [s.id for s in await aclient.schedules.list()] == [made.id]
+    assert (await aclient.schedules.pause("a-1")).paused is True
+    assert (await aclient.schedules.resume("a-1")).paused is False
+    assert [j async for j in aclient.jobs(schedule_id="a-1")] == []  # no tick yet
     await aclient.schedules.delete("a-1")
     with pytest.raises(NotFound):
         await aclient.schedules.get("a-1")

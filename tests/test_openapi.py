@@ -143,7 +143,12 @@ async def test_real_answers_match_their_documented_models(
     )
     check("post", "/schedules", made)
     check("get", "/schedules", await client.get("/schedules"))
-    check("get", "/schedules/{schedule_id}", await client.get(f"/schedules/{made.json()['id']}"))
+    schedule = f"/schedules/{made.json()['id']}"
+    check("get", "/schedules/{schedule_id}", await client.get(schedule))
+    check("post", "/schedules/{schedule_id}/pause", await client.post(schedule + "/pause"))
+    check("post", "/schedules/{schedule_id}/resume", await client.post(schedule + "/resume"))
+    check("post", "/schedules/{schedule_id}/pause", await client.post("/schedules/nope/pause"))
+    check("get", "/jobs", await client.get("/jobs", params={"schedule": made.json()["id"]}))
 
 
 async def test_schemathesis_finds_no_server_error_and_no_answer_off_its_schema(

@@ -317,6 +317,109 @@ async def test_a_schedule_whose_task_is_gone_makes_no_job_and_harms_no_other(
             await service.schedules.create(T + "echo", "* * * * *")
 
 
+# -- pause and resume ---------------------------------------------------------------------------
+
+
+def test_a_paused_schedule_has_no_tick_and_a_resumed_one_skips_those_passed() -> None:
+    created = Schedule("s", T + "tick", "* * * * *", created_at=at("2026-01-01T00:00:30Z"))
+    paused = dataclasses.replace(created, paused=True)
+    assert paused.next_run_at(UTC) is None
+    assert paused.due_tick(at("2026-01-01T00:05Z"), UTC) is None
+    resumed = dataclasses.replace(paused, paused=False, resumed_at=at("2026-01-01T00:05:10Z"))
+    assert resumed.due_tick(at("2026-01-01T00:05:30Z"), UTC) is None
+    assert resumed.next_run_at(UTC) == at("2026-01-01T00:06Z")
+    fired = resumed.fired(at("2026-01-01T00:06Z"))
+    assert fired.fired(at("2026-01-01T00:04Z")).last_tick_at == at("2026-01-01T00:06Z")
+
+
+async def test_pause_stops_the_jobs_and_resume_makes_them_from_the_next_tick(
+    tmp_path: Path,
+) -> None:
+    clock = Clock(at("2026-01-01T00:00:30Z"))
+    async with schedules_at(tmp_path, clock) as service:
+        schedule = await service.schedules.create(T + "tick", "* * * * *")
+        paused = await service.schedules.pause(schedule.id)
+        assert paused.paused and service.schedules.next_run_at(paused) is None
+        assert await service.schedules.pause(schedule.id) == paused  # already paused
+        clock.now = at("2026-01-01T00:03:30Z")  # three ticks pass while paused
+        assert await service.schedules.fire_due() == 0
+        resumed = await service.schedules.resume(schedule.id)
+        assert (resumed.paused, resumed.resumed_at) == (False, clock.now)
+        assert await service.schedules.resume(schedule.id) == resumed  # already active
+        assert service.schedules.next_run_at(resumed) == at("2026-01-01T00:04Z")
+        assert await service.schedules.fire_due() == 0  # the ticks passed make no job
+        assert await service.jobs() == []
+        clock.now = at("2026-01-01T00:04Z")
+        await service.schedules.fire_due()
+        (job,) = await job_count(service, 1)
+        assert job.schedule_id == schedule.id
+        for change in (service.schedules.pause, service.schedules.resume):
+            with pytest.raises(ScheduleNotFound):
+                await change("no-such-schedule")
+
+
+async def test_a_pause_and_a_resume_are_stored_and_outlive_restarts(tmp_path: Path) -> None:
+    clock = Clock(at("2026-01-01T00:00:30Z"))
+    async with schedules_at(tmp_path, clock) as service:
+        schedule = await service.schedules.create(T + "tick", "* * * * *")
+        await service.schedules.pause(schedule.id)
+    clock.now = at("2026-01-01T00:05:30Z")  # five ticks pass while down, and paused
+    async with schedules_at(tmp_path, clock) as service:
+        assert service.schedules.get(schedule.id).paused
+        assert await service.schedules.fire_due() == 0
+        await service.schedules.resume(schedule.id)
+    clock.now = at("2026-01-01T00:05:45Z")
+    async with schedules_at(tmp_path, clock) as service:
+        stored = service.schedules.get(schedule.id)
+        assert (stored.paused, stored.resumed_at) == (False, at("2026-01-01T00:05:30Z"))
+        assert await service.schedules.fire_due() == 0  # no tick missed since the resume
+        clock.now = at("2026-01-01T00:06Z")
+        await service.schedules.fire_due()
+        await job_count(service, 1)
+
+
+async def test_a_declared_schedule_stays_paused_when_declared_again(tmp_path: Path) -> None:
+    tasks = load_tasks([TASKS, CRON_TASKS])
+    declared = {**tasks, T + "tick": dataclasses.replace(tasks[T + "tick"], cron="* * * * *")}
+    clock = Clock(at("2026-01-01T00:00:30Z"))
+    async with schedules_at(tmp_path, clock, declared) as service:
+        paused = await service.schedules.pause("task:" + T + "tick")
+        assert (paused.source, paused.paused) == ("task", True)
+    clock.now = at("2026-01-01T00:02:30Z")
+    async with schedules_at(tmp_path, clock, declared) as service:  # unchanged in the code
+        assert service.schedules.get(paused.id) == paused
+        assert await service.schedules.fire_due() == 0
+        assert await service.jobs() == []
+    changed = {**tasks, T + "tick": dataclasses.replace(tasks[T + "tick"], cron="*/5 * * * *")}
+    async with schedules_at(tmp_path, clock, changed) as service:  # anew, and still paused
+        anew = service.schedules.get(paused.id)
+        assert (anew.cron, anew.created_at, anew.paused) == ("*/5 * * * *", clock.now, True)
+        resumed = await service.schedules.resume(anew.id)
+        assert service.schedules.next_run_at(resumed) == at("2026-01-01T00:05Z")
+
+
+async def test_the_store_refuses_a_tick_while_paused_or_passed_while_paused(
+    tmp_path: Path,
+) -> None:
+    schedule = Schedule("s", T + "tick", "* * * * *", created_at=at("2026-01-01T00:00:30Z"))
+    async with Database(str(tmp_path / "db"), on_commit=lambda events: None) as db:
+        await db.add_schedule(schedule)
+
+        async def claim(tick: str) -> bool:
+            claimed: bool = await db.transact(lambda batch: batch.claim_tick(schedule, at(tick)))
+            return claimed
+
+        await db.set_paused(schedule, paused=True, resumed_at=None)
+        assert not await claim("2026-01-01T00:01Z")  # a tick under way when the pause came
+        await db.set_paused(schedule, paused=False, resumed_at=at("2026-01-01T00:01:30Z"))
+        assert not await claim("2026-01-01T00:01Z")
+        assert await claim("2026-01-01T00:02Z")
+        with pytest.raises(ScheduleNotFound):
+            await db.set_paused(
+                dataclasses.replace(schedule, id="gone"), paused=True, resumed_at=None
+            )
+
+
 # -- over HTTP --------------------------------------------------------------------------------
 
 
@@ -411,33 +514,43 @@ async def test_schedules_survive_a_restart(settings: Settings) -> None:
     assert again == created
 
 
+async def labelled(client: Client, label: str) -> list[Any]:
+    """The jobs of the task ``tick`` with this label, newest first."""
+    response = await client.get(f"/jobs?task={T}tick&limit=1000")
+    return [j for j in (await response.get_json())["jobs"] if j["args"] == [label]]
+
+
+async def at_least(client: Client, label: str, count: int) -> list[Any]:
+    """The jobs with this label, once there are ``count`` or more."""
+
+    async def enough() -> list[Any] | None:
+        jobs = await labelled(client, label)
+        return jobs if len(jobs) >= count else None
+
+    jobs: list[Any] = await wait_until(enough, what=f"{count} {label} job(s)")
+    return jobs
+
+
+async def two_more_ticks(client: Client, label: str) -> None:
+    """Until the per-second schedule of ``label`` has made two more jobs: time for others too."""
+    await at_least(client, label, len(await labelled(client, label)) + 2)
+
+
 async def test_a_schedule_makes_jobs_each_second_until_deleted(app_client: Client) -> None:
     stopped = await post_schedule(app_client, cron="* * * * * *", args=["stopped"])
     going = await post_schedule(app_client, cron="* * * * * *", args=["going"])
-
-    async def labelled(label: str) -> list[Any]:
-        response = await app_client.get(f"/jobs?task={T}tick&limit=1000")
-        return [j for j in (await response.get_json())["jobs"] if j["args"] == [label]]
-
-    async def at_least(label: str, count: int) -> list[Any]:
-        async def enough() -> list[Any] | None:
-            jobs = await labelled(label)
-            return jobs if len(jobs) >= count else None
-
-        jobs: list[Any] = await wait_until(enough, what=f"{count} {label} job(s)")
-        return jobs
-
-    await at_least("stopped", 2)
+    await at_least(app_client, "stopped", 2)
     assert (await app_client.delete(f"/schedules/{stopped['id']}")).status_code == 204
-    made = len(await labelled("stopped"))  # all of them: a tick's job commits before a delete
-    await at_least("going", len(await labelled("going")) + 2)  # two more ticks have passed
-    assert len(await labelled("stopped")) == made
+    # all of them: a tick's job commits before a delete
+    made = len(await labelled(app_client, "stopped"))
+    await two_more_ticks(app_client, "going")
+    assert len(await labelled(app_client, "stopped")) == made
     fetched = await (await app_client.get(f"/schedules/{going['id']}")).get_json()
     assert fetched["last_run_at"] is not None
     assert parse_time(fetched["next_run_at"]) > parse_time(fetched["last_run_at"])
 
     async def one_succeeded() -> Any:
-        return [j for j in await labelled("going") if j["state"] == "succeeded"]
+        return [j for j in await labelled(app_client, "going") if j["state"] == "succeeded"]
 
     done = (await wait_until(one_succeeded, what="a scheduled job to succeed"))[0]
     assert done["result"] == "going"
@@ -472,3 +585,87 @@ async def test_schedules_need_the_token(settings: Settings) -> None:
         assert response.status_code == 401
         authorized = await client.get("/schedules", headers={"Authorization": "Bearer s3cret"})
         assert authorized.status_code == 200
+
+
+async def test_pause_stops_the_ticks_and_resume_starts_them_again(app_client: Client) -> None:
+    paused = await post_schedule(app_client, cron="* * * * * *", args=["paused"])
+    await post_schedule(app_client, cron="* * * * * *", args=["going"])
+    await at_least(app_client, "paused", 1)
+    path = f"/schedules/{paused['id']}"
+    response = await app_client.post(path + "/pause")
+    assert response.status_code == 200
+    body = await response.get_json()
+    assert (body["id"], body["paused"], body["next_run_at"]) == (paused["id"], True, None)
+    again = await app_client.post(path + "/pause")  # already paused: the same answer
+    assert again.status_code == 200 and await again.get_json() == body
+    assert (await (await app_client.get(path)).get_json())["paused"] is True
+    made = len(await labelled(app_client, "paused"))  # a pause commits after any tick before it
+    await two_more_ticks(app_client, "going")
+    assert len(await labelled(app_client, "paused")) == made
+    response = await app_client.post(path + "/resume")
+    assert response.status_code == 200
+    resumed = await response.get_json()
+    assert resumed["paused"] is False and resumed["next_run_at"] is not None
+    again = await app_client.post(path + "/resume")  # already active
+    assert again.status_code == 200 and (await again.get_json())["paused"] is False
+    await at_least(app_client, "paused", made + 1)
+
+
+async def test_pausing_an_unknown_schedule_is_404(app_client: Client) -> None:
+    for action in ("pause", "resume"):
+        response = await app_client.post(f"/schedules/no-such-schedule/{action}")
+        assert response.status_code == 404
+        assert (await response.get_json())["error"] == "not_found"
+
+
+async def test_a_pause_over_http_survives_a_restart(settings: Settings) -> None:
+    async with running_app(settings) as (_, client):
+        await post_schedule(client, id="sleeper", cron="* * * * * *", args=["sleeper"])
+        assert (await client.post("/schedules/sleeper/pause")).status_code == 200
+        made = len(await labelled(client, "sleeper"))
+    async with running_app(settings) as (_, client):
+        shown = await (await client.get("/schedules/sleeper")).get_json()
+        assert (shown["paused"], shown["next_run_at"]) == (True, None)
+        await post_schedule(client, cron="* * * * * *", args=["going"])
+        await two_more_ticks(client, "going")
+        assert len(await labelled(client, "sleeper")) == made
+
+
+async def test_a_declared_schedule_pauses_over_http_and_stays_paused(settings: Settings) -> None:
+    async with running_app(settings) as (_, client):
+        response = await client.post(f"/schedules/{LEAP_DAY}/pause")
+        assert response.status_code == 200
+        assert (await response.get_json())["source"] == "task"
+    async with running_app(settings) as (_, client):  # declared again at start, unchanged
+        listed = (await (await client.get("/schedules")).get_json())["schedules"]
+        assert {s["id"]: s["paused"] for s in listed} == {LEAP_DAY: True}
+        resumed = await (await client.post(f"/schedules/{LEAP_DAY}/resume")).get_json()
+        assert resumed["paused"] is False and resumed["next_run_at"][5:10] == "02-29"
+
+
+async def test_the_jobs_a_schedule_made_name_it_and_are_listed_by_it(app_client: Client) -> None:
+    mine = await post_schedule(app_client, cron="* * * * * *", args=["mine"])
+    await post_schedule(app_client, cron="* * * * * *", args=["other"])
+    response = await app_client.post("/jobs", json={"task": T + "tick", "args": ["mine"]})
+    submitted = await response.get_json()
+    assert submitted["schedule_id"] is None
+    await at_least(app_client, "mine", 1 + 3)  # the one submitted, three ticks'
+    await at_least(app_client, "other", 1)
+    assert (await app_client.delete(f"/schedules/{mine['id']}")).status_code == 204
+
+    async def listed(query: str) -> Any:
+        response = await app_client.get(f"/jobs?schedule={mine['id']}&{query}")
+        assert response.status_code == 200
+        return await response.get_json()
+
+    made = (await listed("limit=1000"))["jobs"]  # also once the schedule is gone
+    assert len(made) >= 3 and submitted["id"] not in [j["id"] for j in made]
+    assert {(j["schedule_id"], j["args"][0]) for j in made} == {(mine["id"], "mine")}
+    one = await (await app_client.get(f"/jobs/{made[0]['id']}")).get_json()
+    assert one["schedule_id"] == mine["id"]
+    first = await listed("limit=2")
+    second = await listed(f"limit=2&cursor={first['next']}")
+    assert [j["id"] for j in first["jobs"] + second["jobs"]] == [j["id"] for j in made[:4]]
+    assert len((await listed(f"task={T}tick&state=succeeded,queued,running"))["jobs"]) >= 1
+    none = await (await app_client.get("/jobs?schedule=no-such-schedule")).get_json()
+    assert none == {"jobs": [], "next": None}

@@ -66,14 +66,14 @@ async def submit_batch() -> Response:
 @answers({200: models.JobPage})
 @query(JobsQuery)
 async def list_jobs(query: JobsQuery) -> Response:
-    """List jobs, newest first, by state, task, queue or text in their arguments."""
+    """List jobs, newest first, by state, task, queue, schedule or text in their arguments."""
     try:
         states, before = query.states(), query.before()
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
     page = await runtime().reads.jobs(
         states=states, task=query.task, queue=query.queue, text=query.q,
-        limit=query.limit, before=before,
+        schedule_id=query.schedule, limit=query.limit, before=before,
     )  # fmt: skip
     next_page = None if page.next_cursor is None else str(page.next_cursor)
     return json_response({"jobs": [job_json(j) for j in page.jobs], "next": next_page})

@@ -78,6 +78,7 @@ class Job(Model):
     error: JobError | None
     attempt: int = Field(description="how many times it has started")
     key: str | None
+    schedule_id: str | None = Field(description="the schedule whose tick made it; null if not")
     options: Options
     created_at: Time
     started_at: Time | None
@@ -142,6 +143,7 @@ class Schedule(Model):
     kwargs: dict[str, Any]
     options: Options
     source: Literal["api", "task"]
+    paused: bool = Field(description="a paused schedule makes no jobs until it is resumed")
     created_at: Time
     last_run_at: Time | None
     next_run_at: Time | None

@@ -60,3 +60,19 @@ async def delete_schedule(schedule_id: str) -> Response:
     """Delete a schedule made through the API (the jobs it made stay)."""
     await runtime().schedules.delete(schedule_id)
     return Response("", 204)
+
+
+@schedules.post("/schedules/<path:schedule_id>/pause")
+@answers({200: models.Schedule}, 404, 503)
+async def pause_schedule(schedule_id: str) -> Response:
+    """Pause a schedule: it makes no jobs until resumed (pausing a paused one changes nothing)."""
+    rt = runtime()
+    return json_response(_as_json(rt, await rt.schedules.pause(schedule_id)))
+
+
+@schedules.post("/schedules/<path:schedule_id>/resume")
+@answers({200: models.Schedule}, 404, 503)
+async def resume_schedule(schedule_id: str) -> Response:
+    """Resume a paused schedule from its first tick after now; the ticks passed make no job."""
+    rt = runtime()
+    return json_response(_as_json(rt, await rt.schedules.resume(schedule_id)))

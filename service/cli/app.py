@@ -194,16 +194,18 @@ def logs(job_id: str, tail: int | None, follow: bool, as_json: bool) -> None:
 @click.option("--task", help="Only jobs of this task.")
 @click.option("--queue", help="Only jobs of this queue.")
 @click.option("--search", help="Only jobs whose arguments hold this text.")
+@click.option("--schedule", "schedule_id", metavar="ID", help="Only jobs this schedule made.")
 @click.option("--limit", type=click.IntRange(1), default=20, show_default=True)
 @json_option
 def jobs(
-    state: str | None, task: str | None, queue: str | None, search: str | None, limit: int,
-    as_json: bool,
+    state: str | None, task: str | None, queue: str | None, search: str | None,
+    schedule_id: str | None, limit: int, as_json: bool,
 ) -> None:  # fmt: skip
     """List jobs, newest first."""
     listed = client().jobs(
-        state=state, task=task, queue=queue, text=search, page_size=min(limit, 1000)
-    )
+        state=state, task=task, queue=queue, text=search, schedule_id=schedule_id,
+        page_size=min(limit, 1000),
+    )  # fmt: skip
     found = [job for _, job in zip(range(limit), listed, strict=False)]
     if as_json:
         render.emit_json([job_json(j) for j in found])

@@ -162,12 +162,12 @@ def task_table(tasks: Iterable[TaskInfo]) -> Table:
 
 def schedule_table(schedules: Iterable[ScheduleInfo]) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("id", "task", "cron", "next run", "last run", "source"):
+    for column in ("id", "task", "cron", "next run", "last run", "state", "source"):
         table.add_column(column)
     for s in schedules:
         table.add_row(
             escape(s.id), escape(s.task), escape(s.cron), moment(s.next_run_at),
-            moment(s.last_run_at), s.source,
+            moment(s.last_run_at), "paused" if s.paused else "active", s.source,
         )  # fmt: skip
     return table
 

@@ -1,4 +1,4 @@
-"""``conveyor schedules``: list, show, add and delete periodic jobs."""
+"""``conveyor schedules``: list, show, add, pause, resume and delete periodic jobs."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from .values import keywords, value
 
 @click.group()
 def schedules() -> None:
-    """List, add and delete schedules (periodic jobs)."""
+    """List, add, pause, resume and delete schedules (periodic jobs)."""
 
 
 @schedules.command("list")
@@ -61,6 +61,32 @@ def add_schedule(
         render.emit_json(made.data)
     else:
         render.out.print(f"schedule {escape(made.id)}: next run {render.moment(made.next_run_at)}")
+
+
+@schedules.command("pause")
+@click.argument("schedule_id")
+@json_option
+def pause_schedule(schedule_id: str, as_json: bool) -> None:
+    """Make no jobs until resumed (a paused schedule stays paused)."""
+    paused = client().schedules.pause(schedule_id)
+    if as_json:
+        render.emit_json(paused.data)
+    else:
+        render.out.print(f"schedule {escape(paused.id)} paused")
+
+
+@schedules.command("resume")
+@click.argument("schedule_id")
+@json_option
+def resume_schedule(schedule_id: str, as_json: bool) -> None:
+    """Make jobs again from the next tick; the ticks passed while paused make none."""
+    resumed = client().schedules.resume(schedule_id)
+    if as_json:
+        render.emit_json(resumed.data)
+    else:
+        render.out.print(
+            f"schedule {escape(resumed.id)} resumed: next run {render.moment(resumed.next_run_at)}"
+        )
 
 
 @schedules.command("delete")

@@ -88,16 +88,17 @@ class AsyncClient:
         task: str | None = None,
         queue: str | None = None,
         text: str | None = None,
+        schedule_id: str | None = None,
         page_size: int = api.JOBS_PAGE_SIZE,
     ) -> AsyncIterator[Job]:
         """``async for job in client.jobs(...)``: every job that matches, newest first."""
         cursor: str | None = None
         while True:
-            page = await self._send(
-                api.list_jobs(
-                    state=state, task=task, queue=queue, text=text, limit=page_size, cursor=cursor
-                )
-            )
+            exchange = api.list_jobs(
+                state=state, task=task, queue=queue, text=text, schedule_id=schedule_id,
+                limit=page_size, cursor=cursor,
+            )  # fmt: skip
+            page = await self._send(exchange)
             for job in page.jobs:
                 yield job
             if page.next_cursor is None:
@@ -293,3 +294,9 @@ class AsyncSchedules:
 
     async def delete(self, schedule_id: str) -> None:
         await self._client._send(api.delete_schedule(schedule_id))
+
+    async def pause(self, schedule_id: str) -> ScheduleInfo:
+        return await self._client._send(api.pause_schedule(schedule_id, paused=True))
+
+    async def resume(self, schedule_id: str) -> ScheduleInfo:
+        return await self._client._send(api.pause_schedule(schedule_id, paused=False))

@@ -150,13 +150,18 @@ def list_jobs(
     task: str | None,
     queue: str | None,
     text: str | None,
+    schedule_id: str | None,
     limit: int,
     cursor: str | None,
 ) -> Exchange[records.JobsPage]:
     params = {"limit": str(limit)}
     if state is not None:
         params["state"] = state if isinstance(state, str) else ",".join(state)
-    for name, value in (("task", task), ("queue", queue), ("q", text), ("cursor", cursor)):
+    filters = (
+        ("task", task), ("queue", queue), ("q", text), ("schedule", schedule_id),
+        ("cursor", cursor),
+    )  # fmt: skip
+    for name, value in filters:
         if value is not None:
             params[name] = value
     return Exchange("GET", "/jobs", lambda r: records.jobs_page(_json(r)), params=params)
@@ -207,6 +212,13 @@ def get_schedule(schedule_id: str) -> Exchange[records.ScheduleInfo]:
 
 def delete_schedule(schedule_id: str) -> Exchange[None]:
     return Exchange("DELETE", f"/schedules/{segment(schedule_id)}", _no_content)
+
+
+def pause_schedule(schedule_id: str, *, paused: bool) -> Exchange[records.ScheduleInfo]:
+    """``POST /schedules/<id>/pause`` (or ``/resume`` when not ``paused``)."""
+    action = "pause" if paused else "resume"
+    path = f"/schedules/{segment(schedule_id)}/{action}"
+    return Exchange("POST", path, lambda r: records.schedule_info(_json(r)))
 
 
 def task_call(

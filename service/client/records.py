@@ -70,10 +70,11 @@ class ScheduleInfo:
     args: list[Any]
     kwargs: dict[str, Any]
     options: JobOptions
-    source: str  # "api" or "code" (declared with @task(cron=...))
+    source: str  # "api" or "task" (declared with @task(cron=...))
     created_at: float
     last_run_at: float | None
-    next_run_at: float | None
+    next_run_at: float | None  # None while paused
+    paused: bool  # makes no jobs until resumed
     data: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # as sent
 
 
@@ -109,5 +110,5 @@ def schedule_info(body: dict[str, Any]) -> ScheduleInfo:
         body["id"], body["task"], body["cron"], body["timezone"], body["args"], body["kwargs"],
         JobOptions.from_dict(body.get("options") or {}), body["source"],
         epoch_s(body["created_at"]) or 0.0, epoch_s(body.get("last_run_at")),
-        epoch_s(body.get("next_run_at")), body,
+        epoch_s(body.get("next_run_at")), bool(body.get("paused", False)), body,
     )  # fmt: skip

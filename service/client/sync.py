@@ -99,16 +99,17 @@ class Client:
         task: str | None = None,
         queue: str | None = None,
         text: str | None = None,
+        schedule_id: str | None = None,
         page_size: int = api.JOBS_PAGE_SIZE,
     ) -> Iterator[Job]:
         """Every job that matches, newest first, read a page at a time as the loop goes on."""
         cursor: str | None = None
         while True:
-            page = self._send(
-                api.list_jobs(
-                    state=state, task=task, queue=queue, text=text, limit=page_size, cursor=cursor
-                )
-            )
+            exchange = api.list_jobs(
+                state=state, task=task, queue=queue, text=text, schedule_id=schedule_id,
+                limit=page_size, cursor=cursor,
+            )  # fmt: skip
+            page = self._send(exchange)
             yield from page.jobs
             if page.next_cursor is None:
                 return
@@ -306,7 +307,7 @@ class JobHandle(Generic[R]):
 
 class Schedules:
     """The service's schedules: ``client.schedules.create(...)``, ``.list()``, ``.get(id)``,
-    ``.delete(id)``."""
+    ``.pause(id)``, ``.resume(id)``, ``.delete(id)``."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
@@ -333,3 +334,11 @@ class Schedules:
 
     def delete(self, schedule_id: str) -> None:
         self._client._send(api.delete_schedule(schedule_id))
+
+    def pause(self, schedule_id: str) -> ScheduleInfo:
+        """Make no jobs until resumed; pausing a paused schedule changes nothing."""
+        return self._client._send(api.pause_schedule(schedule_id, paused=True))
+
+    def resume(self, schedule_id: str) -> ScheduleInfo:
+        """Make jobs again from the first tick after now (the ticks passed make none)."""
+        return self._client._send(api.pause_schedule(schedule_id, paused=False))
