@@ -38,6 +38,7 @@ from .scheduler import Scheduler
 from .schedules import Schedules
 from .settings import Settings
 from .shutdown import GracefulShutdown
+from .streams import StreamLimit
 from .streamtokens import StreamTokens
 from .tasks import Task, load_tasks
 
@@ -148,7 +149,8 @@ async def _start(stack: AsyncExitStack, settings: Settings, tasks: dict[str, Tas
         "serving %d task(s) from %s on %d worker(s); database %s",
         len(tasks), ", ".join(settings.tasks), settings.concurrency, settings.database,
     )  # fmt: skip
-    return Runtime(settings, scheduler, schedules, Reads(db, broker, pool, scheduler))
+    reads = Reads(db, broker, pool, scheduler)
+    return Runtime(settings, scheduler, schedules, reads, StreamLimit(settings.max_streams))
 
 
 def worker_limits(settings: Settings) -> WorkerLimits:

@@ -140,6 +140,17 @@ class ShuttingDown(ServiceError):
         super().__init__("the service is shutting down and takes no new jobs; submit again soon")
 
 
+class TooManyStreams(ServiceError):
+    """As many event streams are open as the service allows."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        super().__init__(
+            f"{most} event streams are open, as many as CONVEYOR_MAX_STREAMS allows; "
+            "try again soon, or follow fewer"
+        )
+
+
 class ScheduleNotFound(ServiceError):
     """No schedule has this id."""
 

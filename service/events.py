@@ -24,15 +24,16 @@ class Subscription:
         self.overflowed = False
         self.closed = False
         self._maxsize = maxsize
-        # unbounded underneath, bounded by offer(): close() can always get through
-        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        # unbounded underneath, bounded by offer(): close() can always get through. Each item
+        # is the event with its SSE message, encoded once for every stream that gets it.
+        self._queue: asyncio.Queue[tuple[Event, bytes] | None] = asyncio.Queue()
 
-    def offer(self, event: Event) -> bool:
+    def offer(self, event: Event, message: bytes) -> bool:
         """Queue ``event``; False (and the subscription is spent) when the queue is full."""
         if self._queue.qsize() >= self._maxsize:
             self.overflowed = True
             return False
-        self._queue.put_nowait(event)
+        self._queue.put_nowait((event, message))
         return True
 
     def close(self) -> None:
@@ -43,6 +44,11 @@ class Subscription:
     async def get(self, timeout_s: float) -> Event | None:
         """The next event, or None after ``timeout_s`` of silence, once overflowed and drained,
         or once closed."""
+        item = await self.get_message(timeout_s)
+        return None if item is None else item[0]
+
+    async def get_message(self, timeout_s: float) -> tuple[Event, bytes] | None:
+        """The next event with its SSE message (as ``get``)."""
         if self.closed or (self.overflowed and self._queue.empty()):
             return None
         try:
@@ -55,41 +61,63 @@ class Subscription:
 
 
 class Broker:
+    """Hands each committed event to the streams that want it: those of every job, and those
+    of its job (found by its id, not by asking each stream)."""
+
     def __init__(self, maxsize: int = SUBSCRIBER_QUEUE_SIZE) -> None:
         self._maxsize = maxsize
-        self._subscriptions: set[Subscription] = set()
+        self._everything: set[Subscription] = set()
+        self._by_job: dict[str, set[Subscription]] = {}
         self._closed = False
 
     def subscribe(self, job_id: str | None = None) -> Subscription:
         subscription = Subscription(job_id, self._maxsize)
         if self._closed:
             subscription.close()
+        elif job_id is None:
+            self._everything.add(subscription)
         else:
-            self._subscriptions.add(subscription)
+            self._by_job.setdefault(job_id, set()).add(subscription)
         return subscription
 
     def close(self) -> None:
         """End every stream, now and from now on (the service is stopping)."""
         self._closed = True
-        for subscription in self._subscriptions:
+        for subscription in self._all():
             subscription.close()
-        self._subscriptions.clear()
+        self._everything.clear()
+        self._by_job.clear()
 
     def unsubscribe(self, subscription: Subscription) -> None:
-        self._subscriptions.discard(subscription)
+        if subscription.job_id is None:
+            self._everything.discard(subscription)
+            return
+        streams = self._by_job.get(subscription.job_id)
+        if streams is not None:
+            streams.discard(subscription)
+            if not streams:
+                del self._by_job[subscription.job_id]
 
     @property
     def subscriber_count(self) -> int:
-        return len(self._subscriptions)
+        return len(self._everything) + sum(len(s) for s in self._by_job.values())
 
     def publish(self, events: Iterable[Event]) -> None:
-        """Hand committed events, in id order, to every interested subscriber; never blocks."""
+        """Hand committed events, in id order, to every interested subscriber; never blocks.
+
+        Each event is encoded once, however many streams get it.
+        """
         for event in events:
-            for subscription in list(self._subscriptions):
-                if subscription.job_id not in (None, event.job_id):
-                    continue
-                if not subscription.offer(event):
-                    self._subscriptions.discard(subscription)
+            mine = self._by_job.get(event.job_id)
+            if not self._everything and not mine:
+                continue
+            message = encode_event(event)
+            for subscription in [*self._everything, *(mine or ())]:
+                if not subscription.offer(event, message):
+                    self.unsubscribe(subscription)
+
+    def _all(self) -> list[Subscription]:
+        return [*self._everything, *(s for streams in self._by_job.values() for s in streams)]
 
 
 def event_payload(event: Event) -> dict[str, object]:

@@ -125,6 +125,7 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "max_worker_memory_mb": (_non_negative_int, "a whole number of MB >= 0 (0: no limit)"),
     "worker_stop_timeout_s": (_non_negative_float, "a number of seconds >= 0"),
     "max_wait_s": (_positive_float, "a number of seconds > 0"),
+    "max_streams": (_positive_int, "a whole number >= 1"),
 }
 
 
@@ -153,6 +154,7 @@ class Settings:
     # the longest ?wait_s= a request may wait for its job to finish; held below the 60 s after
     # which proxies commonly cut a quiet response
     max_wait_s: float = 55.0
+    max_streams: int = 2000  # event streams open at once; more get 503 too_many_streams
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

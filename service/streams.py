@@ -9,10 +9,49 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from .db import Database
+from .errors import TooManyStreams
 from .events import KEEPALIVE, RETRY, Broker, encode_event, position
 from .jobs import TERMINAL, Event
 
 REPLAY_PAGE = 500
+
+
+class StreamLimit:
+    """How many event streams are open, and how many may be (``CONVEYOR_MAX_STREAMS``)."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.open = 0
+
+    def counted(self, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """``stream``, counted as open until it is closed; TooManyStreams at the limit."""
+        if self.open >= self.most:
+            raise TooManyStreams(self.most)
+        self.open += 1  # checked and counted in one step of the loop: no race between them
+        return _Counted(stream, self)
+
+
+class _Counted:
+    """A stream that gives its place back when the server closes it. Not a generator: one the
+    server closes before its first message never runs its ``finally``."""
+
+    def __init__(self, stream: AsyncIterator[bytes], limit: StreamLimit) -> None:
+        self._stream = stream
+        self._limit: StreamLimit | None = limit
+
+    def __aiter__(self) -> _Counted:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self._stream.__anext__()
+
+    async def aclose(self) -> None:
+        if self._limit is not None:
+            self._limit.open -= 1
+            self._limit = None
+        aclose = getattr(self._stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def ends_stream(event: Event) -> bool:
@@ -52,7 +91,7 @@ async def event_stream(
             if job_id is not None and ended:
                 return
             while True:  # live
-                live = await subscription.get(keepalive_s)
+                live = await subscription.get_message(keepalive_s)
                 if live is None:
                     if subscription.closed:
                         return  # the service is stopping; the client resumes from its id
@@ -60,11 +99,12 @@ async def event_stream(
                         break  # too slow: catch up from the store
                     yield KEEPALIVE
                     continue
-                if live.id <= sent:
+                event, message = live
+                if event.id <= sent:
                     continue
-                yield encode_event(live)
-                sent = live.id
-                if job_id is not None and ends_stream(live):
+                yield message  # encoded once by the broker, for every stream
+                sent = event.id
+                if job_id is not None and ends_stream(event):
                     return
         finally:
             broker.unsubscribe(subscription)

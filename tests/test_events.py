@@ -58,6 +58,15 @@ async def test_broker_fans_out_to_all_jobs_and_per_job_subscriptions() -> None:
     assert await drain(job2) == [5]
 
 
+async def test_an_event_is_encoded_once_for_every_stream_that_gets_it() -> None:
+    broker = Broker()
+    streams = [broker.subscribe() for _ in range(3)] + [broker.subscribe("job-1")]
+    broker.publish([event(1)])
+    messages = [await s.get_message(1) for s in streams]
+    assert all(m is not None and m[1] == encode_event(event(1)) for m in messages)
+    assert len({id(m[1]) for m in messages if m is not None}) == 1  # the same bytes object
+
+
 async def test_a_subscriber_receives_the_event_objects_published() -> None:
     broker = Broker()
     subscription = broker.subscribe()
@@ -427,7 +436,8 @@ async def test_a_stream_cancelled_as_an_event_arrives_still_ends() -> None:
     subscription = Broker().subscribe()
     getter = asyncio.create_task(subscription.get(10))
     await asyncio.sleep(0)  # the getter waits on the queue
-    subscription.offer(Event(1, "job-1", "state", 1.0, {"state": "queued"}))
+    queued = Event(1, "job-1", "state", 1.0, {"state": "queued"})
+    subscription.offer(queued, encode_event(queued))
     getter.cancel()  # the client disconnects before the woken getter resumes
     with pytest.raises(asyncio.CancelledError):
         await getter

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import httpx
 import pytest
 
-from .conftest import submit_job
+from service.settings import Settings
+
+from .conftest import live_server, submit_job, wait_until
 
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
@@ -77,3 +81,26 @@ async def test_the_64_bit_integers_at_the_edges_are_kept_exactly(client: httpx.A
         "/jobs?wait_s=10", json={"task": "tests.sample_tasks.echo", "args": edges}
     )
     assert response.status_code == 202 and response.json()["result"]["args"] == edges
+
+
+async def test_open_streams_are_capped_and_a_closed_one_frees_its_place(
+    settings: Settings,
+) -> None:
+    async with (
+        live_server(dataclasses.replace(settings, max_streams=2)) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as client,
+    ):
+        async with client.stream("GET", "/events") as first, client.stream("GET", "/events"):
+            assert first.status_code == 200
+            refused = await client.get("/events")
+            assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+            assert refused.json()["error"] == "too_many_streams"
+            job_id = await submit_job(client, "add", 1, 2)
+            assert (await client.get(f"/jobs/{job_id}/events")).status_code == 503
+
+        # both closed by the client: the server lets go of their places
+        async def reopens() -> bool:
+            async with client.stream("GET", "/events") as again:
+                return again.status_code == 200
+
+        await wait_until(reopens, what="a stream to open again")

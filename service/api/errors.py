@@ -23,6 +23,7 @@ from ..errors import (
     ScheduleNotFound,
     ServiceError,
     ShuttingDown,
+    TooManyStreams,
     UnknownTask,
 )
 from ..wire import job_json
@@ -64,6 +65,7 @@ ERRORS: dict[type[BaseException], Answer] = {
     KeyTaken: Answer(409, "key_taken", lambda e: {"key": e.key, "holder": e.holder_id}),
     ScheduleConflict: Answer(409, "conflict"),
     ShuttingDown: Answer(503, "shutting_down", headers={"Retry-After": "5"}),
+    TooManyStreams: Answer(503, "too_many_streams", headers={"Retry-After": "5"}),
     ServiceError: Answer(503, "unavailable"),  # the store failed under the request, say
 }
 

@@ -11,6 +11,7 @@ from ..reads import Reads
 from ..scheduler import Scheduler
 from ..schedules import Schedules
 from ..settings import Settings
+from ..streams import StreamLimit
 from ..streamtokens import StreamTokens
 
 EXTENSION = "conveyor"
@@ -22,6 +23,7 @@ class Runtime:
     scheduler: Scheduler  # every change of a job goes through it
     schedules: Schedules
     reads: Reads  # everything routes show
+    streams: StreamLimit  # the event streams open
 
 
 def runtime() -> Runtime:

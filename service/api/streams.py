@@ -15,7 +15,7 @@ streams = Blueprint("streams", __name__)
 
 
 @streams.get("/jobs/<job_id>/events")
-@answers({200: models.EventStream, 204: None}, 404)
+@answers({200: models.EventStream, 204: None}, 404, 503)
 @auth.stream
 @query(StreamQuery)
 async def job_events(job_id: str, query: StreamQuery) -> Response:
@@ -27,11 +27,12 @@ async def job_events(job_id: str, query: StreamQuery) -> Response:
     if job.is_terminal and not await reads.has_events_after(after_id, job_id):
         return Response("", 204)  # nothing more will come: EventSource stops reconnecting
     keepalive_s = rt.settings.sse_keepalive_s
-    return sse_response(reads.stream(after_id=after_id, job_id=job_id, keepalive_s=keepalive_s))
+    stream = reads.stream(after_id=after_id, job_id=job_id, keepalive_s=keepalive_s)
+    return sse_response(rt.streams.counted(stream))
 
 
 @streams.get("/events")
-@answers({200: models.EventStream})
+@answers({200: models.EventStream}, 503)
 @auth.stream
 @query(StreamQuery)
 async def all_events(query: StreamQuery) -> Response:
@@ -43,7 +44,9 @@ async def all_events(query: StreamQuery) -> Response:
         # gave out (it was replaced) must not make the client skip the events to come.
         after_id = rt.reads.last_event_id
     keepalive_s = rt.settings.sse_keepalive_s
-    return sse_response(rt.reads.stream(after_id=after_id, keepalive_s=keepalive_s))
+    return sse_response(
+        rt.streams.counted(rt.reads.stream(after_id=after_id, keepalive_s=keepalive_s))
+    )
 
 
 @streams.post("/stream-token")
