@@ -8,6 +8,7 @@ import os
 from .errors import StoreUnavailable
 
 JOURNAL_TRUNCATE_BYTES = 64 * 1024
+PRIVATE = 0o600  # the mode of every file of the store: the owner's to read and write
 
 
 def lock_database(path: str) -> int:
@@ -18,8 +19,15 @@ def lock_database(path: str) -> int:
     because closing any descriptor of the database file itself would drop SQLite's own locks.
     """
     try:
-        fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, PRIVATE)
     except OSError as exc:
+        raise StoreUnavailable(path, exc.strerror or str(exc)) from None
+    try:
+        # made here, before SQLite makes it (0644, less the umask): the jobs' arguments and
+        # results are the owner's alone, and SQLite gives its -wal and -shm files the same mode
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE))
+    except OSError as exc:
+        os.close(fd)
         raise StoreUnavailable(path, exc.strerror or str(exc)) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -45,7 +53,7 @@ class StartJournal:
 
     def append(self, job_id: str, attempt: int) -> None:
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE)
         os.write(self._fd, f"{job_id} {attempt}\n".encode())
         self._unrecorded += 1
 
@@ -72,8 +80,7 @@ class StartJournal:
         return starts
 
     def clear(self) -> None:
-        with open(self.path, "wb"):
-            pass
+        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE))
 
     def close(self) -> None:
         if self._fd is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import stat
+from pathlib import Path
 
 import httpx
 import pytest
@@ -104,3 +106,16 @@ async def test_open_streams_are_capped_and_a_closed_one_frees_its_place(
                 return again.status_code == 200
 
         await wait_until(reopens, what="a stream to open again")
+
+
+async def test_the_store_and_its_side_files_are_the_owners_alone(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    job_id = await submit_job(client, "add", 1, 2)
+    await client.get(f"/jobs/{job_id}", params={"wait_s": 10})  # a start journalled, a commit
+    base = Path(settings.database)
+    names = [base.name + suffix for suffix in ("", "-wal", "-shm", ".lock", ".started")]
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in base.parent.iterdir()}
+    modes = {name: mode for name, mode in modes.items() if name in names}
+    assert {base.name, base.name + "-wal", base.name + ".lock"} <= set(modes), modes
+    assert modes == dict.fromkeys(modes, 0o600)
