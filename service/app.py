@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from quart import Quart, Response, current_app, request
 from quart_schema import QuartSchema, tag_blueprint
 
-from .api import auth, errors
+from .api import auth, errors, hosts
 from .api.dashboard import dashboard
 from .api.docs import docs
 from .api.jobs import IDEMPOTENCY_TTL_S, jobs
@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         app.register_blueprint(blueprint)
     tokens = StreamTokens(settings.token)
     app.extensions[EXTENSION + ".stream_tokens"] = tokens
+    hosts.install(app, settings)  # first: a request from a rebinding page goes no further
     auth.install(app, settings, tokens)
     errors.install(app)
 

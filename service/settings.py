@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -91,6 +92,18 @@ def _queue_limits(text: str) -> dict[str, int]:
     return limits
 
 
+_HOST_NAME = re.compile(r"\*|\.?[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[?[0-9a-f:]+\]?")
+
+
+def _hosts(text: str) -> tuple[str, ...]:
+    """``"jobs.example.com,.internal"`` → the names (lowercased; ``.internal``: any name under
+    it; ``*``: any name at all)."""
+    names = tuple(name.strip().lower() for name in text.split(",") if name.strip())
+    if not names or not all(_HOST_NAME.fullmatch(name) for name in names):
+        raise ValueError
+    return names
+
+
 def _timezone(text: str) -> str:
     try:
         zoneinfo.ZoneInfo(text)
@@ -126,6 +139,10 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "worker_stop_timeout_s": (_non_negative_float, "a number of seconds >= 0"),
     "max_wait_s": (_positive_float, "a number of seconds > 0"),
     "max_streams": (_positive_int, "a whole number >= 1"),
+    "allowed_hosts": (
+        _hosts,
+        "comma-separated host names, e.g. 'jobs.example.com,.internal' or '*'",
+    ),
 }
 
 
@@ -155,6 +172,9 @@ class Settings:
     # which proxies commonly cut a quiet response
     max_wait_s: float = 55.0
     max_streams: int = 2000  # event streams open at once; more get 503 too_many_streams
+    # the Host names answered; None: on a loopback address only loopback names (a web page
+    # cannot reach the service through a name it controls: DNS rebinding), elsewhere any
+    allowed_hosts: tuple[str, ...] | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

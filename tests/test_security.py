@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.errors import SettingsError
 from service.settings import Settings
 
 from .conftest import live_server, submit_job, wait_until
@@ -119,3 +120,44 @@ async def test_the_store_and_its_side_files_are_the_owners_alone(
     modes = {name: mode for name, mode in modes.items() if name in names}
     assert {base.name, base.name + "-wal", base.name + ".lock"} <= set(modes), modes
     assert modes == dict.fromkeys(modes, 0o600)
+
+
+@pytest.mark.parametrize("path", ["/jobs", "/health", "/", "/events", "/docs"])
+async def test_on_loopback_a_host_name_of_another_site_is_refused(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    """DNS rebinding: a page whose own name resolves to 127.0.0.1 must not reach the service."""
+    response = await client.get(path, headers={"Host": "rebind.attacker.example:8000"})
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_host"
+    assert "CONVEYOR_ALLOWED_HOSTS" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("host", ["localhost:8000", "127.0.0.1", "[::1]:8000", "api.localhost"])
+async def test_on_loopback_the_loopback_names_are_answered(
+    client: httpx.AsyncClient, host: str
+) -> None:
+    assert (await client.get("/health", headers={"Host": host})).status_code == 200
+
+
+async def test_allowed_hosts_name_the_hosts_answered(settings: Settings) -> None:
+    # 127.0.0.1 too: the test's own requests use it
+    names = ("jobs.example.com", ".internal", "127.0.0.1")
+    allowed = dataclasses.replace(settings, allowed_hosts=names)
+    async with (
+        live_server(allowed) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as client,
+    ):
+        for host, status in [
+            ("jobs.example.com", 200), ("JOBS.example.com:443", 200), ("a.b.internal", 200),
+            ("internal.evil", 400), ("example.com", 400), ("localhost", 400),
+        ]:  # fmt: skip
+            response = await client.get("/health", headers={"Host": host})
+            assert response.status_code == status, host
+
+
+def test_allowed_hosts_are_read_from_the_environment() -> None:
+    read = Settings.from_env({"CONVEYOR_ALLOWED_HOSTS": "Jobs.Example.com, .internal,*"})
+    assert read.allowed_hosts == ("jobs.example.com", ".internal", "*")
+    with pytest.raises(SettingsError, match="CONVEYOR_ALLOWED_HOSTS"):
+        Settings.from_env({"CONVEYOR_ALLOWED_HOSTS": "bad host!"})
