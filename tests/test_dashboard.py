@@ -339,7 +339,7 @@ async def test_readable_at_phone_and_laptop_widths(browser: Browser, site: str, 
     async with httpx.AsyncClient(base_url=site) as client:
         job_id = await submit_job(client, "echo", "x" * 300)
         await finished(client, job_id)
-    for view in ("/#/", "/#/jobs", f"/#/jobs/{job_id}", "/#/submit"):
+    for view in ("/#/", "/#/jobs", f"/#/jobs/{job_id}", "/#/schedules", "/#/submit"):
         page = await open_page(browser, site + view, viewport={"width": width, "height": 800})
         await expect(page.locator("main h1")).to_be_visible()
         overflow = await page.evaluate(

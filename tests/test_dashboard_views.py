@@ -1,10 +1,11 @@
 """The dashboard's views in Chromium: times with their day, tables at phone width, progress only
-where a job reported it, a log's attempts, what an empty log and a view on its way say, and the
-error of a job over its memory limit."""
+where a job reported it, a log's attempts, what an empty log and a view on its way say, the
+error of a job over its memory limit, and the schedules."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,15 +14,20 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-from playwright.async_api import Browser, Page, Route, expect
+import pytest
+from playwright.async_api import Browser, Locator, Page, Route, expect
 
-from .conftest import finished, submit_job, wait_state
+from service.settings import Settings
+
+from .conftest import TASKS, finished, live_server, submit_job, wait_state
 from .test_dashboard import browser, no_script_errors, open_page, row, site
 
 __all__ = ["browser", "no_script_errors", "site"]  # the fixtures, used here by name
 
 DAY_AND_MINUTE = re.compile(r"^\d{1,2} [A-Z][a-z]{2} \d\d:\d\d$")  # "3 Dec 14:03"
 LONG_TASK = "quarterly_report_for_every_region"
+T = TASKS + "."
+LEAP_DAY = "task:tests.cron_tasks.leap_day"  # declared with @task(cron=...)
 
 
 # -- times -----------------------------------------------------------------------------------
@@ -292,3 +298,129 @@ async def test_a_job_over_its_memory_limit_says_which_limit(browser: Browser, si
     )
     limit = page.locator(".facts div", has_text="memory limit").locator("dd")
     await expect(limit).to_have_text("64 MB")
+
+
+# -- schedules -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def cron_site(settings: Settings) -> AsyncIterator[str]:
+    """A service with a schedule declared in code besides those made over the API."""
+    with_cron = dataclasses.replace(settings, tasks=(TASKS, "tests.cron_tasks"))
+    async with live_server(with_cron) as url:
+        yield url
+
+
+def schedule_row(page: Page, schedule_id: str) -> Locator:
+    return page.locator(f'table.schedules tr[data-schedule-id="{schedule_id}"]')
+
+
+async def create_schedule(page: Page, task: str, cron: str, args: str = "", id: str = "") -> None:
+    """Fill the page's form and send it."""
+    await page.select_option("#schedule-task", T + task)
+    await page.fill("#schedule-cron", cron)
+    await page.fill("#schedule-args", args)
+    await page.fill("#schedule-id", id)
+    await page.click("form.schedule-form button[type=submit]")
+
+
+async def test_a_schedule_made_on_the_page_pauses_resumes_shows_its_jobs_and_goes(
+    browser: Browser, site: str
+) -> None:
+    page = await open_page(browser, site + "/#/schedules")
+    await expect(page.locator("main h1")).to_have_text("Schedules")
+    await expect(page.locator("nav a[aria-current=page]")).to_have_text("Schedules")
+    await expect(page.get_by_text("No schedules yet.")).to_be_visible()
+    await create_schedule(page, "tick", "* * * * * *", '["from the page"]', "page-made")
+    made = schedule_row(page, "page-made")
+    await expect(page.locator(".outcome")).to_have_text("Schedule page-made created.")
+    await expect(made.locator("td.task")).to_have_text(T + "tick")
+    await expect(made.locator('td[data-label="cron"] code')).to_have_text("* * * * * *")
+    await expect(made.locator('td[data-label="cron"] .zone')).to_have_text("UTC")
+    await expect(made.locator('td[data-label="from"]')).to_have_text("api")
+    await expect(made.locator('td[data-label="next"] time')).to_have_count(1)
+    await expect(made.locator(".badge")).to_have_text("active")
+    await expect(page.get_by_text("No schedules yet.")).to_be_hidden()
+    # its first tick makes a job: the last tick shows, with no reload
+    await expect(made.locator('td[data-label="last"] time')).to_have_count(1)
+    await made.get_by_role("button", name="Pause").click()
+    await expect(made.locator(".badge")).to_have_text("paused")
+    await expect(made.locator('td[data-label="next"]')).to_have_text("none while paused")
+    async with httpx.AsyncClient(base_url=site) as client:
+        assert (await client.get("/schedules/page-made")).json()["paused"] is True
+        await made.get_by_role("button", name="Resume").click()
+        await expect(made.locator(".badge")).to_have_text("active")
+        await expect(made.locator('td[data-label="next"] time')).to_have_count(1)
+        assert (await client.get("/schedules/page-made")).json()["paused"] is False
+        submitted = await submit_job(client, "tick", "submitted")
+        await finished(client, submitted)
+        made_jobs = (await client.get("/jobs", params={"schedule": "page-made"})).json()["jobs"]
+    first = made_jobs[-1]["id"]
+    await made.get_by_role("link", name="its jobs").click()
+    await expect(page).to_have_url(re.compile(r"#/jobs\?schedule=page-made$"))
+    await expect(page.locator(".filter-note")).to_contain_text("The jobs of schedule page-made")
+    await expect(row(page, first)).to_contain_text("from the page")
+    await expect(row(page, submitted)).to_have_count(0)
+    await page.get_by_role("link", name="every job").click()
+    await expect(row(page, submitted)).to_have_count(1)
+    await row(page, first).locator("a").click()
+    schedule_fact = page.locator(".facts div", has_text="schedule").locator("a")
+    await expect(schedule_fact).to_have_text("page-made")
+    await page.goto(site + "/#/schedules")
+    await schedule_row(page, "page-made").get_by_role("button", name="Delete").click()
+    await expect(page.locator(".outcome")).to_have_text("Schedule page-made deleted.")
+    await expect(schedule_row(page, "page-made")).to_have_count(0)
+    await expect(page.get_by_text("No schedules yet.")).to_be_visible()
+
+
+async def test_the_schedule_forms_refusals_show_next_to_their_fields(
+    browser: Browser, cron_site: str
+) -> None:
+    page = await open_page(browser, cron_site + "/#/schedules")
+    declared = schedule_row(page, LEAP_DAY)
+    await expect(declared.locator('td[data-label="from"]')).to_have_text("task")
+    delete = declared.get_by_role("button", name="Delete")
+    await expect(delete).to_be_disabled()
+    await expect(delete).to_have_attribute("title", re.compile(r"@task\(cron=\.\.\.\)"))
+    await create_schedule(page, "tick", "61 * * * *")
+    await expect(page.locator("#schedule-cron-error")).to_contain_text("out of range")
+    await expect(page.locator("#schedule-cron")).to_have_attribute("aria-invalid", "true")
+    await create_schedule(page, "tick", "@daily", "[1, 2]")  # tick takes one argument
+    await expect(page.locator("#schedule-args-error")).not_to_be_empty()
+    await expect(page.locator("#schedule-cron-error")).to_be_empty()
+    await create_schedule(page, "tick", "@daily", "not json")  # refused before it is sent
+    await expect(page.locator("#schedule-args-error")).to_contain_text("not valid JSON")
+    await create_schedule(page, "tick", "@daily", id="task:mine")
+    await expect(page.locator("#schedule-id-error")).not_to_be_empty()
+    await create_schedule(page, "tick", "@daily", '["x"]', "nightly")
+    await expect(schedule_row(page, "nightly")).to_be_visible()
+    await create_schedule(page, "tick", "@hourly", id="nightly")  # the id is taken
+    await expect(page.locator("#schedule-id-error")).to_contain_text("exists")
+    cron = schedule_row(page, "nightly").locator('td[data-label="cron"] code')
+    await expect(cron).to_have_text("@daily")
+    # a declared schedule pauses and resumes like the others
+    await declared.get_by_role("button", name="Pause").click()
+    await expect(declared.locator(".badge")).to_have_text("paused")
+    await declared.get_by_role("button", name="Resume").click()
+    await expect(declared.locator(".badge")).to_have_text("active")
+
+
+async def test_the_schedules_fit_a_phone_and_a_laptop(browser: Browser, cron_site: str) -> None:
+    async with httpx.AsyncClient(base_url=cron_site) as client:
+        body = {"task": T + LONG_TASK, "cron": "0 0 1 1 *", "args": ["gate"], "id": "yearly-report"}
+        assert (await client.post("/schedules", json=body)).status_code == 201
+        assert (await client.post("/schedules/yearly-report/pause")).status_code == 200
+    for width in (390, 1280):
+        viewport = {"width": width, "height": 800}
+        page = await open_page(browser, cron_site + "/#/schedules", viewport=viewport)
+        name = schedule_row(page, "yearly-report").locator("td.task")
+        await expect(name).to_be_visible()
+        await expect(schedule_row(page, LEAP_DAY)).to_be_visible()
+        assert await page.evaluate(OVERFLOWS) == [], width
+        assert await name.evaluate(SPLIT_SEGMENTS) == [], width
+        buttons = schedule_row(page, "yearly-report").get_by_role("button")
+        for i in range(await buttons.count()):  # on the screen, none cut off at its edge
+            box = await buttons.nth(i).bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width
+        await expect(page.locator("#schedule-cron")).to_be_visible()
+        await page.close()

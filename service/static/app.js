@@ -1,8 +1,9 @@
-// The dashboard: a hash router over four views, each built from the public REST + SSE API.
+// The dashboard: a hash router over five views, each built from the public REST + SSE API.
 //
 //   #/              overview
-//   #/jobs?...      the jobs list (state, task, queue, q)
+//   #/jobs?...      the jobs list (state, task, queue, schedule, q)
 //   #/jobs/<id>     one job
+//   #/schedules     the schedules, and a form to make one
 //   #/submit?task=  the submit form
 
 import { api, forgetToken, hasToken, onTokenNeeded } from "./api.js";
@@ -10,6 +11,7 @@ import { fill, h } from "./dom.js";
 import { jobPage } from "./views/job.js";
 import { jobsList } from "./views/jobs.js";
 import { overview } from "./views/overview.js";
+import { schedulesPage } from "./views/schedules.js";
 import { submitForm } from "./views/submit.js";
 
 const main = document.getElementById("view");
@@ -49,6 +51,11 @@ async function route() {
       const known = await taskList();
       if (mine !== generation) return;
       leave = jobsList(main, params, known);
+    } else if (parts[0] === "schedules") {
+      document.title = "Schedules · Conveyor";
+      const known = await taskList();
+      if (mine !== generation) return;
+      leave = schedulesPage(main, known);
     } else if (parts[0] === "submit") {
       document.title = "Submit · Conveyor";
       const known = await taskList();

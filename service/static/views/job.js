@@ -69,6 +69,7 @@ export function jobPage(root, jobId) {
       fact("queue", job.options.queue),
       fact("priority", job.options.priority),
       fact("key", job.key),
+      fact("schedule", job.schedule_id ? h("a", { href: `#/jobs?schedule=${encodeURIComponent(job.schedule_id)}`, title: "the jobs this schedule made" }, job.schedule_id) : null),
       fact("created", when(job.created_at)),
       fact("scheduled for", when(job.scheduled_at)),
       fact("started", when(job.started_at)),

@@ -24,6 +24,7 @@ export function jobsList(root, params, tasks) {
     task: params.get("task") || "",
     queue: params.get("queue") || "",
     q: params.get("q") || "",
+    schedule: params.get("schedule") || "", // the jobs a schedule made (linked from #/schedules)
   };
   const rows = new Map(); // job id → {tr, job}
   let next = null;
@@ -47,6 +48,8 @@ export function jobsList(root, params, tasks) {
   );
   const queueInput = h("input", { name: "queue", value: filters.queue, placeholder: "any", autocomplete: "off", size: 10 });
   const textInput = h("input", { name: "q", type: "search", value: filters.q, placeholder: "text in the arguments", autocomplete: "off" });
+  // kept across the other filters; said above the list, with the way back to every job
+  const scheduleInput = filters.schedule ? h("input", { type: "hidden", name: "schedule", value: filters.schedule }) : null;
   const form = h(
     "form",
     { class: "filters", role: "search", onsubmit: (e) => (e.preventDefault(), applyFilters()) },
@@ -54,6 +57,7 @@ export function jobsList(root, params, tasks) {
     field("Task", taskSelect),
     field("Queue", queueInput),
     field("Search", textInput),
+    scheduleInput,
     h("button", { type: "submit" }, "Filter"),
   );
   const applyFilters = () => {
@@ -74,7 +78,22 @@ export function jobsList(root, params, tasks) {
       tbody,
     ),
   );
-  fill(root, h("h1", {}, "Jobs"), form, table, status, more);
+  fill(root, h("h1", {}, "Jobs"), form, scheduleNote(), table, status, more);
+
+  function scheduleNote() {
+    if (!filters.schedule) return null;
+    const others = query({ schedule: "" });
+    return h(
+      "p",
+      { class: "filter-note" },
+      "The jobs of schedule ",
+      h("code", {}, filters.schedule),
+      " · ",
+      h("a", { href: `#/jobs${others.size ? "?" + others : ""}` }, "every job"),
+      " · ",
+      h("a", { href: "#/schedules" }, "the schedules"),
+    );
+  }
 
   function query(extra = {}) {
     const q = new URLSearchParams();
