@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack
 from importlib.metadata import version
@@ -21,6 +22,7 @@ from .api import auth, errors, hosts
 from .api.dashboard import dashboard
 from .api.docs import docs
 from .api.jobs import IDEMPOTENCY_TTL_S, jobs
+from .api.metrics import metrics
 from .api.responses import SECURITY_HEADERS, OrjsonProvider, refuse_undeclared
 from .api.runtime import EXTENSION, Runtime
 from .api.schedules import schedules
@@ -30,6 +32,8 @@ from .api.tasks import tasks
 from .db import Database, check_database
 from .errors import SettingsError, StoreUnavailable, TaskLoadError
 from .events import Broker
+from .jobs import Event
+from .metrics import Metrics
 from .pool import ProcessPool
 from .reads import Reads
 from .recycling import WorkerLimits
@@ -52,7 +56,7 @@ INFO = {
         "retry, schedule. Errors are `{error, detail}` with the right status."
     ),
 }
-BLUEPRINTS = (jobs, streams, schedules, tasks, service, dashboard, docs)
+BLUEPRINTS = (jobs, streams, schedules, tasks, service, metrics, dashboard, docs)
 
 
 def create_app(settings: Settings | None = None) -> Quart:
@@ -110,8 +114,21 @@ def create_app(settings: Settings | None = None) -> Quart:
 async def _start(stack: AsyncExitStack, settings: Settings, tasks: dict[str, Task]) -> Runtime:
     """Start the service's parts, each stopped by ``stack`` in the reverse order."""
     broker = Broker()
+    streams = StreamLimit(settings.max_streams)
+    # read at each scrape, from the parts made below (none is scraped before they exist)
+    figures = Metrics(
+        jobs_by_queue=lambda: db.stats.as_json(time.time())["by_queue"],
+        workers=lambda: pool.status()["workers"],
+        replaced=lambda: pool.replaced,
+        streams=lambda: streams.open,
+    )
+
+    def committed(events: list[Event]) -> None:
+        broker.publish(events)
+        figures.observe(events)
+
     db = await stack.enter_async_context(
-        Database(settings.database, on_commit=broker.publish, max_log_lines=settings.max_log_lines)
+        Database(settings.database, on_commit=committed, max_log_lines=settings.max_log_lines)
     )
     scheduler: Scheduler | None = None
 
@@ -151,7 +168,7 @@ async def _start(stack: AsyncExitStack, settings: Settings, tasks: dict[str, Tas
         len(tasks), ", ".join(settings.tasks), settings.concurrency, settings.database,
     )  # fmt: skip
     reads = Reads(db, broker, pool, scheduler)
-    return Runtime(settings, scheduler, schedules, reads, StreamLimit(settings.max_streams))
+    return Runtime(settings, scheduler, schedules, reads, streams, figures)
 
 
 def worker_limits(settings: Settings) -> WorkerLimits:

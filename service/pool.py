@@ -168,6 +168,8 @@ class ProcessPool:
         self.start_error: dict[str, Any] | None = None  # type, message, traceback
         self._logged_start_error: tuple[Any, Any] | None = None
         self.recycled: Counter[str] = Counter()
+        # every worker replaced, by why: "jobs" or "memory" (recycled), "killed", "died"
+        self.replaced: Counter[str] = Counter()
 
     async def __aenter__(self) -> ProcessPool:
         await asyncio.gather(*(self._spawn() for _ in range(self.size)))
@@ -306,6 +308,7 @@ class ProcessPool:
             return
         worker.retiring = True
         self.recycled[verdict.kind] += 1
+        self.replaced[verdict.kind] += 1
         log.info("worker %d recycled: %s", worker.pid, verdict.reason)
         worker.writer.close()  # end of input: it runs its stop hooks and exits
         self._start(self._respawn(started_ok=True, killed=False))  # capacity stays as it was
@@ -387,6 +390,8 @@ class ProcessPool:
             if not expected and not self._closing:
                 log.warning("worker %d: %s", worker.pid, describe_exit(returncode))
         if not self._closing and not worker.retiring:
+            # killed: to stop its job (a cancel, a timeout); died: on its own (a crash)
+            self.replaced["killed" if worker.killing else "died"] += 1
             await self._respawn(started_ok=worker.ready.is_set(), killed=worker.killing)
 
     async def _respawn(self, *, started_ok: bool, killed: bool) -> None:

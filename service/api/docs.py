@@ -12,12 +12,14 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Blueprint, Response, current_app, send_from_directory
 from quart_schema import hide
 from werkzeug.exceptions import NotFound
 
 from ..tasks import Task
 from . import auth, models
+from .metrics import MetricsText
 from .responses import PAGE_HEADERS, json_response
 from .runtime import runtime
 
@@ -87,6 +89,7 @@ def openapi_document() -> dict[str, Any]:
             operation["operationId"] = operation["operationId"].split("_", 1)[1]
     components["schemas"].pop(models.EventStream.__name__, None)
     components["schemas"].pop(models.Empty.__name__, None)
+    components["schemas"].pop(MetricsText.__name__, None)
     _link(document)
     _example(document, runtime().scheduler.tasks)
     return document
@@ -103,8 +106,14 @@ def _answers(operation: dict[str, Any], schemas: dict[str, Any]) -> None:
     for answer in responses.values():
         _share(answer.get("content", {}).get("application/json"), schemas)
     ok = responses.get("200", {}).get("content", {}).get("application/json", {})
-    if ok.get("schema", {}).get("$ref") == f"#/components/schemas/{models.EventStream.__name__}":
+    ref = ok.get("schema", {}).get("$ref", "")
+    if ref == f"#/components/schemas/{models.EventStream.__name__}":
         responses["200"] = _stream_response()
+    elif ref == f"#/components/schemas/{MetricsText.__name__}":
+        responses["200"] = {
+            "description": MetricsText.__doc__ or "",
+            "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+        }
 
 
 # where the id in an answer leads (path, method → the id's parameter, the operations that take

@@ -7,6 +7,7 @@ from typing import cast
 
 from quart import current_app
 
+from ..metrics import Metrics
 from ..reads import Reads
 from ..scheduler import Scheduler
 from ..schedules import Schedules
@@ -24,6 +25,7 @@ class Runtime:
     schedules: Schedules
     reads: Reads  # everything routes show
     streams: StreamLimit  # the event streams open
+    metrics: Metrics
 
 
 def runtime() -> Runtime:
