@@ -81,7 +81,9 @@ def create_app(settings: Settings | None = None) -> Quart:
     for blueprint in BLUEPRINTS:
         tag_blueprint(blueprint, [blueprint.name])  # the document groups routes by resource
         app.register_blueprint(blueprint)
-    tokens = StreamTokens(settings.token)
+    # signed with all the tokens together: no one token is enough to forge one (with no token
+    # set, each process has a secret of its own)
+    tokens = StreamTokens("\n".join(sorted(settings.scoped_tokens)) or None)
     app.extensions[EXTENSION + ".stream_tokens"] = tokens
     hosts.install(app, settings)  # first: a request from a rebinding page goes no further
     auth.install(app, settings, tokens)

@@ -104,6 +104,20 @@ def _hosts(text: str) -> tuple[str, ...]:
     return names
 
 
+SCOPES = ("read", "write")
+
+
+def _scoped_tokens(text: str) -> dict[str, str]:
+    """``"read:abc,write:def"`` → ``{"abc": "read", "def": "write"}`` (token → scope)."""
+    tokens: dict[str, str] = {}
+    for part in text.split(","):
+        scope, colon, token = part.strip().partition(":")
+        if not colon or scope not in SCOPES or token in tokens:
+            raise ValueError
+        tokens[_token(token)] = scope
+    return tokens
+
+
 def _timezone(text: str) -> str:
     try:
         zoneinfo.ZoneInfo(text)
@@ -119,6 +133,7 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "concurrency": (_positive_int, "a whole number >= 1"),
     "cancel_grace_s": (_non_negative_float, "a number of seconds >= 0"),
     "token": (_token, "a non-empty string without spaces"),
+    "tokens": (_scoped_tokens, "comma-separated scope:token pairs, scope read or write"),
     "max_interruptions": (_non_negative_int, "a whole number >= 0"),
     "max_body_bytes": (_positive_int, "a whole number of bytes >= 1"),
     "sse_keepalive_s": (_positive_float, "a number of seconds > 0"),
@@ -153,6 +168,8 @@ class Settings:
     concurrency: int = os.cpu_count() or 1  # worker processes
     cancel_grace_s: float = 2.0  # SIGTERM → SIGKILL
     token: str | None = None  # when set, data endpoints need "Authorization: Bearer <token>"
+    # more tokens, each with its scope: "read" (every GET and the streams) or "write" (all)
+    tokens: Mapping[str, str] = field(default_factory=dict)
     max_interruptions: int = 3  # restarts under a running job before it fails as Interrupted
     max_body_bytes: int = 1024 * 1024  # larger request bodies get 413
     sse_keepalive_s: float = 15.0  # comment sent on idle event streams
@@ -175,6 +192,11 @@ class Settings:
     # the Host names answered; None: on a loopback address only loopback names (a web page
     # cannot reach the service through a name it controls: DNS rebinding), elsewhere any
     allowed_hosts: tuple[str, ...] | None = None
+
+    @property
+    def scoped_tokens(self) -> dict[str, str]:
+        """Every token (CONVEYOR_TOKEN's is a write token) → its scope; empty: no auth."""
+        return {**self.tokens, **({} if self.token is None else {self.token: "write"})}
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

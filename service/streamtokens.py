@@ -24,12 +24,19 @@ class StreamTokens:
         self._signer = TimestampSigner(key, salt="conveyor.stream", digest_method=hashlib.sha256)
         self.ttl_s = ttl_s
 
-    def issue(self) -> str:
-        return self._signer.sign(_SCOPE).decode()
+    def issue(self, scope: str = "write") -> str:
+        """A stream token that carries ``scope``, the scope of the token it was asked with."""
+        return self._signer.sign(_SCOPE + b":" + scope.encode()).decode()
+
+    def scope(self, token: str) -> str | None:
+        """The scope ``token`` carries, if it was issued here (with this secret) less than
+        ``ttl_s`` ago; None otherwise."""
+        try:
+            signed = self._signer.unsign(token, max_age=self.ttl_s)
+        except BadSignature:  # also SignatureExpired, its subclass
+            return None
+        kind, _, scope = signed.partition(b":")
+        return scope.decode() if kind == _SCOPE and scope else None
 
     def valid(self, token: str) -> bool:
-        """Whether ``token`` was issued here (with this secret) less than ``ttl_s`` ago."""
-        try:
-            return self._signer.unsign(token, max_age=self.ttl_s) == _SCOPE
-        except BadSignature:  # also SignatureExpired, its subclass
-            return False
+        return self.scope(token) is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import stat
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -12,7 +13,7 @@ import pytest
 from service.errors import SettingsError
 from service.settings import Settings
 
-from .conftest import live_server, submit_job, wait_until
+from .conftest import TASKS, live_server, submit_job, wait_until
 
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
@@ -161,3 +162,61 @@ def test_allowed_hosts_are_read_from_the_environment() -> None:
     assert read.allowed_hosts == ("jobs.example.com", ".internal", "*")
     with pytest.raises(SettingsError, match="CONVEYOR_ALLOWED_HOSTS"):
         Settings.from_env({"CONVEYOR_ALLOWED_HOSTS": "bad host!"})
+
+
+# -- scoped tokens ------------------------------------------------------------------------------
+
+READER, WRITER, OLD = "r3ad-only", "wr1te", "legacy-write"
+
+
+@pytest.fixture
+async def scoped(settings: Settings) -> AsyncIterator[str]:
+    tokens = {READER: "read", WRITER: "write"}
+    async with live_server(dataclasses.replace(settings, tokens=tokens, token=OLD)) as url:
+        yield url
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_a_read_token_reads_and_a_write_token_also_writes(scoped: str) -> None:
+    async with httpx.AsyncClient(base_url=scoped, timeout=10) as client:
+        body = {"task": TASKS + ".sleep", "args": [30]}
+        refused = await client.post("/jobs", json=body, headers=bearer(READER))
+        assert refused.status_code == 403 and refused.json()["error"] == "forbidden"
+        made = await client.post("/jobs", json=body, headers=bearer(WRITER))
+        assert made.status_code == 202
+        job_id = made.json()["id"]
+        for path in (f"/jobs/{job_id}", "/jobs", "/tasks", "/stats", "/workers", "/metrics"):
+            assert (await client.get(path, headers=bearer(READER))).status_code == 200, path
+        cancel = f"/jobs/{job_id}/cancel"
+        assert (await client.post(cancel, headers=bearer(READER))).status_code == 403
+        schedule = {"task": TASKS + ".add", "args": [1, 2], "cron": "@daily"}
+        assert (
+            await client.post("/schedules", json=schedule, headers=bearer(READER))
+        ).status_code == 403
+        # CONVEYOR_TOKEN stays, as a write token
+        assert (await client.post(cancel, headers=bearer(OLD))).json()["state"] == "canceled"
+        assert (await client.get("/jobs", headers=bearer("wrong"))).status_code == 401
+        assert (await client.get("/jobs")).status_code == 401
+        assert (await client.get("/jobs")).headers["WWW-Authenticate"] == 'Bearer realm="conveyor"'
+
+
+async def test_a_stream_token_carries_its_tokens_scope(scoped: str) -> None:
+    async with httpx.AsyncClient(base_url=scoped, timeout=10) as client:
+        for token, scope in ((READER, "read"), (WRITER, "write")):
+            issued = (await client.post("/stream-token", headers=bearer(token))).json()
+            assert issued["scope"] == scope
+            async with client.stream("GET", "/events", params={"token": issued["token"]}) as s:
+                assert s.status_code == 200
+        # a stream token opens streams only: not a GET of the API
+        assert (await client.get("/jobs", params={"token": issued["token"]})).status_code == 401
+
+
+def test_scoped_tokens_are_read_from_the_environment() -> None:
+    read = Settings.from_env({"CONVEYOR_TOKENS": "read:abc, write:def", "CONVEYOR_TOKEN": "ghi"})
+    assert read.scoped_tokens == {"abc": "read", "def": "write", "ghi": "write"}
+    for bad in ("admin:abc", "abc", "read:", "read:a b", "read:x,write:x"):
+        with pytest.raises(SettingsError, match="CONVEYOR_TOKENS"):
+            Settings.from_env({"CONVEYOR_TOKENS": bad})

@@ -1,11 +1,18 @@
-"""Who may do what: with ``CONVEYOR_TOKEN`` set, every route needs ``Authorization: Bearer``,
-except those marked ``public`` (the dashboard's files, health, the API's documentation) and a
-stream opened with a short-lived stream token (an ``EventSource`` cannot send headers)."""
+"""Who may do what.
+
+With tokens set (``CONVEYOR_TOKEN``, a write token; ``CONVEYOR_TOKENS``, ``scope:token`` pairs),
+every route needs ``Authorization: Bearer <token>``, except those marked ``public`` (the
+dashboard's files, health, the API's documentation). A ``read`` token may call what only looks
+(every GET, the streams, and ``POST /stream-token``, marked ``reads``); the rest needs a
+``write`` token: no or a wrong token is a ``401``, a read token on a write route a ``403``. A
+stream also opens with a short-lived stream token (an ``EventSource`` cannot send headers),
+which carries the scope of the token it was asked with.
+"""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from quart import Quart, Response, current_app, request
@@ -17,8 +24,11 @@ from .responses import error_response
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+READ, WRITE = "read", "write"
+LOOKING = frozenset({"GET", "HEAD", "OPTIONS"})
 _PUBLIC = "conveyor_public"
 _STREAM = "conveyor_stream"
+_READS = "conveyor_reads"
 
 
 def public(view: F) -> F:
@@ -33,14 +43,30 @@ def stream(view: F) -> F:
     return security_scheme([{"bearer": []}, {"streamToken": []}])(view)
 
 
-def has_token(settings: Settings) -> bool:
-    """Whether the request may see jobs: no token configured, or the right one sent."""
-    if settings.token is None:
-        return True
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    # compare_digest takes as long whatever the token; the scheme is case-insensitive (RFC 7235)
-    right = hmac.compare_digest(given.strip().encode(), settings.token.encode())
-    return right and scheme.lower() == "bearer"
+def reads(view: F) -> F:
+    """Mark a route that changes nothing although its method is not GET: a read token will do."""
+    setattr(view, _READS, True)
+    return view
+
+
+def scope_of(tokens: Mapping[str, str], authorization: str) -> str | None:
+    """The scope of the token an ``Authorization`` header sends; None if it sends none of
+    ``tokens``. Every token is compared, in constant time: how long it takes tells nothing."""
+    scheme, _, given = authorization.partition(" ")
+    sent = given.strip().encode()
+    found = None
+    for token, scope in tokens.items():
+        if hmac.compare_digest(sent, token.encode()):
+            found = scope
+    return found if scheme.lower() == "bearer" else None  # the scheme: any case (RFC 7235)
+
+
+def request_scope(settings: Settings) -> str | None:
+    """What the request may do: ``write`` when no token is set; None without a valid token."""
+    tokens = settings.scoped_tokens
+    if not tokens:
+        return WRITE
+    return scope_of(tokens, request.headers.get("Authorization", ""))
 
 
 def unauthorized() -> Response:
@@ -51,15 +77,28 @@ def unauthorized() -> Response:
     return response
 
 
-def install(app: Quart, settings: Settings, tokens: StreamTokens) -> None:
-    if settings.token is None:
+def forbidden() -> Response:
+    detail = (
+        "this token may only read; submitting, canceling, retrying and changing schedules "
+        "need a write token"
+    )
+    return error_response(403, "forbidden", detail)
+
+
+def install(app: Quart, settings: Settings, stream_tokens: StreamTokens) -> None:
+    tokens = settings.scoped_tokens
+    if not tokens:
         return
 
     @app.before_request
     async def require_token() -> Response | None:
         view = current_app.view_functions.get(request.endpoint or "")
-        if view is None or getattr(view, _PUBLIC, False) or has_token(settings):
+        if view is None or getattr(view, _PUBLIC, False):
             return None  # no such route: its 404 (or 405) tells nothing
-        if getattr(view, _STREAM, False) and tokens.valid(request.args.get("token", "")):
-            return None
-        return unauthorized()
+        scope = scope_of(tokens, request.headers.get("Authorization", ""))
+        if scope is None and getattr(view, _STREAM, False):
+            scope = stream_tokens.scope(request.args.get("token", ""))
+        if scope is None:
+            return unauthorized()
+        looks = request.method in LOOKING or getattr(view, _READS, False)
+        return None if looks or scope == WRITE else forbidden()

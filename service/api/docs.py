@@ -82,9 +82,18 @@ def openapi_document() -> dict[str, Any]:
         schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
         components["schemas"].update(schema.pop("$defs", {}))
         components["schemas"][model.__name__] = schema
+    error = {"$ref": f"#/components/schemas/{models.Error.__name__}"}
     for operations in document["paths"].values():
-        for operation in operations.values():
+        for method, operation in operations.items():
             _answers(operation, components["schemas"])
+            if method != "get" and operation["operationId"] not in READING_POSTS:
+                forbidden = {
+                    "description": "a read token: this needs a write token",
+                    "content": {"application/json": {"schema": error}},
+                }
+                operation["responses"] = dict(
+                    sorted({**operation["responses"], "403": forbidden}.items())
+                )
             # quart-schema names an operation "<method>_<function>": the function's name will do
             operation["operationId"] = operation["operationId"].split("_", 1)[1]
     components["schemas"].pop(models.EventStream.__name__, None)
@@ -115,6 +124,9 @@ def _answers(operation: dict[str, Any], schemas: dict[str, Any]) -> None:
             "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
         }
 
+
+# operations that change nothing although they are not GETs (auth.reads)
+READING_POSTS = frozenset({"post_stream_token"})
 
 # where the id in an answer leads (path, method → the id's parameter, the operations that take
 # it): a client, or schemathesis's stateful phase, calls them next

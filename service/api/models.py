@@ -246,6 +246,7 @@ class Health(Model):
 class StreamToken(Model):
     token: str = Field(description="put it in a stream's ?token= (an EventSource sends no headers)")
     expires_in_s: int
+    scope: Literal["read", "write"] = Field(description="what the token it came from may do")
 
 
 # -- the event streams: ``data:`` of each event type (``job_id`` and ``at`` on every one) -----

@@ -19,7 +19,7 @@ async def health() -> Response:
     """Check the service: 200 when it can take and run jobs, 503 when not (or draining)."""
     rt = runtime()
     # public: without the token, counts only (no job ids, no tracebacks)
-    checked = await rt.reads.health(public=not auth.has_token(rt.settings))
+    checked = await rt.reads.health(public=auth.request_scope(rt.settings) is None)
     return json_response(checked.body, 200 if checked.ok else 503)
 
 

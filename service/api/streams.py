@@ -50,11 +50,18 @@ async def all_events(query: StreamQuery) -> Response:
 
 
 @streams.post("/stream-token")
+@auth.reads
 @answers({200: models.StreamToken})
 async def stream_token() -> Response:
-    """Get a short-lived token that opens the streams (for an `EventSource`)."""
+    """Get a short-lived token that opens the streams (for an `EventSource`).
+
+    It carries the scope of the token it is asked with, which the answer names too: a page
+    shows what the token may do.
+    """
     tokens = stream_tokens()
-    return json_response({"token": tokens.issue(), "expires_in_s": tokens.ttl_s})
+    scope = auth.request_scope(runtime().settings) or auth.READ  # past the check: valid
+    body = {"token": tokens.issue(scope), "expires_in_s": tokens.ttl_s, "scope": scope}
+    return json_response(body)
 
 
 def _last_event_id(query: StreamQuery) -> int | None:
