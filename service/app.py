@@ -16,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from quart import Quart, Response, current_app, request
+from quart_cors import cors
 from quart_schema import QuartSchema, tag_blueprint
 
 from .api import auth, errors, hosts
@@ -56,6 +57,9 @@ INFO = {
         "retry, schedule. Errors are `{error, detail}` with the right status."
     ),
 }
+# what a page of an allowed origin may send (CONVEYOR_CORS_ORIGINS)
+CORS_METHODS = ["GET", "POST", "DELETE"]
+CORS_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"]
 BLUEPRINTS = (jobs, streams, schedules, tasks, service, metrics, dashboard, docs)
 
 
@@ -86,6 +90,11 @@ def create_app(settings: Settings | None = None) -> Quart:
     tokens = StreamTokens("\n".join(sorted(settings.scoped_tokens)) or None)
     app.extensions[EXTENSION + ".stream_tokens"] = tokens
     hosts.install(app, settings)  # first: a request from a rebinding page goes no further
+    if settings.cors_origins:
+        cors(
+            app, allow_origin=list(settings.cors_origins), allow_methods=CORS_METHODS,
+            allow_headers=CORS_HEADERS, expose_headers=["Location", "Retry-After"],
+        )  # fmt: skip
     auth.install(app, settings, tokens)
     errors.install(app)
 

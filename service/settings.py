@@ -118,6 +118,14 @@ def _scoped_tokens(text: str) -> dict[str, str]:
     return tokens
 
 
+def _origins(text: str) -> tuple[str, ...]:
+    """``"https://app.example.com,http://localhost:3000"`` → the origins (scheme://host[:port])."""
+    origins = tuple(o.strip().rstrip("/") for o in text.split(",") if o.strip())
+    if not origins or not all(re.fullmatch(r"https?://[^/\s]+", o) for o in origins):
+        raise ValueError
+    return origins
+
+
 def _timezone(text: str) -> str:
     try:
         zoneinfo.ZoneInfo(text)
@@ -134,6 +142,7 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "cancel_grace_s": (_non_negative_float, "a number of seconds >= 0"),
     "token": (_token, "a non-empty string without spaces"),
     "tokens": (_scoped_tokens, "comma-separated scope:token pairs, scope read or write"),
+    "cors_origins": (_origins, "comma-separated origins, e.g. 'https://app.example.com'"),
     "max_interruptions": (_non_negative_int, "a whole number >= 0"),
     "max_body_bytes": (_positive_int, "a whole number of bytes >= 1"),
     "sse_keepalive_s": (_positive_float, "a number of seconds > 0"),
@@ -192,6 +201,7 @@ class Settings:
     # the Host names answered; None: on a loopback address only loopback names (a web page
     # cannot reach the service through a name it controls: DNS rebinding), elsewhere any
     allowed_hosts: tuple[str, ...] | None = None
+    cors_origins: tuple[str, ...] = ()  # web pages of these origins may call the API; none: no CORS
 
     @property
     def scoped_tokens(self) -> dict[str, str]:

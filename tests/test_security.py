@@ -220,3 +220,40 @@ def test_scoped_tokens_are_read_from_the_environment() -> None:
     for bad in ("admin:abc", "abc", "read:", "read:a b", "read:x,write:x"):
         with pytest.raises(SettingsError, match="CONVEYOR_TOKENS"):
             Settings.from_env({"CONVEYOR_TOKENS": bad})
+
+
+# -- CORS -----------------------------------------------------------------------------------------
+
+APP = "https://app.example.com"
+
+
+async def test_without_cors_origins_no_page_elsewhere_may_read_answers(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/jobs", headers={"Origin": APP})
+    assert "access-control-allow-origin" not in response.headers
+
+
+async def test_cors_origins_may_call_the_api_and_others_may_not(settings: Settings) -> None:
+    allowed = dataclasses.replace(settings, cors_origins=(APP,), token="s3cret")
+    async with (
+        live_server(allowed) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as client,
+    ):
+        preflight = await client.options(
+            "/jobs",
+            headers={
+                "Origin": APP,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type, idempotency-key",
+            },
+        )  # no token: a browser sends none with a preflight
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == APP
+        assert "idempotency-key" in preflight.headers["access-control-allow-headers"].lower()
+        answer = await client.get("/jobs", headers={"Origin": APP, **bearer("s3cret")})
+        assert answer.headers["access-control-allow-origin"] == APP
+        other = await client.get(
+            "/jobs", headers={"Origin": "https://evil.example", **bearer("s3cret")}
+        )
+        assert "access-control-allow-origin" not in other.headers

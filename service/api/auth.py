@@ -93,8 +93,9 @@ def install(app: Quart, settings: Settings, stream_tokens: StreamTokens) -> None
     @app.before_request
     async def require_token() -> Response | None:
         view = current_app.view_functions.get(request.endpoint or "")
-        if view is None or getattr(view, _PUBLIC, False):
-            return None  # no such route: its 404 (or 405) tells nothing
+        if view is None or getattr(view, _PUBLIC, False) or request.method == "OPTIONS":
+            return None  # no such route: its 404 (or 405) tells nothing; a CORS preflight
+            # carries no token, and only says what the request after it may send
         scope = scope_of(tokens, request.headers.get("Authorization", ""))
         if scope is None and getattr(view, _STREAM, False):
             scope = stream_tokens.scope(request.args.get("token", ""))
