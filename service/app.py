@@ -19,6 +19,7 @@ from quart import Quart, Response, current_app, request
 from quart_cors import cors
 from quart_schema import QuartSchema, tag_blueprint
 
+from . import logformat
 from .api import auth, errors, hosts
 from .api.dashboard import dashboard
 from .api.docs import docs
@@ -76,7 +77,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         # started from the command line: one line that names the problem, not a traceback
         print(f"conveyor: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    _configure_logging()
+    logformat.configure(settings.log_format)
     app = Quart(__name__, static_folder=None)  # the dashboard blueprint serves the files
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     # documents the routes; the docs blueprint serves the document and its UI
@@ -190,12 +191,3 @@ def worker_limits(settings: Settings) -> WorkerLimits:
         max_log_lines=settings.max_log_lines,
         stop_timeout_s=settings.worker_stop_timeout_s,
     )
-
-
-def _configure_logging() -> None:
-    logger = logging.getLogger("conveyor")
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)

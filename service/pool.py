@@ -309,7 +309,9 @@ class ProcessPool:
         worker.retiring = True
         self.recycled[verdict.kind] += 1
         self.replaced[verdict.kind] += 1
-        log.info("worker %d recycled: %s", worker.pid, verdict.reason)
+        log.info(
+            "worker %d recycled: %s", worker.pid, verdict.reason, extra={"worker_pid": worker.pid}
+        )
         worker.writer.close()  # end of input: it runs its stop hooks and exits
         self._start(self._respawn(started_ok=True, killed=False))  # capacity stays as it was
         self._start(self._see_out(worker))
@@ -388,7 +390,10 @@ class ProcessPool:
                 worker.outcome.set_result(Outcome(error=error, killed=worker.killing))
             expected = worker.killing or worker.retiring or worker.start_failed
             if not expected and not self._closing:
-                log.warning("worker %d: %s", worker.pid, describe_exit(returncode))
+                log.warning(
+                    "worker %d: %s", worker.pid, describe_exit(returncode),
+                    extra={"worker_pid": worker.pid, "job_id": worker.job_id},
+                )  # fmt: skip
         if not self._closing and not worker.retiring:
             # killed: to stop its job (a cancel, a timeout); died: on its own (a crash)
             self.replaced["killed" if worker.killing else "died"] += 1

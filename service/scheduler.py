@@ -276,7 +276,10 @@ class Scheduler:
                 if isinstance(outcome, Job):
                     self._make_ready(outcome)
                 elif isinstance(outcome, Exception) and not isinstance(outcome, JobNotFound):
-                    log.error("job %s: cannot make it due (%s); trying again", job_id, outcome)
+                    log.error(
+                        "job %s: cannot make it due (%s); trying again", job_id, outcome,
+                        extra={"job_id": job_id},
+                    )  # fmt: skip
                     self._scheduled.add(self._clock() + RETRY_DUE_S, job_id)
 
     async def cancel(self, job_id: str) -> Job:
@@ -354,7 +357,11 @@ class Scheduler:
                 run.worker = None  # it is free again: a late cancel must not touch its next job
                 await self._settle(run, outcome)
         except Exception:
-            log.exception("job %s: unexpected error in the scheduler", run.job_id)
+            log.exception(
+                "job %s: unexpected error in the scheduler",
+                run.job_id,
+                extra={"job_id": run.job_id},
+            )
             await self._salvage(run.job_id)
         finally:
             if self._runs.get(run.job_id) is run:  # a retry on request may have begun anew
@@ -386,7 +393,10 @@ class Scheduler:
         try:
             claim = self._db.start_soon(run.job_id, job.attempt + 1, lambda j: _claim(j, now))
         except OSError as exc:  # the journal cannot be written (a full disk): not now
-            log.error("job %s: cannot journal its start (%s); trying again", run.job_id, exc)
+            log.error(
+                "job %s: cannot journal its start (%s); trying again", run.job_id, exc,
+                extra={"job_id": run.job_id},
+            )  # fmt: skip
             self._pool.release(worker)
             asyncio.get_running_loop().call_later(RETRY_DUE_S, self._make_ready, job)
             return None
@@ -419,9 +429,12 @@ class Scheduler:
 
         try:
             if await self._db.update(job_id, change) is None:
-                log.error("job %s: left as stored; a restart runs it if it is queued", job_id)
+                log.error(
+                    "job %s: left as stored; a restart runs it if it is queued", job_id,
+                    extra={"job_id": job_id},
+                )  # fmt: skip
         except Exception:
-            log.exception("job %s: cannot record the error", job_id)
+            log.exception("job %s: cannot record the error", job_id, extra={"job_id": job_id})
 
     async def _stored(self, job_id: str) -> Job | None:
         try:

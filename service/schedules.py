@@ -247,7 +247,10 @@ class Schedules:
                     self._look_at[schedule.id] = self._clock() + RETRY_S
                 return False
             except Exception as exc:  # the store failed: the tick stays due
-                log.error("schedule %s: cannot fire (%s); trying again", schedule.id, exc)
+                log.error(
+                    "schedule %s: cannot fire (%s); trying again", schedule.id, exc,
+                    extra={"schedule_id": schedule.id, "task": schedule.task},
+                )  # fmt: skip
                 if schedule.id in self._look_at:
                     self._look_at[schedule.id] = self._clock() + RETRY_S
                 return False

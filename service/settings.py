@@ -126,6 +126,12 @@ def _origins(text: str) -> tuple[str, ...]:
     return origins
 
 
+def _log_format(text: str) -> str:
+    if text not in ("text", "json"):
+        raise ValueError
+    return text
+
+
 def _timezone(text: str) -> str:
     try:
         zoneinfo.ZoneInfo(text)
@@ -143,6 +149,7 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "token": (_token, "a non-empty string without spaces"),
     "tokens": (_scoped_tokens, "comma-separated scope:token pairs, scope read or write"),
     "cors_origins": (_origins, "comma-separated origins, e.g. 'https://app.example.com'"),
+    "log_format": (_log_format, "text or json"),
     "max_interruptions": (_non_negative_int, "a whole number >= 0"),
     "max_body_bytes": (_positive_int, "a whole number of bytes >= 1"),
     "sse_keepalive_s": (_positive_float, "a number of seconds > 0"),
@@ -202,6 +209,7 @@ class Settings:
     # cannot reach the service through a name it controls: DNS rebinding), elsewhere any
     allowed_hosts: tuple[str, ...] | None = None
     cors_origins: tuple[str, ...] = ()  # web pages of these origins may call the API; none: no CORS
+    log_format: str = "text"  # or "json": one object per line, with job_id and task
 
     @property
     def scoped_tokens(self) -> dict[str, str]:

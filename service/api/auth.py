@@ -12,6 +12,7 @@ which carries the scope of the token it was asked with.
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -20,9 +21,11 @@ from quart_schema import security_scheme
 
 from ..settings import Settings
 from ..streamtokens import StreamTokens
+from .hosts import on_loopback
 from .responses import error_response
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("conveyor")
 
 READ, WRITE = "read", "write"
 LOOKING = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -88,6 +91,7 @@ def forbidden() -> Response:
 def install(app: Quart, settings: Settings, stream_tokens: StreamTokens) -> None:
     tokens = settings.scoped_tokens
     if not tokens:
+        _warn_when_open(app)
         return
 
     @app.before_request
@@ -103,3 +107,20 @@ def install(app: Quart, settings: Settings, stream_tokens: StreamTokens) -> None
             return unauthorized()
         looks = request.method in LOOKING or getattr(view, _READS, False)
         return None if looks or scope == WRITE else forbidden()
+
+
+def _warn_when_open(app: Quart) -> None:
+    """Say so, once, when a service with no token turns out to listen beyond this machine (the
+    app learns its address from the first request that comes in through it)."""
+    warned = False
+
+    @app.before_request
+    async def warn_once() -> None:
+        nonlocal warned
+        if warned or request.server is None or on_loopback(request.server[0]):
+            return
+        warned = True
+        log.warning(
+            "listening on %s with no token set: anyone who reaches it can run and cancel jobs; "
+            "set CONVEYOR_TOKEN (or CONVEYOR_TOKENS)", request.server[0],
+        )  # fmt: skip

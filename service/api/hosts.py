@@ -26,7 +26,8 @@ def host_name(host: str) -> str:
     return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
-def _on_loopback(address: str | None) -> bool:
+def on_loopback(address: str | None) -> bool:
+    """Whether a socket address is reachable from this machine only."""
     if address is None:
         return True  # no socket address (a test client): as the default bind, loopback
     try:
@@ -37,7 +38,7 @@ def _on_loopback(address: str | None) -> bool:
 
 def allowed(name: str, configured: tuple[str, ...] | None, server_address: str | None) -> bool:
     if configured is None:
-        if not _on_loopback(server_address):
+        if not on_loopback(server_address):
             return True
         return name in LOOPBACK_NAMES or name.endswith(".localhost")
     return any(
