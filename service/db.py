@@ -31,6 +31,7 @@ from .errors import (
     ScheduleConflict,
     ScheduleNotFound,
     ServiceError,
+    StoreFailed,
     StoreUnavailable,
 )
 from .jobs import ACTIVE, Attempt, Event, Job, JobError, JobState, Progress, state_event_data
@@ -138,6 +139,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN schedule_id TEXT;  -- the schedule whose tick made it, if any
     CREATE INDEX jobs_schedule_seq ON jobs (schedule_id, seq) WHERE schedule_id IS NOT NULL;
     """,
+    """
+    CREATE TABLE readiness (                    -- one row, written by each readiness check
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        checked_at REAL NOT NULL                -- epoch seconds
+    );
+    """,
 )
 
 PRAGMAS = (
@@ -153,6 +160,9 @@ _JOB_COLUMNS = (
     "schedule_id"
 )
 SELECT_JOB = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?"
+# what the database itself raises when it cannot be written (locked, full, I/O, read-only)
+OPERATIONAL = sqlite3.OperationalError
+WRITE_READINESS = "INSERT OR REPLACE INTO readiness (id, checked_at) VALUES (1, ?)"
 SELECT_IDS_IN_STATE = "SELECT id FROM jobs WHERE state = ? ORDER BY seq"
 INSERT_JOB = (
     "INSERT INTO jobs (id, task, args, kwargs, state, attempt, interruptions, progress, result, "
@@ -505,6 +515,7 @@ class Database:
         self._committing: frozenset[str] = frozenset()
         self._next_event_id = 1
         self._lock_fd: int | None = None
+        self._file_stat: os.stat_result | None = None
         self._journal = StartJournal(path + ".started")
         self.stats = JobStats()  # as of the last commit, like last_event_id
 
@@ -523,6 +534,7 @@ class Database:
         self._lock_fd = lock_database(self.path)
         try:
             self._writer = await _connect(self.path)
+            self._file_stat = os.stat(self.path)  # the file it opened, to see it replaced
             await _migrate(self._writer)
             rows = await self._writer.execute_fetchall(LAST_EVENT_ID)
             self._next_event_id = int(next(iter(rows))[0]) + 1
@@ -808,7 +820,10 @@ class Database:
             if len(pendings) == 1:
                 log.error("a database write failed: %s", exc)
                 if not pendings[0].future.done():
-                    pendings[0].future.set_exception(exc)
+                    # the database's own failure (disk full, locked, read-only): the caller
+                    # is told the store is unavailable; a broken constraint is a bug, as it was
+                    failed = StoreFailed(str(exc)) if isinstance(exc, OPERATIONAL) else exc
+                    pendings[0].future.set_exception(failed)
                 return
             # one bad write must not sink the others: retry each in its own transaction
             for pending in pendings:
@@ -818,6 +833,7 @@ class Database:
         conn = self._connection(self._writer)
         batch = Batch(conn, self._cache, self._next_event_id, self._clock)
         outcomes: list[tuple[bool, Any]] = []
+        self._check_file()  # a stat: microseconds, against acknowledging what would be lost
         await conn.execute("BEGIN IMMEDIATE")
         try:
             for pending in pendings:
@@ -958,6 +974,28 @@ class Database:
     async def ping(self) -> None:
         """Raise unless the database answers a query."""
         await self._connection(self._reader).execute_fetchall("SELECT 1")
+
+    async def check_writable(self) -> None:
+        """StoreFailed unless a write reaches the database file the service opened: one row,
+        written through the writer as any job's change is (a full disk, a lock held by another
+        process, a file made read-only all fail it), to a file that is still there."""
+
+        async def operation(batch: Batch) -> None:
+            await batch.execute(WRITE_READINESS, (self._clock(),))
+
+        await self.transact(operation)
+
+    def _check_file(self) -> None:
+        """StoreFailed if the database file is no longer the one opened: SQLite would go on
+        writing to the deleted file, and all of it would be gone at the next start."""
+        try:
+            same = self._file_stat is not None and os.path.samestat(
+                os.stat(self.path), self._file_stat
+            )
+        except OSError:
+            same = False
+        if not same:
+            raise StoreFailed(f"the database file {self.path!r} was deleted or replaced")
 
     @staticmethod
     def _connection(conn: aiosqlite.Connection | None) -> aiosqlite.Connection:

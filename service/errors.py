@@ -33,6 +33,16 @@ class StoreUnavailable(ServiceError):
         super().__init__(f"cannot use the database {path!r} (CONVEYOR_DATABASE): {reason}")
 
 
+class StoreFailed(ServiceError):
+    """A write to the database failed (the disk is full, another process holds it, the file is
+    read-only or gone): nothing of it was stored. The service goes on, and recovers by itself
+    once the cause is gone."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"the database cannot be written just now: {reason}")
+
+
 class TaskLoadError(ServiceError):
     """A configured task module could not be imported."""
 

@@ -140,6 +140,22 @@ class Reads:
             "idle": sum(1 for w in listed if w["state"] == "idle"), "workers": listed,
         }  # fmt: skip
 
+    async def ready(self) -> list[str]:
+        """Why the service cannot take and run jobs now; empty when it can. Each check is real:
+        a write reaches the database file, a worker process is alive."""
+        problems = []
+        try:
+            await self._db.check_writable()
+        except Exception as exc:  # any failure is the answer, not a crash of the check
+            problems.append(f"store: {exc}")
+        workers = self._pool.status()
+        if workers["alive"] == 0:
+            start_error = workers["last_start_error"]
+            problems.append(f"workers: none alive{f' ({start_error})' if start_error else ''}")
+        if self._scheduler.draining:
+            problems.append("draining: the service is stopping")
+        return problems
+
     async def health(self, *, public: bool) -> Health:
         """Whether the service can take and run jobs, and why not; ``public`` leaves out job
         ids and tracebacks (the health check needs no token)."""

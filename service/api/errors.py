@@ -23,6 +23,7 @@ from ..errors import (
     ScheduleNotFound,
     ServiceError,
     ShuttingDown,
+    StoreFailed,
     TooManyStreams,
     UnknownTask,
 )
@@ -66,6 +67,7 @@ ERRORS: dict[type[BaseException], Answer] = {
     ScheduleConflict: Answer(409, "conflict"),
     ShuttingDown: Answer(503, "shutting_down", headers={"Retry-After": "5"}),
     TooManyStreams: Answer(503, "too_many_streams", headers={"Retry-After": "5"}),
+    StoreFailed: Answer(503, "store_unavailable", headers={"Retry-After": "1"}),
     ServiceError: Answer(503, "unavailable"),  # the store failed under the request, say
 }
 

@@ -243,6 +243,11 @@ class Health(Model):
     jobs: JobCounts
 
 
+class Ready(Model):
+    ready: bool
+    problems: list[str] = Field(description="why not, each a sentence; empty when ready")
+
+
 class StreamToken(Model):
     token: str = Field(description="put it in a stream's ?token= (an EventSource sends no headers)")
     expires_in_s: int

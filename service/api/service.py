@@ -23,6 +23,16 @@ async def health() -> Response:
     return json_response(checked.body, 200 if checked.ok else 503)
 
 
+@service.get("/ready")
+@auth.public
+@answers({200: models.Ready, 503: models.Ready})
+async def ready() -> Response:
+    """Check readiness: 200 when the store takes writes and workers are alive, else 503 saying
+    why (`/health` is for liveness)."""
+    problems = await runtime().reads.ready()
+    return json_response({"ready": not problems, "problems": problems}, 503 if problems else 200)
+
+
 @service.get("/stats")
 @answers({200: models.Stats})
 async def stats() -> Response:
