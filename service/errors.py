@@ -5,6 +5,7 @@ A job that fails is data (its state and error record), never one of these.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -86,6 +87,19 @@ class BatchRejected(ServiceError):
         self.index = index
         self.cause = cause
         super().__init__(f"jobs[{index}]: {cause}")
+
+
+class UnsafeText(ServiceError):
+    """A value holds a character that does not show as what it is (a control, a bidirectional
+    override): refused where people read values and compare them by eye."""
+
+    def __init__(self, field: str, char: str) -> None:
+        self.field = field
+        self.char = char
+        super().__init__(
+            f"{field}: the character U+{ord(char):04X} ({unicodedata.name(char, 'a control')}) "
+            "does not show as what it is; leave it out"
+        )
 
 
 class JobNotFound(ServiceError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -216,8 +217,15 @@ def isoformat(epoch_s: float | None) -> str | None:
     """ISO-8601 in UTC with milliseconds, e.g. ``2026-11-21T10:49:00.123Z``."""
     if epoch_s is None:
         return None
+    # a stored time past what ISO-8601 shows (stored before its option had a bound, say) is
+    # shown at the edge: a read never fails on a value
+    epoch_s = min(max(epoch_s, _EARLIEST_S), _LATEST_S) if math.isfinite(epoch_s) else _LATEST_S
     moment = datetime.fromtimestamp(epoch_s, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_EARLIEST_S = datetime(1, 1, 1, tzinfo=UTC).timestamp()
+_LATEST_S = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC).timestamp()
 
 
 def interrupt(job: Job, at: float, max_interruptions: int) -> Job:

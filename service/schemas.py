@@ -5,6 +5,7 @@ The job's JSON lives in ``wire``, which clients share.
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -18,6 +19,7 @@ from pydantic import (
 )
 
 from .cron import MAX_CRON_LENGTH, Schedule, check_cron
+from .errors import UnsafeText
 from .jobs import JobSpec, JobState, isoformat
 from .options import MAX_ERROR_TYPE_CHARS, RULES, JobOptions
 from .protocol import MAX_LOG_LINES
@@ -27,6 +29,7 @@ MAX_JOBS_PER_BATCH = 1000
 # message, a batch response), so deeper nesting is refused at the door instead of breaking later
 MAX_ARGUMENT_DEPTH = 64
 MAX_ID = 2**63 - 1  # cursors and event ids are SQLite integers
+MAX_ID_DIGITS = len(str(MAX_ID))
 MAX_DELAY_S = 100 * 365 * 24 * 3600.0
 MAX_KEY_CHARS = 200
 SCHEDULE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # safe in a URL; never "task:…"
@@ -116,6 +119,13 @@ class SubmitJob(TaskCall):
         max_length=MAX_KEY_CHARS,
         description="while a job with this key is unfinished, submitting it again returns it",
     )
+
+    @field_validator("key")
+    @classmethod
+    def _shown_as_written(cls, value: str | None) -> str | None:
+        if value is not None:
+            refuse_hidden_characters("key", value)
+        return value
 
     @field_validator("run_at")
     @classmethod
@@ -240,6 +250,15 @@ class JobsQuery(BaseModel):
         return position
 
 
+def refuse_hidden_characters(field: str, text: str) -> None:
+    """UnsafeText (a 422) if ``text`` holds characters that do not show as what they are: a
+    control, or a format character such as a bidirectional override, which makes a key read
+    differently from what it is (``"job\u202egpj.exe"`` shows as ``"jobexe.jpg"``)."""
+    for char in text:
+        if unicodedata.category(char) in ("Cc", "Cf"):
+            raise UnsafeText(field, char)
+
+
 def parse_time(text: str) -> float:
     """Epoch seconds of an ISO-8601 time (UTC when it names no zone); ValueError if not one."""
     try:
@@ -256,7 +275,8 @@ def parse_time(text: str) -> float:
 def parse_id(text: str) -> int | None:
     """A non-negative integer id as text, or None: ASCII digits only, within SQLite's range."""
     text = text.strip()
-    if not (text.isascii() and text.isdigit()) or int(text) > MAX_ID:
+    # the length first: int() of thousands of digits is slow, and past 4,300 an error
+    if len(text) > MAX_ID_DIGITS or not (text.isascii() and text.isdigit()) or int(text) > MAX_ID:
         return None
     return int(text)
 

@@ -257,3 +257,29 @@ async def test_cors_origins_may_call_the_api_and_others_may_not(settings: Settin
             "/jobs", headers={"Origin": "https://evil.example", **bearer("s3cret")}
         )
         assert "access-control-allow-origin" not in other.headers
+
+
+@pytest.mark.parametrize("header", ["9" * 5000, "1" * 20], ids=["5000 digits", "20 digits"])
+async def test_an_event_id_too_long_is_a_clean_400(client: httpx.AsyncClient, header: str) -> None:
+    for response in (
+        await client.get("/events", headers={"Last-Event-ID": header}),
+        await client.get("/events", params={"last_event_id": header}),
+    ):
+        assert response.status_code == 400 and response.json()["error"] == "invalid_request"
+        assert "whole number" in response.json()["detail"]
+
+
+async def test_a_cursor_too_long_is_a_clean_400(client: httpx.AsyncClient) -> None:
+    response = await client.get("/jobs", params={"cursor": "9" * 5000})
+    assert response.status_code == 400
+    assert response.json()["detail"] == "cursor: not a cursor from 'next'"
+
+
+@pytest.mark.parametrize("key", ["invoice\u202egpj.exe", "tab\there", "zero\u200bwidth"])
+async def test_a_key_that_does_not_show_as_it_is_is_refused(
+    client: httpx.AsyncClient, key: str
+) -> None:
+    response = await client.post("/jobs", json={"task": TASKS + ".add", "args": [1, 2], "key": key})
+    assert response.status_code == 422 and response.json()["error"] == "unsafe_text"
+    assert response.json()["field"] == "key" and "U+" in response.json()["detail"]
+    assert (await client.get("/jobs")).json()["jobs"] == []

@@ -93,3 +93,32 @@ async def test_a_deleted_database_file_takes_nothing_more(
             return (await client.post("/jobs", json=ADD)).status_code == 503
 
         await wait_until(still_refused, what="submits refused")
+
+
+async def test_no_stored_value_makes_a_read_fail(
+    service_process: Callable[..., ServiceProcess],
+) -> None:
+    """A time past what ISO-8601 shows, stored before its option had a bound: every read and
+    the cancel still answer, also after a restart."""
+    service = await started(service_process)
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as client:
+        job = (await client.post("/jobs", json={**ADD, "delay_s": 3600})).json()
+    assert service.terminate() == 0
+    path = service.workdir / "conveyor.db"
+    await asyncio.to_thread(_set_scheduled_at, path, job["id"], 1e15)  # the year 31,000-odd
+    service.start()
+    await service.wait_ready()
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as client:
+        listed = await client.get("/jobs")
+        assert listed.status_code == 200
+        assert listed.json()["jobs"][0]["scheduled_at"].startswith("9999-12-31")
+        assert (await client.get(f"/jobs/{job['id']}")).status_code == 200
+        canceled = await client.post(f"/jobs/{job['id']}/cancel")
+        assert canceled.status_code == 200 and canceled.json()["state"] == "canceled"
+
+
+def _set_scheduled_at(path: object, job_id: str, at: float) -> None:
+    import sqlite3
+
+    with sqlite3.connect(str(path)) as db:
+        db.execute("UPDATE jobs SET scheduled_at = ? WHERE id = ?", (at, job_id))

@@ -26,6 +26,7 @@ from ..errors import (
     StoreFailed,
     TooManyStreams,
     UnknownTask,
+    UnsafeText,
 )
 from ..wire import job_json
 from .responses import JsonRefused, UnknownParameters, json_response
@@ -54,6 +55,7 @@ ERRORS: dict[type[BaseException], Answer] = {
         lambda e: {"fields": [{"field": n, "message": "not a parameter"} for n in e.names]},
     ),
     JsonRefused: Answer(422, "invalid_json"),
+    UnsafeText: Answer(422, "unsafe_text", lambda e: {"field": e.field}),
     UnknownTask: Answer(422, "unknown_task", lambda e: {"task": e.name}),
     InvalidArguments: Answer(
         422, "invalid_arguments", lambda e: {"task": e.task, "fields": e.fields}
