@@ -160,6 +160,13 @@ _JOB_COLUMNS = (
     "schedule_id"
 )
 SELECT_JOB = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?"
+MAX_PAGE_BYTES = 8 * 1024 * 1024  # of a list page's stored JSON: the jobs past it wait for "next"
+# a job's stored JSON, in bytes (as blobs: counted without decoding the text)
+_JOB_BYTES = (
+    "length(CAST(args AS BLOB)) + length(CAST(kwargs AS BLOB)) "
+    "+ coalesce(length(CAST(result AS BLOB)), 0) + coalesce(length(CAST(error AS BLOB)), 0) "
+    "+ length(CAST(attempts AS BLOB))"
+)
 # what the database itself raises when it cannot be written (locked, full, I/O, read-only)
 OPERATIONAL = sqlite3.OperationalError
 WRITE_READINESS = "INSERT OR REPLACE INTO readiness (id, checked_at) VALUES (1, ?)"
@@ -893,8 +900,12 @@ class Database:
         schedule_id: str | None = None,
         limit: int = 50,
         before: int | None = None,
+        max_bytes: int = MAX_PAGE_BYTES,
     ) -> tuple[list[Job], int | None]:
         """Jobs newest first; returns them and the cursor of the next page (None at the end).
+
+        At most ``limit`` jobs, fewer when their stored JSON would pass ``max_bytes`` (one job
+        at least).
 
         ``text`` matches jobs whose arguments (as JSON) hold it, ignoring ASCII case;
         ``schedule_id`` the jobs that schedule's ticks made.
@@ -919,15 +930,31 @@ class Database:
         if before is not None:
             where.append("seq < ?")
             params.append(before)
-        sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC LIMIT ?"
-        rows = list(
-            await self._connection(self._reader).execute_fetchall(sql, (*params, limit + 1))
+        conn = self._connection(self._reader)
+        matching = " WHERE " + " AND ".join(where) if where else ""
+        # first each job's place and size, then only the jobs that fit in ``max_bytes``: a page
+        # of jobs with megabytes of arguments or errors each is cut short, not held in memory
+        sizes = list(
+            await conn.execute_fetchall(
+                f"SELECT seq, {_JOB_BYTES} FROM jobs{matching} ORDER BY seq DESC LIMIT ?",
+                (*params, limit + 1),
+            )
         )
-        next_cursor = rows[limit - 1][13] if len(rows) > limit else None
-        return [row_to_job(r) for r in rows[:limit]], next_cursor
+        taken: list[int] = []
+        total = 0
+        for seq, size in sizes[:limit]:
+            if taken and total + size > max_bytes:
+                break
+            taken.append(seq)
+            total += size
+        more = len(taken) < len(sizes)
+        if not taken:
+            return [], None
+        marks = ", ".join("?" * len(taken))
+        rows = await conn.execute_fetchall(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE seq IN ({marks}) ORDER BY seq DESC", taken
+        )
+        return [row_to_job(r) for r in rows], taken[-1] if more else None
 
     async def events_after(
         self, after_id: int, *, job_id: str | None = None, limit: int = 500

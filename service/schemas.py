@@ -20,11 +20,13 @@ from pydantic import (
 
 from .cron import MAX_CRON_LENGTH, Schedule, check_cron
 from .errors import UnsafeText
-from .jobs import JobSpec, JobState, isoformat
+from .jobs import Job, JobSpec, JobState, isoformat
 from .options import MAX_ERROR_TYPE_CHARS, RULES, JobOptions
 from .protocol import MAX_LOG_LINES
+from .wire import job_json
 
 MAX_JOBS_PER_BATCH = 1000
+JOB_FIELDS = frozenset(job_json(Job("", "", [], {}, JobState.QUEUED, 0.0)))  # what a job sends
 # orjson writes at most 254 levels; a job's arguments travel inside a few more (the worker
 # message, a batch response), so deeper nesting is refused at the door instead of breaking later
 MAX_ARGUMENT_DEPTH = 64
@@ -227,6 +229,22 @@ class JobsQuery(BaseModel):
     schedule: str | None = Field(None, description="only the jobs this schedule's ticks made")
     limit: int = Field(50, ge=1, le=1000)
     cursor: str | None = Field(None, description="'next' of the previous page")
+    fields: str | None = Field(
+        None,
+        description="comma-separated fields of each job to send (id always), e.g. "
+        "'task,state,created_at': leaves out the arguments, results and errors",
+    )
+
+    def job_fields(self) -> frozenset[str] | None:
+        """The fields asked for (with ``id``); None for all; ValueError naming an unknown one."""
+        if self.fields is None:
+            return None
+        names = {name.strip() for name in self.fields.split(",") if name.strip()}
+        unknown = sorted(names - JOB_FIELDS)
+        if unknown:
+            known = ", ".join(sorted(JOB_FIELDS))
+            raise ValueError(f"fields: unknown field(s) {', '.join(unknown)}; known: {known}")
+        return frozenset({"id", *names})
 
     def states(self) -> list[JobState]:
         """The states asked for; ValueError naming an unknown one."""

@@ -657,3 +657,17 @@ async def test_a_database_of_the_first_schema_is_migrated_with_its_jobs(tmp_path
     async with Database(str(path), on_commit=lambda events: None) as db:
         job = await db.get_job("old")
         assert (job.args, job.state, job.options.timeout_s) == ([1, 2], JobState.QUEUED, None)
+
+
+async def test_a_page_stops_before_its_jobs_pass_the_byte_bound(db: Database) -> None:
+    big = "x" * 100_000
+    await db.insert(*(new_job(n, args=[big]) for n in range(1, 11)))
+    first, cursor = await db.list_jobs(limit=50, max_bytes=350_000)
+    assert ids(first) == ["job-10", "job-9", "job-8"]  # a fourth would pass the bound
+    assert cursor is not None
+    rest, end = await db.list_jobs(limit=50, max_bytes=350_000, before=cursor)
+    assert ids(rest) == ["job-7", "job-6", "job-5"] and end is not None
+    one, _ = await db.list_jobs(limit=50, max_bytes=10)  # one job always, however large
+    assert ids(one) == ["job-10"]
+    everything, none_left = await db.list_jobs(limit=50)
+    assert len(everything) == 10 and none_left is None

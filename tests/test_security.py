@@ -283,3 +283,15 @@ async def test_a_key_that_does_not_show_as_it_is_is_refused(
     assert response.status_code == 422 and response.json()["error"] == "unsafe_text"
     assert response.json()["field"] == "key" and "U+" in response.json()["detail"]
     assert (await client.get("/jobs")).json()["jobs"] == []
+
+
+async def test_a_list_can_leave_out_arguments_results_and_errors(
+    client: httpx.AsyncClient,
+) -> None:
+    await client.post("/jobs?wait_s=10", json={"task": TASKS + ".echo", "args": ["x" * 50_000]})
+    page = (await client.get("/jobs", params={"fields": "task,state"})).json()
+    assert page["jobs"] == [
+        {"id": page["jobs"][0]["id"], "task": TASKS + ".echo", "state": "succeeded"}
+    ]
+    refused = await client.get("/jobs", params={"fields": "task,secret"})
+    assert refused.status_code == 400 and "secret" in refused.json()["detail"]

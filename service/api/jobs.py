@@ -68,7 +68,7 @@ async def submit_batch() -> Response:
 async def list_jobs(query: JobsQuery) -> Response:
     """List jobs, newest first, by state, task, queue, schedule or text in their arguments."""
     try:
-        states, before = query.states(), query.before()
+        states, before, fields = query.states(), query.before(), query.job_fields()
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
     page = await runtime().reads.jobs(
@@ -76,7 +76,10 @@ async def list_jobs(query: JobsQuery) -> Response:
         schedule_id=query.schedule, limit=query.limit, before=before,
     )  # fmt: skip
     next_page = None if page.next_cursor is None else str(page.next_cursor)
-    return json_response({"jobs": [job_json(j) for j in page.jobs], "next": next_page})
+    jobs = [job_json(j) for j in page.jobs]
+    if fields is not None:
+        jobs = [{k: v for k, v in job.items() if k in fields} for job in jobs]
+    return json_response({"jobs": jobs, "next": next_page})
 
 
 @jobs.get("/jobs/<job_id>")

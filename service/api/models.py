@@ -88,8 +88,31 @@ class Job(Model):
     attempts: list[Attempt] = Field(description="every run that ended, oldest first")
 
 
+class JobFields(Model):
+    """A job with only the fields ``?fields=`` asked for (and its id)."""
+
+    id: str
+    task: str | None = None
+    args: list[Any] | None = None
+    kwargs: dict[str, Any] | None = None
+    state: State | None = None
+    progress: Progress | None = None
+    result: Any = None
+    error: JobError | None = None
+    attempt: int | None = None
+    key: str | None = None
+    schedule_id: str | None = None
+    options: Options | None = None
+    created_at: Time | None = None
+    started_at: Time | None = None
+    finished_at: Time | None = None
+    scheduled_at: Time | None = None
+    retries: int | None = None
+    attempts: list[Attempt] | None = None
+
+
 class JobPage(Model):
-    jobs: list[Job]
+    jobs: list[Job | JobFields] = Field(description="each job, or the fields ?fields= asks for")
     next: str | None = Field(description="the cursor of the next page; null on the last")
 
 
