@@ -37,6 +37,7 @@ from .events import Broker
 from .jobs import Event
 from .metrics import Metrics
 from .pool import ProcessPool
+from .ratelimit import SubmitRate
 from .reads import Reads
 from .recycling import WorkerLimits
 from .retention import RetentionSweep
@@ -180,7 +181,8 @@ async def _start(stack: AsyncExitStack, settings: Settings, tasks: dict[str, Tas
         len(tasks), ", ".join(settings.tasks), settings.concurrency, settings.database,
     )  # fmt: skip
     reads = Reads(db, broker, pool, scheduler)
-    return Runtime(settings, scheduler, schedules, reads, streams, figures)
+    rate = None if settings.submit_rate is None else SubmitRate(settings.submit_rate)
+    return Runtime(settings, scheduler, schedules, reads, streams, figures, rate)
 
 
 def worker_limits(settings: Settings) -> WorkerLimits:

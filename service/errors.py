@@ -164,6 +164,18 @@ class ShuttingDown(ServiceError):
         super().__init__("the service is shutting down and takes no new jobs; submit again soon")
 
 
+class RateLimited(ServiceError):
+    """A client submits faster than CONVEYOR_SUBMIT_RATE allows."""
+
+    def __init__(self, jobs_per_s: float, retry_after_s: float) -> None:
+        self.jobs_per_s = jobs_per_s
+        self.retry_after_s = retry_after_s
+        super().__init__(
+            f"more than {jobs_per_s:g} jobs a second (CONVEYOR_SUBMIT_RATE); "
+            f"try again in {retry_after_s:.2f} s"
+        )
+
+
 class TooManyStreams(ServiceError):
     """As many event streams are open as the service allows."""
 

@@ -150,6 +150,7 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "tokens": (_scoped_tokens, "comma-separated scope:token pairs, scope read or write"),
     "cors_origins": (_origins, "comma-separated origins, e.g. 'https://app.example.com'"),
     "log_format": (_log_format, "text or json"),
+    "submit_rate": (_positive_float, "a number of jobs per second > 0"),
     "max_interruptions": (_non_negative_int, "a whole number >= 0"),
     "max_body_bytes": (_positive_int, "a whole number of bytes >= 1"),
     "sse_keepalive_s": (_positive_float, "a number of seconds > 0"),
@@ -210,6 +211,7 @@ class Settings:
     allowed_hosts: tuple[str, ...] | None = None
     cors_origins: tuple[str, ...] = ()  # web pages of these origins may call the API; none: no CORS
     log_format: str = "text"  # or "json": one object per line, with job_id and task
+    submit_rate: float | None = None  # jobs a second each token (or address) may submit
 
     @property
     def scoped_tokens(self) -> dict[str, str]:

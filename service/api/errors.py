@@ -3,6 +3,7 @@ fields that say more; one handler answers them all in the shape of ``error_respo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ from ..errors import (
     InvalidTransition,
     JobNotFound,
     KeyTaken,
+    RateLimited,
     ScheduleConflict,
     ScheduleNotFound,
     ServiceError,
@@ -38,6 +40,7 @@ class Answer:
     error: str
     extra: Callable[[Any], dict[str, Any]] = lambda exc: {}  # fields beside error and detail
     headers: dict[str, str] = field(default_factory=dict)
+    headers_of: Callable[[Any], dict[str, str]] = lambda exc: {}  # those that depend on it
 
 
 def _transition(exc: InvalidTransition) -> dict[str, Any]:
@@ -69,6 +72,11 @@ ERRORS: dict[type[BaseException], Answer] = {
     ScheduleConflict: Answer(409, "conflict"),
     ShuttingDown: Answer(503, "shutting_down", headers={"Retry-After": "5"}),
     TooManyStreams: Answer(503, "too_many_streams", headers={"Retry-After": "5"}),
+    RateLimited: Answer(
+        429,
+        "rate_limited",
+        headers_of=lambda e: {"Retry-After": str(max(1, math.ceil(e.retry_after_s)))},
+    ),
     StoreFailed: Answer(503, "store_unavailable", headers={"Retry-After": "1"}),
     ServiceError: Answer(503, "unavailable"),  # the store failed under the request, say
 }
@@ -86,7 +94,7 @@ def describe(exc: BaseException) -> Described | None:
         known = ERRORS.get(kind)
         if known is not None:
             body = {"error": known.error, "detail": str(exc), **known.extra(exc)}
-            return known.status, body, known.headers
+            return known.status, body, {**known.headers, **known.headers_of(exc)}
     if isinstance(exc, pydantic.ValidationError):
         return 400, _invalid_request(exc), {}
     if isinstance(exc, RequestEntityTooLarge):

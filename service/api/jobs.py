@@ -11,6 +11,7 @@ from quart import Blueprint, Response, request
 from quart_schema import document_headers, document_request
 
 from ..db import IdempotencyClaim
+from ..errors import RateLimited
 from ..jobs import Job
 from ..schemas import IdempotencyHeaders, JobsQuery, LogsQuery, SubmitJob, SubmitJobs, WaitQuery
 from ..wire import job_json
@@ -29,7 +30,7 @@ jobs = Blueprint("jobs", __name__)
 @jobs.post("/jobs")
 @document_request(SubmitJob)
 @document_headers(IdempotencyHeaders)
-@answers({202: models.Job, 200: models.Job}, 409, 413, 415, 422, 503)
+@answers({202: models.Job, 200: models.Job}, 409, 413, 415, 422, 429, 503)
 @query(WaitQuery)
 async def submit(query: WaitQuery) -> Response:
     """Submit a job.
@@ -38,6 +39,7 @@ async def submit(query: WaitQuery) -> Response:
     `?wait_s=`, the answer comes once the job has finished (or after that long).
     """
     body = await json_body()
+    _within_rate(1)
     now = time.time()
     claim = _idempotency_claim(body, now)
     data = SubmitJob.model_validate(body)
@@ -50,13 +52,14 @@ async def submit(query: WaitQuery) -> Response:
 @jobs.post("/jobs/batch")
 @document_request(SubmitJobs)
 @document_headers(IdempotencyHeaders)
-@answers({202: models.Batch, 200: models.Batch}, 409, 413, 415, 422, 503)
+@answers({202: models.Batch, 200: models.Batch}, 409, 413, 415, 422, 429, 503)
 async def submit_batch() -> Response:
     """Submit several jobs: all are created, or none (422 names the first refused)."""
     body = await json_body()
     now = time.time()
     claim = _idempotency_claim(body, now)
     data = SubmitJobs.model_validate(body)
+    _within_rate(len(data.jobs))
     submitted = await runtime().scheduler.submit_many([j.spec(now) for j in data.jobs], claim)
     status = 202 if any(s.created for s in submitted) else 200
     return json_response({"jobs": [job_json(s.job) for s in submitted]}, status)
@@ -121,6 +124,17 @@ async def _waited(job: Job, query: WaitQuery) -> Job:
         return job
     rt = runtime()
     return await rt.reads.finished(job, min(query.wait_s, rt.settings.max_wait_s))
+
+
+def _within_rate(jobs: int) -> None:
+    """RateLimited if the client (its token, or its address) submits faster than allowed."""
+    rate = runtime().submit_rate
+    if rate is None:
+        return
+    client = request.headers.get("Authorization") or f"address {request.remote_addr}"
+    wait_s = rate.take(client, jobs)
+    if wait_s is not None:
+        raise RateLimited(rate.jobs_per_s, wait_s)
 
 
 def _idempotency_claim(body: Any, now: float) -> IdempotencyClaim | None:

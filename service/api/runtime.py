@@ -8,6 +8,7 @@ from typing import cast
 from quart import current_app
 
 from ..metrics import Metrics
+from ..ratelimit import SubmitRate
 from ..reads import Reads
 from ..scheduler import Scheduler
 from ..schedules import Schedules
@@ -26,6 +27,7 @@ class Runtime:
     reads: Reads  # everything routes show
     streams: StreamLimit  # the event streams open
     metrics: Metrics
+    submit_rate: SubmitRate | None = None  # CONVEYOR_SUBMIT_RATE; None: no limit
 
 
 def runtime() -> Runtime:
