@@ -11,7 +11,7 @@ import { LiveStream } from "../stream.js";
 
 const DECLARED = "declared by @task(cron=...) in the code: remove it there";
 const DONE = { pause: "paused", resume: "resumed", delete: "deleted" };
-const COLUMNS = ["id", "task", "cron", "next tick", "last tick", "state", "source", "", ""];
+const COLUMNS = ["id", "task", "cron", "next tick", "last tick", "state", "source", "jobs", ""];
 
 const schedulePath = (id) => `/schedules/${encodeURIComponent(id)}`;
 
