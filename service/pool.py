@@ -134,6 +134,40 @@ async def _group_alive(pgid: int) -> bool:
     return await asyncio.to_thread(group_alive, pgid)  # a scan can take milliseconds
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process under ``pid`` (children, theirs, ...), from /proc; empty where there is
+    no /proc, or none."""
+    found: list[int] = []
+    parents = [pid]
+    while parents:
+        parent = parents.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as children:
+                    kids = [int(child) for child in children.read().split()]
+            except OSError:
+                continue
+            found.extend(kids)
+            parents.extend(kids)
+    return found
+
+
+def _in_group(pid: int, pgid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pgid
+    except ProcessLookupError:
+        return True  # gone: nothing left to do for it
+
+
+def _signal(pid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signum)
+
+
 def _signal_group(pgid: int, signum: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
@@ -236,6 +270,11 @@ class ProcessPool:
             return False
         worker.killing = True
         deadline = time.monotonic() + self.grace_s
+        # processes of the job that left the group (setsid): frozen now, while the worker (a
+        # subreaper) still holds them, so that none can start another; killed at the end
+        escaped = [pid for pid in descendants(worker.pid) if not _in_group(pid, worker.pid)]
+        for pid in escaped:
+            _signal(pid, signal.SIGSTOP)
         _signal_group(worker.pid, signal.SIGTERM)
         worker.writer.close()  # a job that survives SIGTERM finds no next job and exits
         try:
@@ -251,6 +290,8 @@ class ProcessPool:
                 break
             await asyncio.sleep(poll_s)
             poll_s = min(poll_s * 2, GROUP_POLL_MAX_S)
+        for pid in escaped:
+            _signal(pid, signal.SIGKILL)
         return True
 
     def status(self) -> dict[str, Any]:

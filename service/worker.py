@@ -10,6 +10,8 @@ exits. Nothing heavy is imported here: a worker is ready in a few tens of millis
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import faulthandler
 import logging
 import os
@@ -43,6 +45,20 @@ class Terminated(BaseException):
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise Terminated
+
+
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+
+
+def _become_subreaper() -> None:
+    """Keep a job's orphans as this process's children (Linux): a grandchild whose parent has
+    exited, even one that left the process group with ``setsid()``, stays where the service can
+    find it and kill it with the job, instead of moving to init."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -299,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     options = _parse_args(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the service, which decides
+    _become_subreaper()
     threading.Thread(target=_watch_parent, args=(options.parent,), daemon=True).start()
     jobs = os.fdopen(_private_fd(options.jobs_fd), "rb")
     channel = Channel(_private_fd(options.results_fd))

@@ -422,3 +422,21 @@ def flaky_talker(marker: str, failures: int) -> int:
     runs = len(Path(marker).read_text().split()) + 1 if Path(marker).exists() else 1
     print(f"run {runs} starts", flush=True)
     return int(flaky(marker, failures))
+
+
+@task
+def escape_group(pidfile: str) -> None:
+    """Start a child in a session of its own (setsid) that starts a grandchild in another one
+    and exits: the grandchild is outside the worker's process group, and an orphan."""
+    code = (
+        "import subprocess, sys;"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],"
+        " start_new_session=True);"
+        "open(sys.argv[1], 'a').write(f'{p.pid}\\n')"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, pidfile], start_new_session=True)
+    with open(pidfile, "a") as f:
+        f.write(f"{child.pid}\n")
+    child.wait()  # it has exited: its child is an orphan now
+    Path(pidfile + ".ready").touch()
+    time.sleep(600)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -202,6 +203,22 @@ async def test_cancel_stops_the_whole_process_tree(
     for sleeper in sleepers:
         await wait_state(client, sleeper, "running")
         assert (await client.post(f"/jobs/{sleeper}/cancel")).json()["state"] == "canceled"
+
+
+async def test_cancel_kills_processes_that_left_the_group_too(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """A grandchild in a session of its own, orphaned: the worker (a subreaper) keeps it, and
+    the cancel finds it under the worker and kills it with the rest."""
+    pidfile = tmp_path / "pids"
+    job_id = await submit(client, T + "escape_group", str(pidfile))
+    await wait_until(Path(str(pidfile) + ".ready").exists, what="the job's escaped grandchild")
+    child, grandchild = map(int, pidfile.read_text().split())
+    assert process_gone(child) and not process_gone(grandchild)
+    assert os.getpgid(grandchild) == grandchild  # a group of its own: killpg cannot reach it
+    response = await client.post(f"/jobs/{job_id}/cancel")
+    assert response.json()["state"] == "canceled"
+    await wait_until(lambda: process_gone(grandchild), what="the escaped grandchild to die")
 
 
 @pytest.mark.parametrize("task", ["ignore_sigterm", "raise_on_sigterm"])
