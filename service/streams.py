@@ -99,12 +99,28 @@ async def event_stream(
                         break  # too slow: catch up from the store
                     yield KEEPALIVE
                     continue
-                event, message = live
-                if event.id <= sent:
-                    continue
-                yield message  # encoded once by the broker, for every stream
-                sent = event.id
-                if job_id is not None and ends_stream(event):
+                # what else has come meanwhile goes out in the same write: under load, a
+                # stream writes in a few large pieces rather than one per event
+                out, sent, ended = _batch([live, *subscription.take_ready()], sent, job_id)
+                if out:
+                    yield out
+                if ended:
                     return
         finally:
             broker.unsubscribe(subscription)
+
+
+def _batch(
+    live: list[tuple[Event, bytes]], sent: int, job_id: str | None
+) -> tuple[bytes, int, bool]:
+    """The messages of ``live`` not sent yet, as one write (each encoded once by the broker,
+    for every stream); the last id sent; whether the job's stream ends with them."""
+    out: list[bytes] = []
+    for event, message in live:
+        if event.id <= sent:
+            continue
+        out.append(message)
+        sent = event.id
+        if job_id is not None and ends_stream(event):
+            return b"".join(out), sent, True
+    return b"".join(out), sent, False

@@ -1,0 +1,178 @@
+"""Many event streams at once, some of them never reading: does everyone else still get every
+event, in order, and does the service still answer?
+
+Opens ``--clients`` streams on ``/events`` (raw sockets, HTTP/1.0: the body is the stream as
+sent), of which ``--stalled`` never read a byte, then submits ``--jobs`` no-op jobs in batches
+and waits until every reading stream has seen every job end. Meanwhile it times ``/health``
+again and again, and reads the service's memory before and after.
+
+Run it from the repository root (the service is started as bench_core starts it)::
+
+    python bench/streams_load.py [--clients 1000] [--stalled 100] [--jobs 2000]
+
+``tests/test_streams_load.py`` runs a smaller version against a service it starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+NOOP = "service.demo.noop"
+TERMINAL = (b'"state":"succeeded"', b'"state":"failed"', b'"state":"canceled"')
+
+
+@dataclass
+class Reader:
+    """One stream that reads: the ids it got, in order, and the jobs it saw end."""
+
+    ids: list[int] = field(default_factory=list)
+    ended: set[str] = field(default_factory=set)
+    out_of_order: int = 0
+
+
+@dataclass
+class Report:
+    clients: int
+    stalled: int
+    jobs: int
+    events_per_reader: list[int] = field(default_factory=list)
+    readers_complete: int = 0
+    out_of_order: int = 0
+    health_ms: list[float] = field(default_factory=list)
+    fan_out_s: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        health = sorted(self.health_ms) or [0.0]
+        p99 = health[min(len(health) - 1, int(len(health) * 0.99))]
+        return "\n".join([
+            f"streams: {self.clients} ({self.stalled} never reading)",
+            f"jobs: {self.jobs}; readers that saw every job end: "
+            f"{self.readers_complete} of {self.clients - self.stalled}",
+            f"events out of order: {self.out_of_order}",
+            f"all events to all readers in: {self.fan_out_s:.2f} s",
+            f"/health meanwhile: p50 {statistics.median(health):.1f} ms, p99 {p99:.1f} ms, "
+            f"max {health[-1]:.1f} ms (n={len(self.health_ms)})",
+        ])  # fmt: skip
+
+
+async def open_stream(
+    host: str, port: int, *, stalled: bool
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection(host, port)
+    sock = writer.get_extra_info("socket")
+    if stalled:
+        # a small window, never read: the service's writes to it back up at once
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    writer.write(f"GET /events HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+    await writer.drain()
+    return reader, writer  # the writer held: dropped, it would close the connection
+
+
+async def read_events(stream: asyncio.StreamReader, seen: Reader, want: set[str]) -> None:
+    """Read SSE messages until every job in ``want`` has ended."""
+    await stream.readuntil(b"\r\n\r\n")  # the headers
+    while not want <= seen.ended:
+        message = await stream.readuntil(b"\n\n")
+        event_id = None
+        for line in message.split(b"\n"):
+            if line.startswith(b"id: "):
+                event_id = int(line[4:])
+            elif line.startswith(b"data: {") and any(t in line for t in TERMINAL):
+                start = line.index(b'"job_id":"') + 10
+                seen.ended.add(line[start : line.index(b'"', start)].decode())
+        if event_id is not None and b"event: " in message:
+            if seen.ids and event_id <= seen.ids[-1]:
+                seen.out_of_order += 1
+            seen.ids.append(event_id)
+
+
+async def run(url: str, clients: int, stalled: int, jobs: int, timeout_s: float = 120) -> Report:
+    report = Report(clients, stalled, jobs)
+    host, port = url.removeprefix("http://").split(":")
+    opened = [await open_stream(host, int(port), stalled=n < stalled) for n in range(clients)]
+    readers = [Reader() for _ in range(clients - stalled)]
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        await asyncio.sleep(0.5)  # every stream subscribed: its first message is "now"
+        made: set[str] = set()
+        started = time.monotonic()
+        for first in range(0, jobs, 500):
+            batch = [{"task": NOOP} for _ in range(min(500, jobs - first))]
+            answer = (await client.post("/jobs/batch", json={"jobs": batch})).json()
+            made |= {job["id"] for job in answer["jobs"]}
+        reading = [
+            asyncio.create_task(read_events(stream, seen, made))
+            for (stream, _), seen in zip(opened[stalled:], readers, strict=True)
+        ]
+        # timed from a thread of its own: this loop is busy reading, and its delays are not
+        # the service's
+        stop = threading.Event()
+        probe = threading.Thread(target=_time_health, args=(url, stop, report.health_ms))
+        probe.start()
+        try:
+            await asyncio.wait_for(asyncio.gather(*reading), timeout_s)
+        except TimeoutError:
+            report.problems.append(f"not every reader saw every job end in {timeout_s:g} s")
+        finally:
+            stop.set()
+            await asyncio.to_thread(probe.join)
+        report.fan_out_s = time.monotonic() - started
+    for _, writer in opened:
+        writer.close()
+    report.events_per_reader = [len(r.ids) for r in readers]
+    report.readers_complete = sum(1 for r in readers if made <= r.ended)
+    report.out_of_order = sum(r.out_of_order for r in readers)
+    if report.out_of_order:
+        report.problems.append(f"{report.out_of_order} event(s) out of order")
+    return report
+
+
+def _time_health(url: str, stop: threading.Event, times_ms: list[float]) -> None:
+    with httpx.Client(base_url=url, timeout=30) as client:
+        while not stop.wait(0.02):
+            before = time.perf_counter()
+            client.get("/health")
+            times_ms.append((time.perf_counter() - before) * 1000)
+
+
+def main() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench.bench_core import Service, proc_status_kb, stop_and_report
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--stalled", type=int, default=100)
+    parser.add_argument("--jobs", type=int, default=2000)
+    args = parser.parse_args()
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="conveyor-streams-") as workdir:
+        service = Service(Path(workdir), concurrency=2, cancel_grace_s=None)
+        service.env["CONVEYOR_MAX_STREAMS"] = str(args.clients + 10)
+        service.start()
+        try:
+            asyncio.run(service.wait_ready(30))
+            rss_before = proc_status_kb(service.pid, "VmRSS") or 0
+            report = asyncio.run(run(service.url, args.clients, args.stalled, args.jobs))
+            rss_after = proc_status_kb(service.pid, "VmRSS") or 0
+        finally:
+            stop_and_report(service)
+    print(report.summary())
+    print(f"service memory: {rss_before / 1024:.0f} MiB before, {rss_after / 1024:.0f} MiB after")
+    for problem in report.problems:
+        print("PROBLEM:", problem)
+    sys.exit(1 if report.problems else 0)
+
+
+if __name__ == "__main__":
+    main()
