@@ -28,7 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_core import (
+from bench.bench_core import (
     SLEEP,
     BenchError,
     Service,
@@ -40,7 +40,6 @@ from bench_core import (
     within,
     workdir,
 )
-
 from service.ready import ReadyQueue
 
 NOOP = "service.demo.noop"

@@ -48,7 +48,7 @@ from httpx_sse import connect_sse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_core import (
+from bench.bench_core import (
     NOOP,
     TERMINAL,
     BenchError,
@@ -58,7 +58,6 @@ from bench_core import (
     proc_cpu_s,
     stop_and_report,
 )
-
 from service.client import AsyncClient, Client
 
 # What Client.submit(NOOP) sends (TaskCall.body with no options), so both sides send the same.

@@ -1,0 +1,1 @@
+"""Benchmarks and long fault runs, each a script run from the repository root (see README)."""
