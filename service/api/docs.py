@@ -100,7 +100,8 @@ def openapi_document() -> dict[str, Any]:
     components["schemas"].pop(models.Empty.__name__, None)
     components["schemas"].pop(MetricsText.__name__, None)
     _link(document)
-    _example(document, runtime().scheduler.tasks)
+    rt = runtime()
+    _example(document, rt.scheduler.tasks, rt.settings.tasks)
     return document
 
 
@@ -152,9 +153,14 @@ def _link(document: dict[str, Any]) -> None:
                 answer["links"] = links
 
 
-def _example(document: dict[str, Any], tasks: dict[str, Task]) -> None:
-    """A submit's example body names a task this service has, so that "Try it out" runs."""
-    runnable = [t for t in sorted(tasks.values(), key=lambda t: t.name) if not _needs_arguments(t)]
+def _example(document: dict[str, Any], tasks: dict[str, Task], modules: tuple[str, ...]) -> None:
+    """A submit's example body names a task of the service's own modules (CONVEYOR_TASKS) that
+    takes no arguments, so that "Try it out" runs as it is."""
+    runnable = [
+        t
+        for t in sorted(tasks.values(), key=lambda t: t.name)
+        if t.fn.__module__ in modules and not _needs_arguments(t)
+    ]
     if not runnable:
         return
     body = {"task": runnable[0].name, "args": [], "kwargs": {}}
