@@ -5,8 +5,10 @@
 //   #/jobs/<id>     one job
 //   #/schedules     the schedules, and a form to make one
 //   #/submit?task=  the submit form
+//
+// With a read token every view is built without its write controls, and the header says so.
 
-import { api, forgetToken, hasToken, onTokenNeeded } from "./api.js";
+import { api, forgetToken, hasToken, onTokenNeeded, scope } from "./api.js";
 import { fill, h } from "./dom.js";
 import { jobPage } from "./views/job.js";
 import { jobsList } from "./views/jobs.js";
@@ -41,11 +43,17 @@ async function route() {
   const connection = document.getElementById("connection");
   connection.textContent = parts[0] === "submit" ? "" : "connecting…"; // a view with a stream says more
   connection.dataset.status = "connecting";
-  document.getElementById("sign-out").hidden = !hasToken();
   try {
+    // before the view is built: which controls it has depends on it (asked once, and again
+    // after a token is entered: the first visit with a token shows the dialog here)
+    const readOnly = (await scope()) === "read";
+    if (mine !== generation) return;
+    document.getElementById("read-only").hidden = !readOnly;
+    document.querySelector('nav a[data-view="submit"]').hidden = readOnly;
+    document.getElementById("sign-out").hidden = !hasToken();
     if (parts[0] === "jobs" && parts[1]) {
       document.title = "Job · Conveyor";
-      leave = jobPage(main, decodeURIComponent(parts[1]));
+      leave = jobPage(main, decodeURIComponent(parts[1]), { readOnly });
     } else if (parts[0] === "jobs") {
       document.title = "Jobs · Conveyor";
       const known = await taskList();
@@ -55,12 +63,12 @@ async function route() {
       document.title = "Schedules · Conveyor";
       const known = await taskList();
       if (mine !== generation) return;
-      leave = schedulesPage(main, known);
+      leave = schedulesPage(main, known, { readOnly });
     } else if (parts[0] === "submit") {
       document.title = "Submit · Conveyor";
       const known = await taskList();
       if (mine !== generation) return;
-      leave = submitForm(main, params, known);
+      leave = submitForm(main, params, known, { readOnly });
     } else {
       document.title = "Conveyor";
       leave = overview(main);

@@ -1,5 +1,5 @@
 // One job: its arguments, state timeline, progress, live log, result or error, attempts, and the
-// Cancel and Retry buttons.
+// Cancel and Retry buttons (not for a read token).
 //
 // The job's own stream (GET /jobs/<id>/events) replays its whole history first, so the timeline
 // and the log tail come from the same place as what happens next. The stream ends with the job;
@@ -11,7 +11,7 @@ import { LiveStream } from "../stream.js";
 
 const MAX_LOG_LINES_SHOWN = 2000;
 
-export function jobPage(root, jobId) {
+export function jobPage(root, jobId, { readOnly = false } = {}) {
   let job = null;
   const title = h("h1", {}, "Job ", h("code", {}, jobId));
   const stateCell = h("span", { class: "job-state" });
@@ -38,7 +38,7 @@ export function jobPage(root, jobId) {
     root,
     h("p", { class: "crumbs" }, h("a", { href: "#/jobs" }, "← Jobs")),
     title,
-    h("div", { class: "job-head" }, stateCell, progressCell, h("div", { class: "actions" }, cancelButton, retryButton)),
+    h("div", { class: "job-head" }, stateCell, progressCell, readOnly ? null : h("div", { class: "actions" }, cancelButton, retryButton)),
     outcome,
     pending,
     facts,

@@ -1,5 +1,6 @@
 // Schedules: each with its cron expression, next and last tick, paused or active, where it comes
-// from and a link to the jobs it made; Pause, Resume and Delete on each, and a form to make one.
+// from and a link to the jobs it made; Pause, Resume and Delete on each, and a form to make one
+// (neither for a read token).
 //
 // The list is read again after each action, and (at most once a second) when the stream tells of
 // a new job: a tick's job is when a schedule's last and next tick move. Rows are updated in place,
@@ -15,8 +16,9 @@ const COLUMNS = ["id", "task", "cron", "next tick", "last tick", "state", "sourc
 
 const schedulePath = (id) => `/schedules/${encodeURIComponent(id)}`;
 
-export function schedulesPage(root, tasks) {
+export function schedulesPage(root, tasks, { readOnly = false } = {}) {
   const rows = new Map(); // schedule id → {tr, cells, toggle, remove, schedule}
+  const columns = readOnly ? COLUMNS.slice(0, -1) : COLUMNS; // the last one holds the buttons
   const tbody = h("tbody", {});
   const status = loading(); // until the first read is in
   const empty = h("p", { class: "empty", hidden: true }, "No schedules yet.");
@@ -24,12 +26,14 @@ export function schedulesPage(root, tasks) {
   const table = h(
     "div",
     { class: "table-wrap", hidden: true }, // shown with its first row
-    h("table", { class: "schedules cards" }, h("thead", {}, h("tr", {}, COLUMNS.map((t) => h("th", { scope: "col" }, t)))), tbody),
+    h("table", { class: "schedules cards" }, h("thead", {}, h("tr", {}, columns.map((t) => h("th", { scope: "col" }, t)))), tbody),
   );
-  const form = scheduleForm(tasks, (made) => {
-    say(`Schedule ${made.id} created.`, "ok");
-    refresh();
-  });
+  const form = readOnly
+    ? null
+    : scheduleForm(tasks, (made) => {
+        say(`Schedule ${made.id} created.`, "ok");
+        refresh();
+      });
   fill(
     root,
     h("h1", {}, "Schedules"),
@@ -37,7 +41,7 @@ export function schedulesPage(root, tasks) {
     table,
     status,
     empty,
-    h("section", { "aria-labelledby": "new-schedule-h" }, h("h2", { id: "new-schedule-h" }, "New schedule"), form),
+    form && h("section", { "aria-labelledby": "new-schedule-h" }, h("h2", { id: "new-schedule-h" }, "New schedule"), form),
   );
 
   function say(text, tone) {
@@ -71,7 +75,7 @@ export function schedulesPage(root, tasks) {
       entry.cells.state,
       h("td", { "data-label": "from", title: declared ? DECLARED : "made with POST /schedules" }, schedule.source),
       h("td", { class: "nowrap" }, h("a", { class: "schedule-jobs", href: `#/jobs?schedule=${encodeURIComponent(schedule.id)}` }, "its jobs")),
-      h("td", { class: "wide" }, h("div", { class: "row-actions" }, entry.toggle, entry.remove)),
+      readOnly ? null : h("td", { class: "wide" }, h("div", { class: "row-actions" }, entry.toggle, entry.remove)),
     );
     show(entry, schedule, null);
     return entry;

@@ -34,7 +34,11 @@ function inputKind(param) {
   return { kind: "json", nullable };
 }
 
-export function submitForm(root, params, tasks) {
+export function submitForm(root, params, tasks, { readOnly = false } = {}) {
+  if (readOnly) {
+    fill(root, h("h1", {}, "Submit a job"), h("p", { class: "empty" }, "This token may only read: submitting a job needs a write token. Sign out to enter another one."));
+    return () => {};
+  }
   const chosen = params.get("task") || (tasks[0] && tasks[0].name) || "";
   const taskSelect = h(
     "select",
