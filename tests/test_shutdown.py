@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
-from .conftest import ServiceProcess, process_gone, submit_job, wait_state, wait_until
+from .conftest import TASKS, ServiceProcess, process_gone, submit_job, wait_state, wait_until
 
 T = "tests.sample_tasks."
 Factory = Callable[..., ServiceProcess]
@@ -108,3 +109,56 @@ async def test_jobs_still_running_after_the_grace_are_stopped_and_requeued(
         await service.wait_ready()
         assert (await wait_state(client, job_id, "running"))["attempt"] == 2
         await client.post(f"/jobs/{job_id}/cancel")
+
+
+async def test_a_stop_under_load_drains_requeues_and_loses_nothing(
+    service_process: Factory,
+) -> None:
+    """SIGTERM with 1,000 jobs queued and two running: submits are refused meanwhile, the
+    service exits 0 within its grace, and at the next start every job is there."""
+    service = service_process(CONVEYOR_CONCURRENCY="2", CONVEYOR_SHUTDOWN_GRACE_S="1")
+    service.start()
+    await service.wait_ready()
+    assert service.proc is not None
+    async with httpx.AsyncClient(base_url=service.url, timeout=10) as client:
+        ids: list[str] = []
+        for _ in range(2):
+            batch = [{"task": f"{TASKS}.sleep", "args": [30]} for _ in range(500)]
+            ids += [
+                j["id"]
+                for j in (await client.post("/jobs/batch", json={"jobs": batch})).json()["jobs"]
+            ]
+
+        async def two_running() -> bool:
+            running: int = (await client.get("/stats")).json()["by_state"]["running"]
+            return running == 2
+
+        await wait_until(two_running, what="two jobs running")
+        service.proc.send_signal(signal.SIGTERM)
+
+        async def refused() -> bool:
+            try:
+                answer = await client.post("/jobs", json={"task": f"{TASKS}.add", "args": [1, 2]})
+            except httpx.TransportError:
+                return False
+            return answer.status_code == 503 and answer.json()["error"] == "shutting_down"
+
+        await wait_until(refused, what="a submit refused while draining")
+        assert await asyncio.to_thread(service.proc.wait, 20) == 0
+        service.start()
+        await service.wait_ready()
+        counts = (await client.get("/stats")).json()["by_state"]
+        assert counts["queued"] + counts["running"] == 1000 and counts["succeeded"] == 0
+        listed: set[str] = set()
+        cursor: str | None = None
+        while True:
+            params: dict[str, str | int] = {"limit": 1000, "fields": "state"}
+            if cursor:
+                params["cursor"] = cursor
+            page = (await client.get("/jobs", params=params)).json()
+            listed |= {j["id"] for j in page["jobs"]}
+            cursor = page["next"]
+            if cursor is None:
+                break
+        assert listed == set(ids)  # the refused submit made nothing
+        assert "still running: stopping and requeueing" in service.log.read_text()
