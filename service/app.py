@@ -81,6 +81,8 @@ def create_app(settings: Settings | None = None) -> Quart:
     logformat.configure(settings.log_format)
     app = Quart(__name__, static_folder=None)  # the dashboard blueprint serves the files
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # a path with "//" is a plain 404, not a redirect to some other path (an HTML 308)
+    app.url_map.merge_slashes = False
     # documents the routes; the docs blueprint serves the document and its UI
     QuartSchema(app, info=INFO, openapi_path=None)
     app.json = OrjsonProvider(app)  # after QuartSchema, which installs its own

@@ -98,11 +98,22 @@ async def json_body() -> Any:
         body = orjson.loads(data)  # fast, and strict about UTF-8 and surrogates
     except orjson.JSONDecodeError as exc:
         _read_strictly(data)  # a huge integer is JsonRefused, as a shorter one would be
-        raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+        raise InvalidRequest(f"the body is not valid JSON: {_why(data, exc)}") from None
     # orjson keeps the last of two keys and makes a float of a huge integer, silently: read
     # once more by the standard parser, which lets each object's keys and integers be seen
     _read_strictly(data)
     return body
+
+
+def _why(data: str | bytes, exc: orjson.JSONDecodeError) -> str:
+    """What is wrong with a body orjson refused, said of the bytes where orjson speaks of a
+    ``str`` (its words for bytes that are not UTF-8)."""
+    if isinstance(data, bytes):
+        try:
+            data.decode()
+        except UnicodeDecodeError as bad:
+            return f"it is not UTF-8 (byte {bad.start} is {data[bad.start]:#04x})"
+    return str(exc)
 
 
 def _read_strictly(data: str | bytes) -> None:
