@@ -129,13 +129,16 @@ def create_app(settings: Settings | None = None) -> Quart:
 async def _start(stack: AsyncExitStack, settings: Settings, tasks: dict[str, Task]) -> Runtime:
     """Start the service's parts, each stopped by ``stack`` in the reverse order."""
     broker = Broker()
-    streams = StreamLimit(settings.max_streams)
+    streams = await stack.enter_async_context(
+        StreamLimit(settings.max_streams, stall_s=settings.stream_stall_s)
+    )
     # read at each scrape, from the parts made below (none is scraped before they exist)
     figures = Metrics(
         jobs_by_queue=lambda: db.stats.as_json(time.time())["by_queue"],
         workers=lambda: pool.status()["workers"],
         replaced=lambda: pool.replaced,
         streams=lambda: streams.open,
+        streams_dropped=lambda: streams.dropped,
     )
 
     def committed(events: list[Event]) -> None:

@@ -33,6 +33,7 @@ class Metrics:
         workers: Callable[[], list[dict[str, Any]]],
         replaced: Callable[[], Mapping[str, int]],
         streams: Callable[[], int],
+        streams_dropped: Callable[[], int],
     ) -> None:
         self.registry = CollectorRegistry()
         self._finished = Counter(
@@ -50,7 +51,7 @@ class Metrics:
             "conveyor_job_wait_seconds", "From queued to started", ["task"],
             buckets=DURATION_BUCKETS_S, registry=self.registry,
         )  # fmt: skip
-        self.registry.register(_Held(jobs_by_queue, workers, replaced, streams))
+        self.registry.register(_Held(jobs_by_queue, workers, replaced, streams, streams_dropped))
         self._queued_at: dict[str, float] = {}  # job id → when it was queued (until it starts)
         self._started_at: dict[str, float] = {}  # job id → when it started (until it ends)
 
@@ -91,11 +92,13 @@ class _Held(Collector):
         workers: Callable[[], list[dict[str, Any]]],
         replaced: Callable[[], Mapping[str, int]],
         streams: Callable[[], int],
+        streams_dropped: Callable[[], int],
     ) -> None:
         self._jobs_by_queue = jobs_by_queue
         self._workers = workers
         self._replaced = replaced
         self._streams = streams
+        self._streams_dropped = streams_dropped
 
     def collect(self) -> Iterator[Any]:
         jobs = GaugeMetricFamily("conveyor_jobs", "Stored jobs", labels=["state", "queue"])
@@ -119,3 +122,8 @@ class _Held(Collector):
             restarts.add_metric([reason], replaced.get(reason, 0))
         yield restarts
         yield GaugeMetricFamily("conveyor_sse_clients", "Open event streams", value=self._streams())
+        yield CounterMetricFamily(
+            "conveyor_sse_dropped",
+            "Event streams dropped for a client that stopped reading",
+            value=self._streams_dropped(),
+        )

@@ -171,6 +171,7 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "worker_stop_timeout_s": (_non_negative_float, "a number of seconds >= 0"),
     "max_wait_s": (_positive_float, "a number of seconds > 0"),
     "max_streams": (_positive_int, "a whole number >= 1"),
+    "stream_stall_s": (_positive_float, "a number of seconds > 0"),
     "allowed_hosts": (
         _hosts,
         "comma-separated host names, e.g. 'jobs.example.com,.internal' or '*'",
@@ -206,6 +207,9 @@ class Settings:
     # which proxies commonly cut a quiet response
     max_wait_s: float = 55.0
     max_streams: int = 2000  # event streams open at once; more get 503 too_many_streams
+    # a stream whose client has taken nothing for this long, its buffers full, is dropped (the
+    # client resumes with Last-Event-ID): it holds no place among max_streams for good
+    stream_stall_s: float = 30.0
     # the Host names answered; None: on a loopback address only loopback names (a web page
     # cannot reach the service through a name it controls: DNS rebinding), elsewhere any
     allowed_hosts: tuple[str, ...] | None = None

@@ -6,7 +6,11 @@ A subscriber cut loose for being slow replays from the store again and carries o
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from .db import Database
 from .errors import TooManyStreams
@@ -15,39 +19,106 @@ from .jobs import TERMINAL, Event
 
 REPLAY_PAGE = 500
 
+log = logging.getLogger(__name__)
+
 
 class StreamLimit:
-    """How many event streams are open, and how many may be (``CONVEYOR_MAX_STREAMS``)."""
+    """The event streams open: how many may be (``CONVEYOR_MAX_STREAMS``), and which of them
+    have a client that stopped reading (``CONVEYOR_STREAM_STALL_S``).
 
-    def __init__(self, most: int) -> None:
+    A client that takes nothing holds a write of its stream once the socket's buffers are full
+    (hypercorn waits for it to drain), and with it a place among the open streams, for good. One
+    whose write has waited ``stall_s`` is dropped: its handler is cancelled, which closes the
+    stream; the client reads what was buffered, then the end, and resumes with Last-Event-ID.
+    Used as an async context manager, it looks for such streams while it is open.
+    """
+
+    def __init__(self, most: int, stall_s: float = 30.0) -> None:
         self.most = most
-        self.open = 0
+        self.stall_s = stall_s
+        self.dropped = 0  # streams dropped for a client that stopped reading
+        self._open: set[_Counted] = set()
+        self._watch: asyncio.Task[None] | None = None
+
+    @property
+    def open(self) -> int:
+        return len(self._open)
 
     def counted(self, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """``stream``, counted as open until it is closed; TooManyStreams at the limit."""
-        if self.open >= self.most:
+        if len(self._open) >= self.most:
             raise TooManyStreams(self.most)
-        self.open += 1  # checked and counted in one step of the loop: no race between them
-        return _Counted(stream, self)
+        counted = _Counted(stream, self)  # checked and counted in one step of the loop
+        self._open.add(counted)
+        return counted
+
+    def drop_stalled(self, now: float) -> int:
+        """Drop the streams whose current write has waited ``stall_s`` by ``now``
+        (``time.monotonic()``); how many it dropped."""
+        stalled = [s for s in self._open if s.stalled_since(now) > self.stall_s]
+        for stream in stalled:
+            stream.drop()
+        self.dropped += len(stalled)
+        if stalled:
+            log.warning(
+                "dropped %d event stream(s) whose client took nothing for %g s",
+                len(stalled), self.stall_s,
+            )  # fmt: skip
+        return len(stalled)
+
+    async def __aenter__(self) -> StreamLimit:
+        self._watch = asyncio.get_running_loop().create_task(self._watch_stalls())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+
+    async def _watch_stalls(self) -> None:
+        """A look each quarter of ``stall_s`` (at most a second apart): a stalled client goes
+        within 1.25 times ``stall_s``."""
+        while True:
+            await asyncio.sleep(min(1.0, self.stall_s / 4))
+            self.drop_stalled(time.monotonic())
+
+    def _closed(self, stream: _Counted) -> None:
+        self._open.discard(stream)
 
 
 class _Counted:
-    """A stream that gives its place back when the server closes it. Not a generator: one the
-    server closes before its first message never runs its ``finally``."""
+    """A stream that gives its place back when the server closes it, and knows how long the
+    server has been writing its last message. Not a generator: one the server closes before
+    its first message never runs its ``finally``."""
 
     def __init__(self, stream: AsyncIterator[bytes], limit: StreamLimit) -> None:
         self._stream = stream
         self._limit: StreamLimit | None = limit
+        self._task: asyncio.Task[Any] | None = None  # the one that writes it: the handler's
+        self._writing_since: float | None = None  # handed a message to the server, then
 
     def __aiter__(self) -> _Counted:
         return self
 
     async def __anext__(self) -> bytes:
-        return await self._stream.__anext__()
+        # asked for the next message: the last one is written
+        self._writing_since = None
+        self._task = asyncio.current_task()
+        message = await self._stream.__anext__()
+        self._writing_since = time.monotonic()
+        return message
+
+    def stalled_since(self, now: float) -> float:
+        """How long the server has been writing this stream's last message; 0 if it is not."""
+        return 0.0 if self._writing_since is None else now - self._writing_since
+
+    def drop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
 
     async def aclose(self) -> None:
         if self._limit is not None:
-            self._limit.open -= 1
+            self._limit._closed(self)
             self._limit = None
         aclose = getattr(self._stream, "aclose", None)
         if aclose is not None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import socket
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -108,6 +110,52 @@ async def test_open_streams_are_capped_and_a_closed_one_frees_its_place(
                 return again.status_code == 200
 
         await wait_until(reopens, what="a stream to open again")
+
+
+async def test_a_stream_whose_client_stopped_reading_is_dropped_and_frees_its_place(
+    settings: Settings,
+) -> None:
+    """A client that takes nothing must not hold one of the few stream places for good."""
+    limited = dataclasses.replace(settings, max_streams=1, stream_stall_s=0.5)
+    async with (
+        live_server(limited) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as client,
+    ):
+        host, port = url.removeprefix("http://").split(":")
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills soon
+        stalled.connect((host, int(port)))
+        stalled.sendall(f"GET /events HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        with stalled:
+
+            async def counted() -> bool:
+                return await _metric(client, "conveyor_sse_clients") == 1
+
+            await wait_until(counted, what="the stream open")
+            assert (await client.get("/events")).status_code == 503  # it holds the one place
+
+            async def dropped() -> bool:
+                # events of 64 KB each, until the server's writes to it wait (never read)
+                await submit_job(client, "chatty", 65536)
+                return await _metric(client, "conveyor_sse_dropped_total") == 1
+
+            await wait_until(dropped, timeout_s=30, what="the stalled stream dropped")
+            assert await _metric(client, "conveyor_sse_clients") == 0
+            async with client.stream("GET", "/events") as again:
+                assert again.status_code == 200  # its place is free
+            # the client, reading at last, gets what was buffered and then the end
+            stalled.settimeout(10)
+            received = b""
+            while chunk := await asyncio.to_thread(stalled.recv, 1 << 16):
+                received += chunk
+            assert received.startswith(b"HTTP/1.1 200")
+
+
+async def _metric(client: httpx.AsyncClient, name: str) -> float:
+    for line in (await client.get("/metrics")).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
 
 
 async def test_the_store_and_its_side_files_are_the_owners_alone(
