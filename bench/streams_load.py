@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import socket
 import statistics
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import httpx
@@ -114,10 +116,11 @@ async def run(url: str, clients: int, stalled: int, jobs: int, timeout_s: float 
             asyncio.create_task(read_events(stream, seen, made))
             for (stream, _), seen in zip(opened[stalled:], readers, strict=True)
         ]
-        # timed from a thread of its own: this loop is busy reading, and its delays are not
-        # the service's
-        stop = threading.Event()
-        probe = threading.Thread(target=_time_health, args=(url, stop, report.health_ms))
+        # timed from a process of its own: this one is busy reading, and a thread here would
+        # wait for its interpreter lock, delays that are not the service's
+        spawn = multiprocessing.get_context("spawn")
+        stop, times = spawn.Event(), spawn.Queue()
+        probe = spawn.Process(target=_time_health, args=(url, stop, times), daemon=True)
         probe.start()
         try:
             await asyncio.wait_for(asyncio.gather(*reading), timeout_s)
@@ -125,7 +128,8 @@ async def run(url: str, clients: int, stalled: int, jobs: int, timeout_s: float 
             report.problems.append(f"not every reader saw every job end in {timeout_s:g} s")
         finally:
             stop.set()
-            await asyncio.to_thread(probe.join)
+            report.health_ms.extend(await asyncio.to_thread(times.get, True, 30))
+            await asyncio.to_thread(probe.join, 10)
         report.fan_out_s = time.monotonic() - started
     for _, writer in opened:
         writer.close()
@@ -137,12 +141,15 @@ async def run(url: str, clients: int, stalled: int, jobs: int, timeout_s: float 
     return report
 
 
-def _time_health(url: str, stop: threading.Event, times_ms: list[float]) -> None:
+def _time_health(url: str, stop: Event, times: Queue[list[float]]) -> None:
+    """``/health`` timed every 20 ms until ``stop``; the times (ms) put on ``times``."""
+    times_ms: list[float] = []
     with httpx.Client(base_url=url, timeout=30) as client:
         while not stop.wait(0.02):
             before = time.perf_counter()
             client.get("/health")
             times_ms.append((time.perf_counter() - before) * 1000)
+    times.put(times_ms)
 
 
 def main() -> None:
