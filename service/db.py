@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 import sqlite3
+import stat
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -1013,16 +1014,21 @@ class Database:
         await self.transact(operation)
 
     def _check_file(self) -> None:
-        """StoreFailed if the database file is no longer the one opened: SQLite would go on
-        writing to the deleted file, and all of it would be gone at the next start."""
+        """StoreFailed if the database file is no longer the one opened, or no longer
+        writable: SQLite would go on writing through the descriptors it opened, to a deleted
+        file (all of it gone at the next start) or to one the next start could not write."""
         try:
-            same = self._file_stat is not None and os.path.samestat(
-                os.stat(self.path), self._file_stat
-            )
+            now = os.stat(self.path)
         except OSError:
-            same = False
-        if not same:
+            now = None
+        if now is None or self._file_stat is None or not os.path.samestat(now, self._file_stat):
             raise StoreFailed(f"the database file {self.path!r} was deleted or replaced")
+        # no write bit for anyone (chmod a-w): the mode, since access() says yes to root
+        if not now.st_mode & 0o222:
+            raise StoreFailed(
+                f"the database file {self.path!r} was made read-only "
+                f"(mode {stat.S_IMODE(now.st_mode):04o})"
+            )
 
     @staticmethod
     def _connection(conn: aiosqlite.Connection | None) -> aiosqlite.Connection:

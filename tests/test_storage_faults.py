@@ -1,6 +1,7 @@
 """The store failing under a running service: another process holding the database, the disk
-full (a file size limit), the file deleted. Submits get a 503 with a JSON detail, /ready says
-why, nothing acknowledged is lost, and the service recovers by itself once the cause is gone."""
+full (a file size limit), the file deleted or made read-only. Submits get a 503 with a JSON
+detail, /ready says why, nothing acknowledged is lost, and the service recovers by itself once
+the cause is gone."""
 
 from __future__ import annotations
 
@@ -93,6 +94,25 @@ async def test_a_deleted_database_file_takes_nothing_more(
             return (await client.post("/jobs", json=ADD)).status_code == 503
 
         await wait_until(still_refused, what="submits refused")
+
+
+async def test_a_database_file_made_read_only_takes_nothing_until_writable_again(
+    service_process: Callable[..., ServiceProcess],
+) -> None:
+    service = await started(service_process)
+    path = service.workdir / "conveyor.db"
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as client:
+        kept = (await client.post("/jobs?wait_s=10", json=ADD)).json()
+        await asyncio.to_thread(path.chmod, 0o400)
+        try:
+            # SQLite would write on through the descriptor it holds; the next start could not
+            await refused_then_recovered(client, "read-only")
+        finally:
+            await asyncio.to_thread(path.chmod, 0o600)
+        made = await client.post("/jobs?wait_s=10", json=ADD)
+        assert made.status_code == 202 and made.json()["state"] == "succeeded"
+        assert (await client.get(f"/jobs/{kept['id']}")).json()["state"] == "succeeded"
+        assert (await client.get("/ready")).json() == {"ready": True, "problems": []}
 
 
 async def test_no_stored_value_makes_a_read_fail(
