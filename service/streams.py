@@ -52,10 +52,10 @@ class StreamLimit:
         self._open.add(counted)
         return counted
 
-    def drop_stalled(self, now: float) -> int:
+    def drop_stalled(self, now: float) -> None:
         """Drop the streams whose current write has waited ``stall_s`` by ``now``
-        (``time.monotonic()``); how many it dropped."""
-        stalled = [s for s in self._open if s.stalled_since(now) > self.stall_s]
+        (``time.monotonic()``)."""
+        stalled = [s for s in self._open if s.writing_for(now) > self.stall_s]
         for stream in stalled:
             stream.drop()
         self.dropped += len(stalled)
@@ -64,7 +64,6 @@ class StreamLimit:
                 "dropped %d event stream(s) whose client took nothing for %g s",
                 len(stalled), self.stall_s,
             )  # fmt: skip
-        return len(stalled)
 
     async def __aenter__(self) -> StreamLimit:
         self._watch = asyncio.get_running_loop().create_task(self._watch_stalls())
@@ -82,7 +81,8 @@ class StreamLimit:
             await asyncio.sleep(min(1.0, self.stall_s / 4))
             self.drop_stalled(time.monotonic())
 
-    def _closed(self, stream: _Counted) -> None:
+    def release(self, stream: _Counted) -> None:
+        """``stream`` is closed: its place is free."""
         self._open.discard(stream)
 
 
@@ -103,12 +103,13 @@ class _Counted:
     async def __anext__(self) -> bytes:
         # asked for the next message: the last one is written
         self._writing_since = None
-        self._task = asyncio.current_task()
+        if self._task is None:
+            self._task = asyncio.current_task()
         message = await self._stream.__anext__()
         self._writing_since = time.monotonic()
         return message
 
-    def stalled_since(self, now: float) -> float:
+    def writing_for(self, now: float) -> float:
         """How long the server has been writing this stream's last message; 0 if it is not."""
         return 0.0 if self._writing_since is None else now - self._writing_since
 
@@ -118,7 +119,7 @@ class _Counted:
 
     async def aclose(self) -> None:
         if self._limit is not None:
-            self._limit._closed(self)
+            self._limit.release(self)
             self._limit = None
         aclose = getattr(self._stream, "aclose", None)
         if aclose is not None:

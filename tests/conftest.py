@@ -20,6 +20,7 @@ import httpx
 import pytest
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+from prometheus_client.parser import text_string_to_metric_families
 from quart import Quart
 from quart.typing import TestClientProtocol
 
@@ -63,6 +64,15 @@ def process_gone(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):  # gone before, or while, it was read
         return True
     return stat[stat.rfind(b")") + 2 :].split()[0] in (b"Z", b"X")
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A ``/metrics`` text as (sample name, its labels) → value."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 @pytest.fixture

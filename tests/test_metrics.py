@@ -5,22 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from service.settings import Settings
 
-from .conftest import TASKS, live_server, submit_job, wait_state, wait_until
+from .conftest import TASKS, live_server, samples, submit_job, wait_state, wait_until
 
 T = TASKS + "."
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """(sample name, its labels) → value."""
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 async def test_the_figures_follow_the_jobs(client: httpx.AsyncClient) -> None:

@@ -15,7 +15,7 @@ import pytest
 from service.errors import SettingsError
 from service.settings import Settings
 
-from .conftest import TASKS, live_server, submit_job, wait_until
+from .conftest import TASKS, live_server, samples, submit_job, wait_until
 
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
@@ -123,11 +123,10 @@ async def test_a_stream_whose_client_stopped_reading_is_dropped_and_frees_its_pl
         httpx.AsyncClient(base_url=url, timeout=10) as client,
     ):
         host, port = url.removeprefix("http://").split(":")
-        stalled = socket.socket()
-        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills soon
-        stalled.connect((host, int(port)))
-        stalled.sendall(f"GET /events HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-        with stalled:
+        with socket.socket() as stalled:
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills soon
+            stalled.connect((host, int(port)))
+            stalled.sendall(f"GET /events HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
 
             async def counted() -> bool:
                 return await _metric(client, "conveyor_sse_clients") == 1
@@ -153,10 +152,7 @@ async def test_a_stream_whose_client_stopped_reading_is_dropped_and_frees_its_pl
 
 
 async def _metric(client: httpx.AsyncClient, name: str) -> float:
-    for line in (await client.get("/metrics")).text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"no {name} in /metrics")
+    return samples((await client.get("/metrics")).text)[(name, ())]
 
 
 async def test_the_store_and_its_side_files_are_the_owners_alone(
