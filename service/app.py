@@ -25,7 +25,7 @@ from .api.dashboard import dashboard
 from .api.docs import docs
 from .api.jobs import IDEMPOTENCY_TTL_S, jobs
 from .api.metrics import metrics
-from .api.responses import SECURITY_HEADERS, OrjsonProvider, refuse_undeclared
+from .api.responses import SECURITY_HEADERS, OrjsonProvider, ServiceResponse, refuse_undeclared
 from .api.runtime import EXTENSION, Runtime
 from .api.schedules import schedules
 from .api.service import service
@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         raise SystemExit(2) from None
     logformat.configure(settings.log_format)
     app = Quart(__name__, static_folder=None)  # the dashboard blueprint serves the files
+    app.response_class = ServiceResponse
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     # a path with "//" is a plain 404, not a redirect to some other path (an HTML 308)
     app.url_map.merge_slashes = False

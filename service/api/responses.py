@@ -14,6 +14,7 @@ import pydantic
 import pydantic_core
 from quart import Response, request
 from quart.json.provider import JSONProvider
+from quart.wrappers.response import FileBody
 from quart_schema import document_querystring
 from werkzeug.exceptions import HTTPException
 
@@ -34,6 +35,34 @@ PAGE_HEADERS = {
         "frame-ancestors 'none'; form-action 'self'"
     ),
 }
+
+
+class WholeFileBody(FileBody):
+    """A file sent from one read made in the loop. Quart's own opens it in a thread (aiofiles):
+    a request cancelled meanwhile (its client gone) leaves the file open until the garbage
+    collector finds it. The files served (the dashboard's, Swagger UI's) are small and local."""
+
+    async def __aenter__(self) -> WholeFileBody:
+        # in the loop on purpose (see above); begin and end: a range the request asked for
+        with open(self.file_path, "rb") as file:  # noqa: ASYNC230
+            file.seek(self.begin)
+            self._rest = file.read(self.end - self.begin)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._rest = b""
+
+    async def __anext__(self) -> bytes:
+        if not self._rest:
+            raise StopAsyncIteration
+        chunk, self._rest = self._rest, b""
+        return chunk
+
+
+class ServiceResponse(Response):
+    """The app's responses: files sent by ``WholeFileBody``."""
+
+    file_body_class = WholeFileBody
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
