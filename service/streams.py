@@ -14,10 +14,12 @@ from typing import Any
 
 from .db import Database
 from .errors import TooManyStreams
-from .events import KEEPALIVE, RETRY, Broker, encode_event, position
+from .events import KEEPALIVE, RETRY, WRITE_BATCH, Broker, encode_event, position
 from .jobs import TERMINAL, Event
 
-REPLAY_PAGE = 500
+# events read from the store at once by a stream catching up: many streams may catch up
+# together (after a restart, or cut loose in a burst), each holding a page
+REPLAY_PAGE = 256
 
 log = logging.getLogger(__name__)
 
@@ -150,16 +152,9 @@ async def event_stream(
         subscription = broker.subscribe(job_id)
         try:
             ended = False
-            while True:  # replay what the store has beyond what was sent
-                page = await db.events_after(sent, job_id=job_id, limit=REPLAY_PAGE)
-                for event in page:
-                    yield encode_event(event)
-                    sent = event.id
-                    # a job run again (a retry) goes on after a terminal event: the end is
-                    # the terminal event nothing follows
-                    ended = ends_stream(event)
-                if len(page) < REPLAY_PAGE:
-                    break
+            async for out, replayed, replayed_ends in _replay(db, sent, job_id):
+                yield out
+                sent, ended = replayed, replayed_ends
             if job_id is not None and ended:
                 return
             while True:  # live
@@ -180,6 +175,26 @@ async def event_stream(
                     return
         finally:
             broker.unsubscribe(subscription)
+
+
+async def _replay(
+    db: Database, after_id: int, job_id: str | None
+) -> AsyncIterator[tuple[bytes, int, bool]]:
+    """What the store has after event ``after_id``, in writes of up to WRITE_BATCH events, each
+    with the id of its page's last event and whether that event ends the job's stream (a job
+    run again, a retry, goes on after a terminal event: the end is the one nothing follows)."""
+    while True:
+        page = await db.events_after(after_id, job_id=job_id, limit=REPLAY_PAGE)
+        if not page:
+            return
+        after_id, ended, full = page[-1].id, ends_stream(page[-1]), len(page) == REPLAY_PAGE
+        # encoded at once: a stream holds its page's bytes, not its events, while it writes
+        messages = [encode_event(event) for event in page]
+        del page
+        for start in range(0, len(messages), WRITE_BATCH):
+            yield b"".join(messages[start : start + WRITE_BATCH]), after_id, ended
+        if not full:
+            return
 
 
 def _batch(

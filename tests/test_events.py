@@ -16,7 +16,16 @@ import orjson
 import pytest
 
 from service.db import Database
-from service.events import KEEPALIVE, RETRY, Broker, Subscription, encode_event, position
+from service.events import (
+    KEEPALIVE,
+    RETRY,
+    WAKE_SLICE,
+    WRITE_BATCH,
+    Broker,
+    Subscription,
+    encode_event,
+    position,
+)
 from service.jobs import Event, Job, JobError, JobState, Progress, transition
 from service.streams import REPLAY_PAGE, ends_stream, event_stream
 
@@ -93,6 +102,48 @@ async def test_publishing_with_no_subscribers_is_fine() -> None:
     Broker().publish([event(1), event(2)])
 
 
+async def test_many_waiting_streams_are_woken_a_slice_at_a_time() -> None:
+    """What becomes ready while a publish wakes a thousand streams runs after a slice of them,
+    not after all: a request waits for WAKE_SLICE streams' writes, not for every stream's."""
+    broker = Broker()
+    order: list[str] = []
+
+    async def stream(n: int) -> None:
+        subscription = broker.subscribe()
+        assert await subscription.get(5) is not None
+        if not order:  # the first stream woken: a request comes in as it writes
+            asyncio.get_running_loop().call_soon(order.append, "request")
+        order.append(f"stream {n}")
+
+    streams = [asyncio.create_task(stream(n)) for n in range(10 * WAKE_SLICE)]
+    await wait_until(lambda: broker.subscriber_count == 10 * WAKE_SLICE)
+    await asyncio.sleep(0)  # each waits for its turn
+    broker.publish([event(1)])
+    await asyncio.gather(*streams)
+    assert len(order) == 10 * WAKE_SLICE + 1
+    assert order.index("request") == WAKE_SLICE  # after the first slice, before the next
+
+
+async def test_streams_with_much_to_write_take_turns() -> None:
+    """A stream with more than a write's worth waiting writes one batch a turn: the others
+    write theirs in between, and the last of all is not held up by the first's backlog."""
+    broker = Broker()
+    first, second = broker.subscribe(), broker.subscribe()
+    broker.publish([event(n) for n in range(1, 3 * WRITE_BATCH + 1)])
+    writes: list[tuple[str, int]] = []
+
+    async def write(name: str, subscription: Subscription) -> None:
+        while True:
+            live = await subscription.get_message(0.2)
+            if live is None:
+                return
+            batch = [live, *subscription.take_ready(WRITE_BATCH - 1)]
+            writes.append((name, len(batch)))
+
+    await asyncio.gather(write("first", first), write("second", second))
+    assert writes == [("first", WRITE_BATCH), ("second", WRITE_BATCH)] * 3
+
+
 async def test_get_times_out_with_none_when_idle() -> None:
     subscription = Broker().subscribe()
     assert await subscription.get(0.01) is None
@@ -100,7 +151,7 @@ async def test_get_times_out_with_none_when_idle() -> None:
 
 
 async def test_a_full_subscriber_is_dropped_while_others_keep_receiving() -> None:
-    broker = Broker(maxsize=2)
+    broker = Broker(maxsize=2, history_size=2)
     slow, fast = broker.subscribe(), broker.subscribe()
     broker.publish([event(1), event(2)])
     assert await drain(fast) == [1, 2]
@@ -117,7 +168,7 @@ async def test_a_full_subscriber_is_dropped_while_others_keep_receiving() -> Non
 
 
 async def test_overflow_within_one_publish_call() -> None:
-    broker = Broker(maxsize=3)
+    broker = Broker(maxsize=3, history_size=3)
     slow = broker.subscribe()
     broker.publish([event(n) for n in range(1, 11)])
     assert slow.overflowed and broker.subscriber_count == 0
@@ -254,8 +305,9 @@ async def test_stream_replays_after_an_id_then_goes_live(
         await db.insert(new_job(n))
     async with open_stream(db, broker, after_id=1) as stream:
         first = await asyncio.wait_for(anext(stream), 5)
-        assert first == encode_event((await db.events_after(1))[0])  # exactly what was stored
-        assert await next_ids(stream, 1) == [3]
+        # exactly what was stored, the replayed events in one write
+        assert first == b"".join(encode_event(e) for e in await db.events_after(1))
+        assert [parse(m + b"\n\n")[0] for m in first.split(b"\n\n") if m] == [2, 3]
         assert broker.subscriber_count == 1
         await db.insert(new_job(4))
         await db.update("job-1", start)
@@ -341,7 +393,7 @@ async def test_stream_skips_an_event_both_replayed_and_live(
 
 
 async def test_stream_catches_up_from_the_store_after_overflow(tmp_path: Path) -> None:
-    broker = Broker(maxsize=1)
+    broker = Broker(maxsize=1, history_size=1)
     async with Database(str(tmp_path / "conveyor.db"), on_commit=broker.publish) as db:
         await db.insert(new_job(0))
         async with open_stream(db, broker, after_id=0) as stream:
@@ -424,7 +476,7 @@ async def test_the_all_jobs_stream_does_not_end_at_a_terminal_event(
 
 
 async def test_job_stream_catches_up_after_overflow_and_still_ends(tmp_path: Path) -> None:
-    broker = Broker(maxsize=1)
+    broker = Broker(maxsize=1, history_size=1)
     async with Database(str(tmp_path / "conveyor.db"), on_commit=broker.publish) as db:
         await db.insert(new_job(1))
         async with open_stream(db, broker, after_id=0, job_id="job-1") as stream:
