@@ -23,7 +23,7 @@ WRITE_BATCH = 64
 # streams woken at once: the loop runs this many streams' writes, then whatever else is ready
 # (a request, a commit) before the next ones, so a thousand streams taking an event hold up no
 # one for more than a slice of them
-WAKE_SLICE = 32
+WAKE_SLICE = 16
 
 Item = tuple[Event, bytes]  # an event with its SSE message, encoded once for every stream
 
