@@ -163,8 +163,12 @@ def machine() -> dict[str, str]:
 class Service:
     """The service as a user runs it, on a free port passed as a pre-bound socket."""
 
-    def __init__(self, workdir: Path, concurrency: int, cancel_grace_s: float | None) -> None:
+    def __init__(
+        self, workdir: Path, concurrency: int, cancel_grace_s: float | None,
+        app: str = "service.app:create_app()",
+    ) -> None:  # fmt: skip
         self.workdir = workdir
+        self.app = app  # hypercorn's application: the service, or another to compare with
         self.log = workdir / "service.log"
         self.database = workdir / "conveyor.db"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
@@ -201,7 +205,7 @@ class Service:
                 self.proc = subprocess.Popen(
                     [
                         sys.executable, "-m", "hypercorn", "--config", str(ROOT / "hypercorn.toml"),
-                        "--bind", f"fd://{fd}", "service.app:create_app()",
+                        "--bind", f"fd://{fd}", self.app,
                     ],
                     cwd=self.workdir, env=self.env, pass_fds=(fd,), stdout=log, stderr=log,
                 )  # fmt: skip

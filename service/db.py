@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 import orjson
@@ -353,11 +353,21 @@ class Batch:
         self.inserted: set[str] = set()
         self.events: list[Event] = []
         self.next_event_id = next_id
+        self.begun = False  # BEGIN IMMEDIATE sent: at the first statement, or with the commit
+
+    async def _open(self) -> aiosqlite.Connection:
+        """The connection, inside this transaction. It begins at the first statement an
+        operation runs, so a transaction that only writes what it staged (a plain submit, a
+        start, a finish) makes a single trip to SQLite's thread: at the commit."""
+        if not self.begun:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            self.begun = True
+        return self._conn
 
     async def get(self, job_id: str) -> Job | None:
         job = self.rows.get(job_id) or self._cache.get(job_id)
         if job is None:
-            rows = await self._conn.execute_fetchall(SELECT_JOB, (job_id,))
+            rows = await (await self._open()).execute_fetchall(SELECT_JOB, (job_id,))
             job = row_to_job(next(iter(rows))) if rows else None
         if job is not None:
             self.loaded.setdefault(job_id, job)
@@ -365,7 +375,7 @@ class Batch:
 
     async def ids_in_state(self, state: JobState) -> list[str]:
         """Ids of jobs stored in ``state`` or staged into it, in submission order."""
-        rows = await self._conn.execute_fetchall(SELECT_IDS_IN_STATE, (state.value,))
+        rows = await (await self._open()).execute_fetchall(SELECT_IDS_IN_STATE, (state.value,))
         stored = [row[0] for row in rows]
         staged = [i for i, job in self.rows.items() if job.state is state and i not in stored]
         return stored + staged
@@ -375,7 +385,7 @@ class Batch:
         for staged in self.rows.values():
             if staged.key == key and staged.state in ACTIVE:
                 return staged
-        for row in await self._conn.execute_fetchall(SELECT_ACTIVE_WITH_KEY, (key,)):
+        for row in await (await self._open()).execute_fetchall(SELECT_ACTIVE_WITH_KEY, (key,)):
             stored = await self.get(row[0])  # a staged change may have finished it
             if stored is not None and stored.state in ACTIVE:
                 return stored
@@ -395,7 +405,7 @@ class Batch:
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Run a statement inside this transaction (on tables the batch does not stage)."""
-        return list(await self._conn.execute_fetchall(sql, params))
+        return list(await (await self._open()).execute_fetchall(sql, params))
 
     async def claim_tick(self, schedule: Schedule, tick_at: float) -> bool:
         """Record ``tick_at`` as the schedule's latest fired tick; False, changing nothing, if
@@ -406,7 +416,7 @@ class Batch:
 
     async def change(self, sql: str, params: Sequence[Any]) -> int:
         """Run a statement in this transaction now; how many rows it changed."""
-        async with self._conn.execute(sql, params) as cursor:
+        async with (await self._open()).execute(sql, params) as cursor:
             return cursor.rowcount
 
     def _event(self, job: Job, kind: str, data: dict[str, Any]) -> None:
@@ -436,31 +446,62 @@ class Batch:
             (job.id, event_id, e.attempt, e.at, e.stream, e.level, e.logger, e.text)
             for e in entries
         ]
-        await self._conn.executemany(INSERT_LOG, rows)
-        counted = await self._conn.execute_fetchall(COUNT_LOGS, (job.id, len(rows), dropped))
+        conn = await self._open()
+        await conn.executemany(INSERT_LOG, rows)
+        counted = await conn.execute_fetchall(COUNT_LOGS, (job.id, len(rows), dropped))
         excess = int(next(iter(counted))[0]) - keep
         if excess > 0:
-            await self._conn.execute(PRUNE_LOGS, (job.id, excess))
-            await self._conn.execute(COUNT_PRUNED, (excess, excess, job.id))
-            await self._conn.execute(PRUNE_LOG_EVENTS, (job.id, job.id))
+            await conn.execute(PRUNE_LOGS, (job.id, excess))
+            await conn.execute(COUNT_PRUNED, (excess, excess, job.id))
+            await conn.execute(PRUNE_LOG_EVENTS, (job.id, job.id))
 
     async def delete_logs(self, job_ids: Sequence[str]) -> None:
         """Forget these jobs' logs, also their ``log`` events (for a retention sweep)."""
         for sql in DELETE_LOGS:
-            await self._conn.executemany(sql, [(job_id,) for job_id in job_ids])
+            await (await self._open()).executemany(sql, [(job_id,) for job_id in job_ids])
 
-    async def flush(self) -> None:
+    async def commit(self) -> None:
+        """Write what is staged and commit: one trip to SQLite's thread for all of it (each
+        of aiosqlite's own calls is a trip: a queue, a thread's wake-up, and the loop's)."""
         inserts = [job_to_row(j) for i, j in self.rows.items() if i in self.inserted]
         updates = [_update_params(j) for i, j in self.rows.items() if i not in self.inserted]
+        events = [(e.id, e.job_id, e.kind, e.at, _dumps(e.data)) for e in self.events]
+        await in_connection_thread(
+            self._conn, _write_and_commit, begun=self.begun,
+            updates=updates, inserts=inserts, events=events,
+        )  # fmt: skip
+        self.begun = False
+
+
+async def in_connection_thread(
+    conn: aiosqlite.Connection, fn: Callable[..., T], **kwargs: Any
+) -> T:
+    """``fn(connection, **kwargs)`` run with the sqlite3 connection in aiosqlite's own thread
+    for it, where every statement of that connection runs: several statements, one trip."""
+    # aiosqlite's own way to run a function in that thread (its methods use it), unannotated
+    return cast(T, await conn._execute(fn, conn._conn, **kwargs))  # type: ignore[no-untyped-call]
+
+
+def _write_and_commit(
+    conn: sqlite3.Connection, *, begun: bool,
+    updates: list[Sequence[Any]], inserts: list[Sequence[Any]], events: list[Sequence[Any]],
+) -> None:  # fmt: skip
+    """In the connection's thread: a transaction's staged writes, and its commit."""
+    try:
+        if not begun:
+            conn.execute("BEGIN IMMEDIATE")
         # updates first: a job that finishes frees its key for a job inserted in the same batch
         if updates:
-            await self._conn.executemany(UPDATE_JOB, updates)
+            conn.executemany(UPDATE_JOB, updates)
         if inserts:
-            await self._conn.executemany(INSERT_JOB, inserts)
-        if self.events:
-            await self._conn.executemany(
-                INSERT_EVENT, [(e.id, e.job_id, e.kind, e.at, _dumps(e.data)) for e in self.events]
-            )
+            conn.executemany(INSERT_JOB, inserts)
+        if events:
+            conn.executemany(INSERT_EVENT, events)
+        conn.commit()
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -842,16 +883,14 @@ class Database:
         batch = Batch(conn, self._cache, self._next_event_id, self._clock)
         outcomes: list[tuple[bool, Any]] = []
         self._check_file()  # a stat: microseconds, against acknowledging what would be lost
-        await conn.execute("BEGIN IMMEDIATE")
         try:
             for pending in pendings:
                 try:
                     outcomes.append((True, await pending.operation(batch)))
                 except ServiceError as exc:  # the operation's own refusal; it staged nothing
                     outcomes.append((False, exc))
-            await batch.flush()
             self._committing = frozenset(batch.rows)
-            await conn.commit()
+            await batch.commit()
         except BaseException:
             self._committing = frozenset()
             with contextlib.suppress(Exception):

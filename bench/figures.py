@@ -1,0 +1,247 @@
+"""The figures ``python -m bench`` measures, each beside its target.
+
+Every workload starts the service as a user runs it (``bench_core.Service``: hypercorn with the
+project's ``hypercorn.toml``, a fresh SQLite file, a free port) and drives it with the lean client
+of ``rawhttp``, so that the figures are the service's, not the client's. Each returns its
+figures by key; ``TARGETS`` says what each key is held to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .bench_core import NOOP, SLEEP, BenchError, Service, percentile, proc_cpu_s, proc_status_kb
+from .rawhttp import Connection, EventCounter, HTTPError
+
+Figures = dict[str, float]
+HELD = 3600  # delay_s of the jobs submitted where none is to run: they stay scheduled
+
+
+@dataclass(frozen=True)
+class Target:
+    key: str
+    figure: str  # what is measured, as the table shows it
+    unit: str
+    goal: float
+    higher_is_better: bool = True
+
+    def met(self, value: float) -> bool:
+        return value >= self.goal if self.higher_is_better else value <= self.goal
+
+
+TARGETS = [
+    Target("e2e_batch", "end to end, no-op jobs, concurrency 2, in batches", "jobs/s", 6500),
+    Target("e2e_single", "end to end, no-op jobs, one per request (64 in flight)", "jobs/s", 3000),
+    Target("submit_1", "submit one per request, one by one, no job run", "jobs/s", 3000),
+    Target("submit_vs_bare", "submit one by one / bare Quart + hypercorn endpoint", "%", 70),
+    Target("submit_64", "submit one per request, 64 in flight", "jobs/s", 3000),
+    Target("submit_64_vs_1", "submit 64 in flight / one by one", "%", 100),
+    Target("batch_1000", "batch submit, 1,000 jobs a request", "jobs/s", 50000),
+    Target("result_p50", "submit -> result seen (?wait_s=), idle, p50", "ms", 0.8, False),
+    Target("result_p99", "submit -> result seen (?wait_s=), idle, p99", "ms", 2.0, False),
+    Target("cancel_p50", "cancel a running job -> answer, p50", "ms", 3.0, False),
+    Target("cancel_p99", "cancel a running job -> answer, p99", "ms", 10.0, False),
+    Target("idle_rss", "service memory, idle", "MiB", 60, False),
+]  # fmt: skip
+# figures shown beside the targets: the stack's own ceiling, and who spent the CPU
+CONTEXT = {
+    "bare_1": ("bare Quart + hypercorn endpoint, one by one", "req/s"),
+    "bare_64": ("bare Quart + hypercorn endpoint, 64 in flight", "req/s"),
+    "submit_service_cpu_us": ("service CPU per submit (one by one)", "µs"),
+    "submit_client_cpu_us": ("client CPU per submit (one by one)", "µs"),
+    "e2e_single_service_cpu_us": ("service CPU per job, end to end, one per request", "µs"),
+    "e2e_single_client_cpu_us": ("client CPU per job, end to end, one per request", "µs"),
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    jobs: int = 5000  # end to end
+    submits: int = 5000  # submit rates
+    batches: int = 20  # of 1,000, for the batch rate
+    latency_jobs: int = 200
+    cancels: int = 50
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(jobs=1000, submits=1000, batches=5, latency_jobs=50, cancels=10)
+
+
+@asynccontextmanager
+async def running(
+    workdir: Path, *, concurrency: int = 2, app: str | None = None
+) -> AsyncIterator[Service]:
+    """A service (or ``app``) started in ``workdir``, stopped at the end."""
+    workdir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before the measures
+    service = Service(workdir, concurrency, None, **({"app": app} if app else {}))
+    service.start()
+    try:
+        await service.wait_ready(60)
+        yield service
+    finally:
+        service.stop()
+
+
+def client_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+Send = Callable[[Connection, int], Awaitable[Any]]  # a request; n: which of them
+
+
+async def spread(count: int, in_flight: int, url: str, send: Send) -> None:
+    """``send(connection, n)`` for n in range(count), over ``in_flight`` connections."""
+    numbers = iter(range(count))
+
+    async def one_connection() -> None:
+        async with Connection.to(url) as connection:
+            for n in numbers:  # shared: each connection takes the next number
+                await send(connection, n)
+
+    await asyncio.gather(*(one_connection() for _ in range(min(in_flight, count))))
+
+
+async def rate(
+    count: int, in_flight: int, url: str, send: Send, pid: int
+) -> tuple[float, float, float]:
+    """Requests a second, and the service's and this client's CPU µs a request."""
+    service_before, client_before = proc_cpu_s(pid) or 0.0, client_cpu_s()
+    started = time.perf_counter()
+    await spread(count, in_flight, url, send)
+    elapsed = time.perf_counter() - started
+    service_cpu = (proc_cpu_s(pid) or 0.0) - service_before
+    client_cpu = client_cpu_s() - client_before
+    return count / elapsed, service_cpu / count * 1e6, client_cpu / count * 1e6
+
+
+def submitter(body: dict[str, Any]) -> Send:
+    payload = orjson.dumps(body)
+
+    async def send(connection: Connection, n: int) -> None:
+        status, answer = await connection.request("POST", "/jobs", payload)
+        if status not in (200, 202):
+            raise HTTPError(f"POST /jobs: {status} {answer[:300]!r}")
+
+    return send
+
+
+async def submit_rates(workdir: Path, plan: Plan) -> Figures:
+    """Submits one per request (one by one, 64 in flight) and in batches of 1,000, none of them
+    run, beside a bare Quart endpoint's requests a second in the same run."""
+    figures: Figures = {}
+    async with running(workdir / "bare", app="bench.bare_app:app") as bare:
+        send = submitter({"task": NOOP})
+        figures["bare_1"] = (await rate(plan.submits, 1, bare.url, send, bare.pid))[0]
+        figures["bare_64"] = (await rate(plan.submits, 64, bare.url, send, bare.pid))[0]
+    async with running(workdir / "submits", concurrency=1) as service:
+        send = submitter({"task": NOOP, "delay_s": HELD})
+        one, service_us, client_us = await rate(plan.submits, 1, service.url, send, service.pid)
+        figures["submit_1"] = one
+        figures["submit_service_cpu_us"] = service_us
+        figures["submit_client_cpu_us"] = client_us
+        figures["submit_64"] = (await rate(plan.submits, 64, service.url, send, service.pid))[0]
+        batch = orjson.dumps({"jobs": [{"task": NOOP, "delay_s": HELD}] * 1000})
+
+        async def send_batch(connection: Connection, n: int) -> None:
+            status, answer = await connection.request("POST", "/jobs/batch", batch)
+            if status not in (200, 202):
+                raise HTTPError(f"POST /jobs/batch: {status} {answer[:300]!r}")
+
+        batches = (await rate(plan.batches, 1, service.url, send_batch, service.pid))[0]
+        figures["batch_1000"] = batches * 1000
+    figures["submit_vs_bare"] = 100 * figures["submit_1"] / figures["bare_1"]
+    figures["submit_64_vs_1"] = 100 * figures["submit_64"] / figures["submit_1"]
+    return figures
+
+
+async def end_to_end(workdir: Path, plan: Plan) -> Figures:
+    """No-op jobs submitted over HTTP and run by two workers, from the first submit to the
+    last ``succeeded`` seen on ``/events``: one per request (64 in flight), then in batches."""
+    figures: Figures = {}
+    async with running(workdir / "e2e-single") as service, EventCounter(service.url) as events:
+        service_before, client_before = proc_cpu_s(service.pid) or 0.0, client_cpu_s()
+        started = time.perf_counter()
+        await spread(plan.jobs, 64, service.url, submitter({"task": NOOP}))
+        await events.until(plan.jobs)
+        figures["e2e_single"] = plan.jobs / (time.perf_counter() - started)
+        figures["e2e_single_service_cpu_us"] = (
+            ((proc_cpu_s(service.pid) or 0.0) - service_before) / plan.jobs * 1e6
+        )
+        figures["e2e_single_client_cpu_us"] = (client_cpu_s() - client_before) / plan.jobs * 1e6
+    async with running(workdir / "e2e-batch") as service, EventCounter(service.url) as events:
+        per_batch = 500
+        batch = orjson.dumps({"jobs": [{"task": NOOP}] * per_batch})
+
+        async def send(connection: Connection, n: int) -> None:
+            status, answer = await connection.request("POST", "/jobs/batch", batch)
+            if status not in (200, 202):
+                raise HTTPError(f"POST /jobs/batch: {status} {answer[:300]!r}")
+
+        started = time.perf_counter()
+        await spread(plan.jobs // per_batch, 2, service.url, send)
+        await events.until(plan.jobs // per_batch * per_batch)
+        figures["e2e_batch"] = plan.jobs // per_batch * per_batch / (time.perf_counter() - started)
+    return figures
+
+
+async def latencies(workdir: Path, plan: Plan) -> Figures:
+    """On an idle service: a no-op job's result seen by the client (``POST /jobs?wait_s=``, one
+    round trip), one job after another; then running jobs canceled, request to answer."""
+    figures: Figures = {}
+    async with running(workdir / "latency") as service:
+        await asyncio.sleep(1)  # started, settled: memory at rest
+        figures["idle_rss"] = (proc_status_kb(service.pid, "VmRSS") or 0) / 1024
+        async with Connection.to(service.url) as connection:
+            results_ms: list[float] = []
+            for _ in range(plan.latency_jobs):
+                started = time.perf_counter()
+                job = await connection.json(
+                    "POST", "/jobs?wait_s=10", {"task": NOOP}, expect=(200, 202)
+                )
+                results_ms.append((time.perf_counter() - started) * 1000)
+                if not isinstance(job, dict) or job.get("state") != "succeeded":
+                    raise BenchError(f"a no-op job did not succeed within its wait: {job!r}")
+            figures["result_p50"] = percentile(results_ms, 50)
+            figures["result_p99"] = percentile(results_ms, 99)
+            cancels_ms: list[float] = []
+            for _ in range(plan.cancels):
+                job = await connection.json(
+                    "POST", "/jobs", {"task": SLEEP, "args": [30]}, expect=(200, 202)
+                )
+                assert isinstance(job, dict)
+                await _until_running(connection, job["id"])
+                started = time.perf_counter()
+                answer = await connection.json("POST", f"/jobs/{job['id']}/cancel")
+                cancels_ms.append((time.perf_counter() - started) * 1000)
+                if not isinstance(answer, dict) or answer.get("state") != "canceled":
+                    raise BenchError(f"a cancel did not answer canceled: {answer!r}")
+            figures["cancel_p50"] = percentile(cancels_ms, 50)
+            figures["cancel_p99"] = percentile(cancels_ms, 99)
+    return figures
+
+
+async def _until_running(connection: Connection, job_id: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = await connection.json("GET", f"/jobs/{job_id}")
+        if isinstance(job, dict) and job.get("state") == "running":
+            return
+        await asyncio.sleep(0.002)
+    raise BenchError(f"job {job_id} did not start within {timeout_s:g} s")
+
+
+WORKLOADS: list[tuple[str, Callable[[Path, Plan], Awaitable[Figures]]]] = [
+    ("submit rates", submit_rates),
+    ("end to end", end_to_end),
+    ("latencies", latencies),
+]
