@@ -106,6 +106,11 @@ BODIES = {
     "UTF-16": f'{{"task": "{TASKS}.add", "args": [1, 2]}}'.encode("utf-16"),
     "a NUL in the task": b'{"task": "%s.add\\u0000", "args": [1, 2]}' % TASKS.encode(),
     "a key given twice": b'{"task": %s, "args": [1, 2], "args": [3, 4]}' % ADD,
+    # colons in strings: more colons than keys, so the body is read again, strictly
+    "a key given twice, a colon in a string": b'{"task": %s, "args": ["a:b", 2], "args": [3, 4]}'
+    % ADD,
+    "a key given twice, deep": b'{"task": %s, "args": [{"x": 1, "x": 2}, 2]}' % ADD,
+    "-2**63 - 1": b'{"task": %s, "args": [-9223372036854775809, 1]}' % ADD,
     "a 10 MB string": b'{"task": %s, "args": ["%s", 1]}' % (ADD, b"x" * 10_000_000),
     "a 10 MB key": b'{"task": %s, "args": [1, 2], "key": "%s"}' % (ADD, b"k" * 10_000_000),
     "a bidirectional override in the key": b'{"task": %s, "args": [1, 2], "key": "a%sb"}'
@@ -128,6 +133,21 @@ async def test_a_hostile_body_is_a_clean_refusal(
     error = answer.error()
     assert error["error"] and error["detail"]
     assert len(answer.body) < 10_000  # it says what is wrong, not the whole of it back
+
+
+@pytest.mark.parametrize(
+    ("what", "body"),
+    [
+        ("a colon in a string", b'{"task": %s, "args": [1, 2], "key": "k:1"}' % ADD),
+        ("the largest 64-bit integers", b'{"task": %s, "args": [%s, %s]}'
+         % (ADD, str(2**63 - 1).encode(), str(-(2**63)).encode())),
+    ],
+)  # fmt: skip
+async def test_a_body_read_strictly_and_found_sound_is_taken(
+    server: str, what: str, body: bytes
+) -> None:
+    answer = await send(server, post(b"/jobs", body))
+    assert answer.status == 202, (what, answer.body[:300])
 
 
 async def test_a_body_that_is_not_utf8_is_said_to_be_so(server: str, stored: list[Any]) -> None:

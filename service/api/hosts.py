@@ -8,6 +8,7 @@ the loopback names there closes that; ``CONVEYOR_ALLOWED_HOSTS`` names others.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from quart import Quart, Response, request
@@ -26,6 +27,7 @@ def host_name(host: str) -> str:
     return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
+@functools.lru_cache(maxsize=64)  # asked at every request, of the few addresses it listens on
 def on_loopback(address: str | None) -> bool:
     """Whether a socket address is reachable from this machine only."""
     if address is None:

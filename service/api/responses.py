@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -129,9 +130,38 @@ async def json_body() -> Any:
         _read_strictly(data)  # a huge integer is JsonRefused, as a shorter one would be
         raise InvalidRequest(f"the body is not valid JSON: {_why(data, exc)}") from None
     # orjson keeps the last of two keys and makes a float of a huge integer, silently: read
-    # once more by the standard parser, which lets each object's keys and integers be seen
-    _read_strictly(data)
+    # once more by the standard parser, which lets each object's keys and integers be seen,
+    # when the body may hold either
+    if _may_be_refused(data, body):
+        _read_strictly(data)
     return body
+
+
+_LONG_DIGITS = re.compile(rb"\d{19}")  # 19 digits: near 2**63 or beyond
+
+
+def _may_be_refused(data: str | bytes, body: Any) -> bool:
+    """Whether ``body`` (orjson's reading of ``data``) may hide a key given twice or an integer
+    beyond 64 bits. A key given twice can only be if the keys orjson kept are fewer than the
+    colons of ``data``: every member of an object has one outside strings, and a colon inside
+    a string only adds to that count, so equal counts prove every key distinct."""
+    if not isinstance(data, bytes) or _LONG_DIGITS.search(data):
+        return True
+    return _count_keys(body) != data.count(b":")
+
+
+def _count_keys(body: Any) -> int:
+    """The keys of every object in ``body``, however deep (without recursion: a body nested a
+    thousand deep is valid JSON)."""
+    keys, pending = 0, [body]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            keys += len(value)
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return keys
 
 
 def _why(data: str | bytes, exc: orjson.JSONDecodeError) -> str:
@@ -212,5 +242,8 @@ def parse_query(model: type[Q]) -> Q:
 def refuse_undeclared(view: Callable[..., Any] | None) -> None:
     """A route that declares no query takes none: the same 400 as any unknown parameter (no
     route at all: its 404 or 405 says more)."""
-    if view is not None and request.args and getattr(view, QUERY_MODEL, None) is None:
+    # the raw query string first: reading request.args parses it into a MultiDict
+    if view is None or not request.query_string or getattr(view, QUERY_MODEL, None) is not None:
+        return
+    if request.args:
         raise UnknownParameters(list(request.args), [])
