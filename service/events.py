@@ -24,6 +24,9 @@ WRITE_BATCH = 64
 # (a request, a commit) before the next ones, so a thousand streams taking an event hold up no
 # one for more than a slice of them
 WAKE_SLICE = 16
+# the longest rest between two rounds: a round that took longer (a loop overloaded by other
+# work) does not keep a stream's next event back for as long again
+MAX_REST_S = 0.25
 
 Item = tuple[Event, bytes]  # an event with its SSE message, encoded once for every stream
 
@@ -290,7 +293,7 @@ class _Rounds:
 
     def _rest(self, loop: asyncio.AbstractEventLoop, started: float) -> None:
         """The round is over (its last streams have written): rest as long as it took."""
-        loop.call_later(loop.time() - started, self._rested)
+        loop.call_later(min(loop.time() - started, MAX_REST_S), self._rested)
 
     def _rested(self) -> None:
         self._busy = False
