@@ -15,13 +15,12 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import orjson
 
-from .bench_core import BenchError, machine
+from .bench_core import bench_main
 from .figures import CONTEXT, TARGETS, WORKLOADS, Figures, Plan
 
 DEFAULT_JSON = Path("bench") / "last-run.json"
@@ -32,6 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="one short run of each workload")
     parser.add_argument("--repeat", type=int, help="runs of each workload (default 3, quick 1)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write them")
+    parser.add_argument("--keep", action="store_true", help="keep the services' directories")
     options = parser.parse_args(argv)
     if options.repeat is None:
         options.repeat = 1 if options.quick else 3
@@ -88,27 +88,15 @@ def table(runs: dict[str, list[float]]) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    options = parse_args(argv)
-    plan = Plan.quick() if options.quick else Plan()
-    host = machine()
-    started = time.time()
-    try:
-        with tempfile.TemporaryDirectory(prefix="conveyor-bench-") as name:
-            runs = asyncio.run(measure(plan, options.repeat, Path(name)))
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench interrupted", file=sys.stderr)
-        return 130
+def report(runs: dict[str, list[float]], options: argparse.Namespace, host: dict[str, str]) -> None:
+    """The table, on the standard output, and every figure with its runs, as JSON."""
     print(f"machine: {host['nproc']} CPUs ({host['cpu']}), {host['python']}, {host['os']}")
-    print(f"plan: {plan}, {options.repeat} run(s) of each workload")
+    print(f"plan: {options.plan}, {options.repeat} run(s) of each workload")
     print("\n".join(table(runs)))
-    report = {
+    written = {
         "machine": host,
-        "started_at": started,
-        "plan": plan.__dict__,
+        "started_at": options.started_at,
+        "plan": options.plan.__dict__,
         "repeat": options.repeat,
         "figures": {
             key: {"median": statistics.median(values), "min": min(values), "max": max(values),
@@ -121,9 +109,17 @@ def main(argv: list[str] | None = None) -> int:
             for t in TARGETS
         },
     }  # fmt: skip
-    options.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    options.json.write_bytes(orjson.dumps(written, option=orjson.OPT_INDENT_2))
     print(f"written to {options.json}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    options.plan = Plan.quick() if options.quick else Plan()
+    options.started_at = time.time()
+    return bench_main(
+        options, lambda path: asyncio.run(measure(options.plan, options.repeat, path)), report
+    )
 
 
 if __name__ == "__main__":

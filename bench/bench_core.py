@@ -47,6 +47,7 @@ R = TypeVar("R")
 NOOP = "service.demo.noop"
 SLEEP = "service.demo.sleep"
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
+SERVICE_APP = "service.app:create_app()"  # what hypercorn serves: the service as users run it
 
 
 class BenchError(Exception):
@@ -165,7 +166,7 @@ class Service:
 
     def __init__(
         self, workdir: Path, concurrency: int, cancel_grace_s: float | None,
-        app: str = "service.app:create_app()",
+        app: str = SERVICE_APP,
     ) -> None:  # fmt: skip
         self.workdir = workdir
         self.app = app  # hypercorn's application: the service, or another to compare with

@@ -9,17 +9,25 @@ figures by key; ``TARGETS`` says what each key is held to.
 from __future__ import annotations
 
 import asyncio
-import resource
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import orjson
 
-from .bench_core import NOOP, SLEEP, BenchError, Service, percentile, proc_cpu_s, proc_status_kb
+from .bench_core import (
+    NOOP,
+    SERVICE_APP,
+    SLEEP,
+    BenchError,
+    Service,
+    cpu_self_s,
+    percentile,
+    proc_cpu_s,
+    proc_status_kb,
+)
 from .rawhttp import Connection, EventCounter, HTTPError
 
 Figures = dict[str, float]
@@ -78,11 +86,11 @@ class Plan:
 
 @asynccontextmanager
 async def running(
-    workdir: Path, *, concurrency: int = 2, app: str | None = None
+    workdir: Path, *, concurrency: int = 2, app: str = SERVICE_APP
 ) -> AsyncIterator[Service]:
     """A service (or ``app``) started in ``workdir``, stopped at the end."""
     workdir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before the measures
-    service = Service(workdir, concurrency, None, **({"app": app} if app else {}))
+    service = Service(workdir, concurrency, None, app=app)
     service.start()
     try:
         await service.wait_ready(60)
@@ -91,22 +99,43 @@ async def running(
         service.stop()
 
 
-def client_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+class CpuSpent:
+    """The CPU the service (``pid``) and this client spend from now on."""
+
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+        self._service_s, self._client_s = proc_cpu_s(pid) or 0.0, cpu_self_s()
+
+    def per_request_us(self, count: int) -> tuple[float, float]:
+        """The service's and the client's µs a request, over ``count`` requests."""
+        service_s = (proc_cpu_s(self._pid) or 0.0) - self._service_s
+        client_s = cpu_self_s() - self._client_s
+        return service_s / count * 1e6, client_s / count * 1e6
 
 
-Send = Callable[[Connection, int], Awaitable[Any]]  # a request; n: which of them
+Send = Callable[[Connection], Awaitable[None]]  # one request on a connection
+
+
+def poster(path: str, body: object) -> Send:
+    """A ``POST`` of ``body`` (encoded once) to ``path`` that must be answered 200 or 202."""
+    payload = orjson.dumps(body)
+
+    async def send(connection: Connection) -> None:
+        status, answer = await connection.request("POST", path, payload)
+        if status not in (200, 202):
+            raise HTTPError(f"POST {path}: {status} {answer[:300]!r}")
+
+    return send
 
 
 async def spread(count: int, in_flight: int, url: str, send: Send) -> None:
-    """``send(connection, n)`` for n in range(count), over ``in_flight`` connections."""
-    numbers = iter(range(count))
+    """``send`` ``count`` times, over ``in_flight`` connections."""
+    left = iter(range(count))
 
     async def one_connection() -> None:
         async with Connection.to(url) as connection:
-            for n in numbers:  # shared: each connection takes the next number
-                await send(connection, n)
+            for _ in left:  # shared: each connection takes the next request
+                await send(connection)
 
     await asyncio.gather(*(one_connection() for _ in range(min(in_flight, count))))
 
@@ -115,24 +144,11 @@ async def rate(
     count: int, in_flight: int, url: str, send: Send, pid: int
 ) -> tuple[float, float, float]:
     """Requests a second, and the service's and this client's CPU µs a request."""
-    service_before, client_before = proc_cpu_s(pid) or 0.0, client_cpu_s()
+    cpu = CpuSpent(pid)
     started = time.perf_counter()
     await spread(count, in_flight, url, send)
     elapsed = time.perf_counter() - started
-    service_cpu = (proc_cpu_s(pid) or 0.0) - service_before
-    client_cpu = client_cpu_s() - client_before
-    return count / elapsed, service_cpu / count * 1e6, client_cpu / count * 1e6
-
-
-def submitter(body: dict[str, Any]) -> Send:
-    payload = orjson.dumps(body)
-
-    async def send(connection: Connection, n: int) -> None:
-        status, answer = await connection.request("POST", "/jobs", payload)
-        if status not in (200, 202):
-            raise HTTPError(f"POST /jobs: {status} {answer[:300]!r}")
-
-    return send
+    return count / elapsed, *cpu.per_request_us(count)
 
 
 async def submit_rates(workdir: Path, plan: Plan) -> Figures:
@@ -140,23 +156,18 @@ async def submit_rates(workdir: Path, plan: Plan) -> Figures:
     run, beside a bare Quart endpoint's requests a second in the same run."""
     figures: Figures = {}
     async with running(workdir / "bare", app="bench.bare_app:app") as bare:
-        send = submitter({"task": NOOP})
+        send = poster("/jobs", {"task": NOOP})
         figures["bare_1"] = (await rate(plan.submits, 1, bare.url, send, bare.pid))[0]
         figures["bare_64"] = (await rate(plan.submits, 64, bare.url, send, bare.pid))[0]
     async with running(workdir / "submits", concurrency=1) as service:
-        send = submitter({"task": NOOP, "delay_s": HELD})
+        held = {"task": NOOP, "delay_s": HELD}
+        send = poster("/jobs", held)
         one, service_us, client_us = await rate(plan.submits, 1, service.url, send, service.pid)
         figures["submit_1"] = one
         figures["submit_service_cpu_us"] = service_us
         figures["submit_client_cpu_us"] = client_us
         figures["submit_64"] = (await rate(plan.submits, 64, service.url, send, service.pid))[0]
-        batch = orjson.dumps({"jobs": [{"task": NOOP, "delay_s": HELD}] * 1000})
-
-        async def send_batch(connection: Connection, n: int) -> None:
-            status, answer = await connection.request("POST", "/jobs/batch", batch)
-            if status not in (200, 202):
-                raise HTTPError(f"POST /jobs/batch: {status} {answer[:300]!r}")
-
+        send_batch = poster("/jobs/batch", {"jobs": [held] * 1000})
         batches = (await rate(plan.batches, 1, service.url, send_batch, service.pid))[0]
         figures["batch_1000"] = batches * 1000
     figures["submit_vs_bare"] = 100 * figures["submit_1"] / figures["bare_1"]
@@ -169,28 +180,22 @@ async def end_to_end(workdir: Path, plan: Plan) -> Figures:
     last ``succeeded`` seen on ``/events``: one per request (64 in flight), then in batches."""
     figures: Figures = {}
     async with running(workdir / "e2e-single") as service, EventCounter(service.url) as events:
-        service_before, client_before = proc_cpu_s(service.pid) or 0.0, client_cpu_s()
+        cpu = CpuSpent(service.pid)
         started = time.perf_counter()
-        await spread(plan.jobs, 64, service.url, submitter({"task": NOOP}))
+        await spread(plan.jobs, 64, service.url, poster("/jobs", {"task": NOOP}))
         await events.until(plan.jobs)
         figures["e2e_single"] = plan.jobs / (time.perf_counter() - started)
-        figures["e2e_single_service_cpu_us"] = (
-            ((proc_cpu_s(service.pid) or 0.0) - service_before) / plan.jobs * 1e6
-        )
-        figures["e2e_single_client_cpu_us"] = (client_cpu_s() - client_before) / plan.jobs * 1e6
+        service_us, client_us = cpu.per_request_us(plan.jobs)
+        figures["e2e_single_service_cpu_us"] = service_us
+        figures["e2e_single_client_cpu_us"] = client_us
     async with running(workdir / "e2e-batch") as service, EventCounter(service.url) as events:
         per_batch = 500
-        batch = orjson.dumps({"jobs": [{"task": NOOP}] * per_batch})
-
-        async def send(connection: Connection, n: int) -> None:
-            status, answer = await connection.request("POST", "/jobs/batch", batch)
-            if status not in (200, 202):
-                raise HTTPError(f"POST /jobs/batch: {status} {answer[:300]!r}")
-
+        jobs = plan.jobs // per_batch * per_batch
+        send = poster("/jobs/batch", {"jobs": [{"task": NOOP}] * per_batch})
         started = time.perf_counter()
-        await spread(plan.jobs // per_batch, 2, service.url, send)
-        await events.until(plan.jobs // per_batch * per_batch)
-        figures["e2e_batch"] = plan.jobs // per_batch * per_batch / (time.perf_counter() - started)
+        await spread(jobs // per_batch, 2, service.url, send)
+        await events.until(jobs)
+        figures["e2e_batch"] = jobs / (time.perf_counter() - started)
     return figures
 
 

@@ -470,7 +470,6 @@ class Batch:
             self._conn, _write_and_commit, begun=self.begun,
             updates=updates, inserts=inserts, events=events,
         )  # fmt: skip
-        self.begun = False
 
 
 async def in_connection_thread(

@@ -116,8 +116,8 @@ async def test_many_waiting_streams_are_woken_a_slice_at_a_time() -> None:
         order.append(f"stream {n}")
 
     streams = [asyncio.create_task(stream(n)) for n in range(10 * WAKE_SLICE)]
+    # a stream subscribes and starts waiting for its turn in one step
     await wait_until(lambda: broker.subscriber_count == 10 * WAKE_SLICE)
-    await asyncio.sleep(0)  # each waits for its turn
     broker.publish([event(1)])
     await asyncio.gather(*streams)
     assert len(order) == 10 * WAKE_SLICE + 1
