@@ -654,7 +654,17 @@ class Database:
         *,
         guard: Guard | None = None,
     ) -> list[tuple[Job, bool]]:
-        """Store new jobs in one transaction; return each with whether it was created.
+        """``submit_soon``'s jobs, once committed (shielded, as ``transact``)."""
+        return await asyncio.shield(self.submit_soon(jobs, idempotency, guard=guard))
+
+    def submit_soon(
+        self,
+        jobs: Sequence[Job],
+        idempotency: IdempotencyClaim | None = None,
+        *,
+        guard: Guard | None = None,
+    ) -> asyncio.Future[list[tuple[Job, bool]]]:
+        """Store new jobs in one transaction; the future gives each with whether it was created.
 
         A job whose ``key`` an unfinished job holds is not stored: that job stands in for it.
         With ``idempotency``, a request seen under the same key within its time to live gets
@@ -684,7 +694,7 @@ class Database:
                 )  # fmt: skip
             return outcome
 
-        return await self.transact(operation)
+        return self.transact_soon(operation)
 
     async def add_schedule(self, schedule: Schedule) -> None:
         """Store a new schedule; ScheduleConflict if its id is taken."""

@@ -26,7 +26,8 @@ class DueQueue:
 
     def add(self, due_at: float, job_id: str) -> None:
         heapq.heappush(self._heap, (due_at, job_id))
-        self._changed.set()  # it may be due before the one waited for
+        if self._heap[0][1] == job_id:  # due before the one waited for: wait again, less
+            self._changed.set()
 
     async def due(self) -> list[str]:
         """Wait until at least one job is due; return every due one, earliest first."""

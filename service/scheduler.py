@@ -203,9 +203,7 @@ class Scheduler:
         InvalidOptions, or IdempotencyKeyReused.
         """
         self._refuse_while_draining()
-        (submitted,) = await _outliving_caller(
-            self._enqueue([self._new_job(spec)], idempotency, guard)
-        )
+        (submitted,) = await self._enqueue([self._new_job(spec)], idempotency, guard)
         return submitted
 
     async def submit_many(
@@ -219,7 +217,7 @@ class Scheduler:
                 jobs.append(self._new_job(spec))
             except (UnknownTask, InvalidArguments, InvalidOptions) as exc:
                 raise BatchRejected(index, exc) from None
-        return await _outliving_caller(self._enqueue(jobs, idempotency))
+        return await self._enqueue(jobs, idempotency)
 
     def _refuse_while_draining(self) -> None:
         if self._draining or self._closing:
@@ -253,15 +251,23 @@ class Scheduler:
         idempotency: IdempotencyClaim | None,
         guard: Guard | None = None,
     ) -> list[Submitted]:
-        stored = await self._db.submit(jobs, idempotency, guard=guard)
-        for job, created in stored:  # queued only once committed
+        stored = self._db.submit_soon(jobs, idempotency, guard=guard)
+        # queued by the commit, not by this caller: a client that hangs up cancels its request,
+        # and a job committed as queued must still reach the ready queue (or wait for a
+        # restart). Called before the caller resumes: callbacks run in the order they were added.
+        stored.add_done_callback(self._queue_created)
+        return [Submitted(job, created) for job, created in await asyncio.shield(stored)]
+
+    def _queue_created(self, stored: asyncio.Future[list[tuple[Job, bool]]]) -> None:
+        if stored.cancelled() or stored.exception() is not None:
+            return  # nothing stored; the caller is told why
+        for job, created in stored.result():  # queued only once committed
             if not created:
                 continue
             if job.state is JobState.SCHEDULED and job.scheduled_at is not None:
                 self._scheduled.add(job.scheduled_at, job.id)
             else:
                 self._make_ready(job)
-        return [Submitted(job, created) for job, created in stored]
 
     async def _wake_scheduled(self) -> None:
         """Queue scheduled jobs as they come due: never before their time."""

@@ -192,7 +192,7 @@ class WaitQuery(BaseModel):
     """``?wait_s=``: answer once the job has finished, or after this long (at most
     CONVEYOR_MAX_WAIT_S), with the job as it stands."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
     wait_s: float | None = Field(
         None, ge=0, allow_inf_nan=False,
         description="wait this long at most for the job to finish (capped by CONVEYOR_MAX_WAIT_S)",
@@ -202,7 +202,7 @@ class WaitQuery(BaseModel):
 class StreamQuery(BaseModel):
     """An event stream's query: where to resume, and a stream token for an ``EventSource``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
     last_event_id: str | None = Field(
         None, description="resume after this event id (as the Last-Event-ID header does)"
     )
@@ -212,14 +212,14 @@ class StreamQuery(BaseModel):
 class LogsQuery(BaseModel):
     """``GET /jobs/<id>/logs``: how much of the log."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
     tail: int | None = Field(None, ge=1, le=MAX_LOG_LINES, description="only the last N entries")
 
 
 class JobsQuery(BaseModel):
     """``GET /jobs``: filters and the page."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
     state: str | None = Field(None, description="comma-separated states")
     task: str | None = None
     queue: str | None = None

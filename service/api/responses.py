@@ -3,6 +3,7 @@ it reads a request's JSON body and query."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -17,7 +18,8 @@ from quart import Response, request
 from quart.json.provider import JSONProvider
 from quart.wrappers.response import FileBody
 from quart_schema import document_querystring
-from werkzeug.exceptions import HTTPException
+from werkzeug.datastructures import Headers
+from werkzeug.exceptions import HTTPException, RequestTimeout
 
 Q = TypeVar("Q", bound=pydantic.BaseModel)
 
@@ -28,6 +30,7 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
+_SECURITY_ITEMS = list(SECURITY_HEADERS.items())
 # an HTML page's too: it renders every value as text, and this stops anything else from running
 # on it (no inline script, nothing from another origin, no framing)
 PAGE_HEADERS = {
@@ -61,14 +64,29 @@ class WholeFileBody(FileBody):
 
 
 class ServiceResponse(Response):
-    """The app's responses: files sent by ``WholeFileBody``."""
+    """The app's responses: made with the security headers (a handler's own headers win), files
+    sent by ``WholeFileBody``."""
 
     file_body_class = WholeFileBody
+
+    def __init__(
+        self, response: Any = None, status: int | None = None,
+        headers: dict[str, str] | Headers | None = None,
+        mimetype: str | None = None, content_type: str | None = None,
+    ) -> None:  # fmt: skip
+        # at construction, not in an after_request hook: werkzeug's Headers.setdefault scans
+        # the list of headers once per name, per response
+        secured = Headers(_SECURITY_ITEMS)
+        if headers:
+            own = headers if isinstance(headers, Headers) else Headers(headers)
+            secured = Headers([(k, v) for k, v in _SECURITY_ITEMS if k not in own])
+            secured.extend(own)
+        super().__init__(response, status, secured, mimetype, content_type)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     # a ready Response: quart-schema would otherwise re-validate every dict it is handed
-    return Response(orjson.dumps(body), status, headers, content_type="application/json")
+    return ServiceResponse(orjson.dumps(body), status, headers, content_type="application/json")
 
 
 def error_response(status: int, error: str, detail: str, **extra: Any) -> Response:
@@ -78,7 +96,7 @@ def error_response(status: int, error: str, detail: str, **extra: Any) -> Respon
 
 
 def sse_response(body: AsyncIterator[bytes]) -> Response:
-    response = Response(
+    response = ServiceResponse(
         body,
         200,
         {
@@ -123,7 +141,7 @@ async def json_body() -> Any:
     for a key given twice in an object or an integer beyond 64 bits."""
     if not request.is_json:
         raise UnsupportedMediaType
-    data = await request.get_data()
+    data = await _body()
     try:
         body = orjson.loads(data)  # fast, and strict about UTF-8 and surrogates
     except orjson.JSONDecodeError as exc:
@@ -135,6 +153,18 @@ async def json_body() -> Any:
     if _may_be_refused(data, body):
         _read_strictly(data)
     return body
+
+
+async def _body() -> bytes:
+    """The whole body, as ``request.get_data()`` reads it (413 over the limit, 408 after
+    BODY_TIMEOUT), but in this task: ``get_data`` waits in ``asyncio.wait_for``, which on
+    Python 3.11 makes a task of its own for every request."""
+    try:
+        async with asyncio.timeout(request.body_timeout):
+            data: bytes = await request.body
+            return data
+    except TimeoutError:
+        raise RequestTimeout from None
 
 
 _LONG_DIGITS = re.compile(rb"\d{19}")  # 19 digits: near 2**63 or beyond
@@ -230,6 +260,9 @@ def query(model: type[Q]) -> Callable[[Callable[..., Awaitable[Any]]], Any]:
 
 
 def parse_query(model: type[Q]) -> Q:
+    if not request.query_string:  # the usual case: the defaults, validated once
+        defaults: Q = _defaults(model)
+        return defaults
     unknown = [name for name in request.args if name not in model.model_fields]
     if unknown:
         raise UnknownParameters(unknown, list(model.model_fields))
@@ -237,6 +270,12 @@ def parse_query(model: type[Q]) -> Q:
     if repeated:
         raise InvalidRequest(f"query parameter {repeated[0]!r} is given more than once")
     return model.model_validate(request.args.to_dict())
+
+
+@functools.cache
+def _defaults(model: type[Q]) -> Q:
+    # shared by every request without a query: the query models are frozen
+    return model.model_validate({})
 
 
 def refuse_undeclared(view: Callable[..., Any] | None) -> None:
