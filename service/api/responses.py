@@ -31,6 +31,9 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 _SECURITY_ITEMS = list(SECURITY_HEADERS.items())
+# below asyncio's default write buffer limit (64 KiB): a response this small is handed to the
+# transport whole, whether the client reads or not
+BUFFERED_BYTES = 32 * 1024
 # an HTML page's too: it renders every value as text, and this stops anything else from running
 # on it (no inline script, nothing from another origin, no framing)
 PAGE_HEADERS = {
@@ -86,7 +89,13 @@ class ServiceResponse(Response):
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     # a ready Response: quart-schema would otherwise re-validate every dict it is handed
-    return ServiceResponse(orjson.dumps(body), status, headers, content_type="application/json")
+    data = orjson.dumps(body)
+    response = ServiceResponse(data, status, headers, content_type="application/json")
+    if len(data) <= BUFFERED_BYTES:
+        # it fits in the transport's buffer, so sending it never waits on the client: no
+        # RESPONSE_TIMEOUT, which Quart enforces with a task of its own per response
+        response.timeout = None
+    return response
 
 
 def error_response(status: int, error: str, detail: str, **extra: Any) -> Response:
