@@ -17,6 +17,7 @@ from pathlib import Path
 
 import orjson
 
+from . import store_scale
 from .bench_core import (
     NOOP,
     SERVICE_APP,
@@ -59,6 +60,8 @@ TARGETS = [
     Target("cancel_p50", "cancel a running job -> answer, p50", "ms", 3.0, False),
     Target("cancel_p99", "cancel a running job -> answer, p99", "ms", 10.0, False),
     Target("idle_rss", "service memory, idle", "MiB", 60, False),
+    Target("stored_rss", "service memory, 1,000,000 finished jobs stored", "MiB", 120, False),
+    Target("page_p99", "GET /jobs page, 1,000,000 stored, p99", "ms", 20, False),
 ]  # fmt: skip
 # figures shown beside the targets: the stack's own ceiling, and who spent the CPU
 CONTEXT = {
@@ -68,6 +71,12 @@ CONTEXT = {
     "submit_client_cpu_us": ("client CPU per submit (one by one)", "µs"),
     "e2e_single_service_cpu_us": ("service CPU per job, end to end, one per request", "µs"),
     "e2e_single_client_cpu_us": ("client CPU per job, end to end, one per request", "µs"),
+    "page_p50": ("GET /jobs page, 1,000,000 stored, p50", "ms"),
+    "page_failed_p99": ("GET /jobs?state=failed page (1 in 20), p99", "ms"),
+    "page_task_p99": ("GET /jobs?task= page (1 in 4), p99", "ms"),
+    "submit_stored_p99": ("submit one by one, 1,000,000 stored, p99", "ms"),
+    "submit_pruning_p99": ("submit one by one while the sweep prunes them, p99", "ms"),
+    "pruned_per_s": ("retention sweep", "jobs/s"),
 }
 
 
@@ -78,19 +87,26 @@ class Plan:
     batches: int = 20  # of 1,000, for the batch rate
     latency_jobs: int = 200
     cancels: int = 50
+    stored: int = 1_000_000  # finished jobs in the store
+    pages: int = 50  # of each kind of list page
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(jobs=1000, submits=1000, batches=5, latency_jobs=50, cancels=10)
+        return cls(
+            jobs=1000, submits=1000, batches=5, latency_jobs=50, cancels=10, stored=100_000,
+            pages=20,
+        )  # fmt: skip
 
 
 @asynccontextmanager
 async def running(
-    workdir: Path, *, concurrency: int = 2, app: str = SERVICE_APP
+    workdir: Path, *, concurrency: int = 2, app: str = SERVICE_APP, retention_s: float | None = None
 ) -> AsyncIterator[Service]:
     """A service (or ``app``) started in ``workdir``, stopped at the end."""
     workdir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before the measures
     service = Service(workdir, concurrency, None, app=app)
+    if retention_s is not None:
+        service.env["CONVEYOR_RETENTION_S"] = str(retention_s)
     service.start()
     try:
         await service.wait_ready(60)
@@ -245,8 +261,46 @@ async def _until_running(connection: Connection, job_id: str, timeout_s: float =
     raise BenchError(f"job {job_id} did not start within {timeout_s:g} s")
 
 
+PRUNE_SUBMITS_S = 8.0  # how long submits are timed while the sweep prunes
+
+
+async def stored_jobs(workdir: Path, plan: Plan) -> Figures:
+    """Memory and list pages (newest first, by a rare state, by task) with ``plan.stored``
+    finished jobs in the store; then submits timed while the retention sweep prunes them all."""
+    # finished over the hour before the last: kept by the default retention (7 days), all
+    # past the minute of the second service below
+    an_hour_ago = time.time() - 3600
+    await store_scale.seed(workdir / "stored" / "conveyor.db", plan.stored, an_hour_ago)
+    figures: Figures = {}
+    pages = {
+        "page": "/jobs", "page_failed": "/jobs?state=failed", "page_task": "/jobs?task=mail.send",
+    }  # fmt: skip
+    async with running(workdir / "stored") as service:
+        async with Connection.to(service.url) as connection:
+            for key, path in pages.items():
+                times_ms = await store_scale.page_times_ms(connection, path, plan.pages)
+                figures.update(store_scale.summary(key, times_ms))
+            times_ms = await store_scale.submit_times_ms(connection, 3)
+            figures.update(store_scale.summary("submit_stored", times_ms))
+        figures["stored_rss"] = (proc_status_kb(service.pid, "VmRSS") or 0) / 1024
+    # the same store, kept for a minute: every finished job is past it at once
+    async with (
+        running(workdir / "stored", retention_s=60) as service,
+        Connection.to(service.url) as connection,
+    ):
+        started = time.perf_counter()
+        times_ms = await store_scale.submit_times_ms(connection, PRUNE_SUBMITS_S)
+        figures.update(store_scale.summary("submit_pruning", times_ms))
+        if await store_scale.finished_jobs(connection) == 0:
+            raise BenchError("the sweep ended before the submits did: nothing was measured")
+        await store_scale.until_pruned(connection, timeout_s=600)
+        figures["pruned_per_s"] = plan.stored / (time.perf_counter() - started)
+    return figures
+
+
 WORKLOADS: list[tuple[str, Callable[[Path, Plan], Awaitable[Figures]]]] = [
     ("submit rates", submit_rates),
     ("end to end", end_to_end),
     ("latencies", latencies),
+    ("stored jobs", stored_jobs),
 ]

@@ -198,7 +198,7 @@ UPSERT_IDEMPOTENCY = (
 )
 SELECT_EXPIRED = (
     f"SELECT id, {QUEUE_OF_JOB}, state FROM jobs "
-    "WHERE finished_at < ? AND state IN ('succeeded', 'failed', 'canceled') "
+    "WHERE finished_at < ? AND +state IN ('succeeded', 'failed', 'canceled') "
     "ORDER BY finished_at LIMIT ?"
 )
 NO_JOB = ""  # the job_id of events about the store itself
@@ -273,6 +273,7 @@ DELETE_LOGS = (
 )
 
 MAX_OPERATIONS_PER_COMMIT = 1000
+CHECKPOINT_EVERY_S = 0.5  # at most this long between two copies of the WAL into the database
 CACHE_SIZE = 10_000  # unfinished jobs the writer keeps: a larger backlog is read back
 
 
@@ -555,8 +556,11 @@ class Database:
         self._max_log_lines = max_log_lines  # kept per job: the newest
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        self._checkpointer: aiosqlite.Connection | None = None
         self._pending: asyncio.Queue[_Pending] = asyncio.Queue()
         self._loop_task: asyncio.Task[None] | None = None
+        self._checkpoint_task: asyncio.Task[None] | None = None
+        self._written_since_checkpoint = False
         self._cache: dict[str, Job] = {}
         # the jobs of a commit under way: SQLite may show them to readers before the writer
         # has updated the cache, so reads of them go to the database meanwhile
@@ -587,11 +591,16 @@ class Database:
             rows = await self._writer.execute_fetchall(LAST_EVENT_ID)
             self._next_event_id = int(next(iter(rows))[0]) + 1
             await self._seed_stats(self._writer)
+            # the WAL is copied into the database by a connection of its own (see _checkpoints)
+            await self._writer.execute("PRAGMA wal_autocheckpoint = 0")
             self._reader = await _connect(self.path)
+            self._checkpointer = await _connect(self.path)
         except BaseException:
             await self.close()
             raise
-        self._loop_task = asyncio.get_running_loop().create_task(self._write_loop())
+        loop = asyncio.get_running_loop()
+        self._loop_task = loop.create_task(self._write_loop())
+        self._checkpoint_task = loop.create_task(self._checkpoints(self._checkpointer))
 
     async def _seed_stats(self, conn: aiosqlite.Connection) -> None:
         counts = await conn.execute_fetchall(COUNT_JOBS)
@@ -610,10 +619,15 @@ class Database:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
             self._loop_task = None
-        for conn in (self._reader, self._writer):
+        if self._checkpoint_task is not None:
+            self._checkpoint_task.cancel()
+            await asyncio.gather(self._checkpoint_task, return_exceptions=True)
+            self._checkpoint_task = None
+        # the writer last: the last connection to close copies the WAL in
+        for conn in (self._reader, self._checkpointer, self._writer):
             if conn is not None:
                 await conn.close()
-        self._reader = self._writer = None
+        self._reader = self._checkpointer = self._writer = None
         self._cache.clear()
         self._journal.close()
         if self._lock_fd is not None:
@@ -860,6 +874,28 @@ class Database:
 
         await self.transact(operation)
 
+    async def _checkpoints(self, conn: aiosqlite.Connection) -> None:
+        """Copy the WAL into the database now and then, beside the writer, never in its way.
+
+        SQLite's own checkpoints run in the commit that fills the WAL past 1,000 pages: that
+        commit (a submit, say) then waits for the copy and its fsync, tens of milliseconds
+        behind a large prune. A PASSIVE checkpoint on another connection copies what it can
+        while the writer goes on appending; it takes no lock a writer or a reader waits on.
+        """
+        failing = False
+        while True:
+            await asyncio.sleep(CHECKPOINT_EVERY_S)
+            if not self._written_since_checkpoint:
+                continue
+            self._written_since_checkpoint = False
+            try:
+                await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                failing = False
+            except Exception as exc:  # the writer reports what is wrong with the store
+                if not failing:
+                    log.warning("a checkpoint of the database failed: %s", exc)
+                failing = True
+
     async def _write_loop(self) -> None:
         while True:
             pendings = [await self._pending.get()]
@@ -906,6 +942,7 @@ class Database:
                 await conn.rollback()
             raise
         self._next_event_id = batch.next_event_id
+        self._written_since_checkpoint = True
         self.stats.apply(batch.events)
         for job_id, job in batch.rows.items():
             if job.state is JobState.RUNNING or (

@@ -15,7 +15,8 @@ from .db import Database
 
 log = logging.getLogger("conveyor.retention")
 
-PRUNE_CHUNK = 500  # jobs per transaction: a few milliseconds of the writer's time
+PRUNE_CHUNK = 200  # jobs per transaction: a few milliseconds of the writer's time
+LONGEST_REST_S = 0.1  # between two chunks: the sweep takes at most about half the writer
 LONGEST_PAUSE_S = 60.0
 
 
@@ -55,10 +56,14 @@ class RetentionSweep:
             return 0
         pruned = 0
         while True:
+            started = time.perf_counter()
             count = await self._db.prune(now - self._retention_s, PRUNE_CHUNK)
             pruned += count
             if count < PRUNE_CHUNK:
                 return pruned
+            # a rest as long as the chunk took: the writer's next transaction is the submits
+            # that came meanwhile, alone, not those and the next chunk together
+            await asyncio.sleep(min(time.perf_counter() - started, LONGEST_REST_S))
 
     async def _run(self) -> None:
         while True:
