@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 
-from . import store_scale
+from . import bench_client, store_scale
 from .bench_core import (
     NOOP,
     SERVICE_APP,
@@ -77,6 +77,14 @@ CONTEXT = {
     "submit_stored_p99": ("submit one by one, 1,000,000 stored, p99", "ms"),
     "submit_pruning_p99": ("submit one by one while the sweep prunes them, p99", "ms"),
     "pruned_per_s": ("retention sweep", "jobs/s"),
+    "httpx_sync": ("submit one by one, httpx.Client", "jobs/s"),
+    "client_sync": ("submit one by one, Conveyor's Client", "jobs/s"),
+    "httpx_async": ("submit one by one, httpx.AsyncClient", "jobs/s"),
+    "client_async": ("submit one by one, Conveyor's AsyncClient", "jobs/s"),
+    "httpx_sync_cpu_us": ("client CPU per submit, httpx.Client", "µs"),
+    "client_sync_cpu_us": ("client CPU per submit, Conveyor's Client", "µs"),
+    "httpx_async_cpu_us": ("client CPU per submit, httpx.AsyncClient", "µs"),
+    "client_async_cpu_us": ("client CPU per submit, Conveyor's AsyncClient", "µs"),
 }
 
 
@@ -89,12 +97,13 @@ class Plan:
     cancels: int = 50
     stored: int = 1_000_000  # finished jobs in the store
     pages: int = 50  # of each kind of list page
+    client_submits: int = 2000  # a side, for each way of submitting
 
     @classmethod
     def quick(cls) -> Plan:
         return cls(
             jobs=1000, submits=1000, batches=5, latency_jobs=50, cancels=10, stored=100_000,
-            pages=20,
+            pages=20, client_submits=500,
         )  # fmt: skip
 
 
@@ -261,6 +270,24 @@ async def _until_running(connection: Connection, job_id: str, timeout_s: float =
     raise BenchError(f"job {job_id} did not start within {timeout_s:g} s")
 
 
+async def clients(workdir: Path, plan: Plan) -> Figures:
+    """Submits one by one as users make them: plain httpx (sync and async, as the README shows)
+    and Conveyor's own client, taking turns in blocks on one service; requests a second and
+    the client's CPU a request (the lean client's are ``submit_1``'s)."""
+    figures: Figures = {}
+    async with running(workdir / "clients") as service:
+        turns = bench_client.Plan(
+            service.pid, plan.client_submits, rounds=1, block=100, deadline=time.monotonic() + 600
+        )
+        sync_sides = await asyncio.to_thread(bench_client.bench_sync, service.url, turns)
+        async_sides = await bench_client.bench_async(service.url, turns)
+    for key, side in zip(CLIENT_KEYS, (*sync_sides, *async_sides), strict=True):
+        figures[key] = 1e6 / side.wall_us
+        figures[f"{key}_cpu_us"] = side.cpu_us
+    return figures
+
+
+CLIENT_KEYS = ("httpx_sync", "client_sync", "httpx_async", "client_async")
 PRUNE_SUBMITS_S = 8.0  # how long submits are timed while the sweep prunes
 
 
@@ -303,4 +330,5 @@ WORKLOADS: list[tuple[str, Callable[[Path, Plan], Awaitable[Figures]]]] = [
     ("end to end", end_to_end),
     ("latencies", latencies),
     ("stored jobs", stored_jobs),
+    ("clients", clients),
 ]
