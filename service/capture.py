@@ -21,10 +21,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .loglines import Entry, JobLog, Lines, line_text
-from .protocol import DEFAULT_MAX_LOG_LINES, MAX_LOG_LINE_CHARS, clean_text
+from .loglines import MAX_LOG_LINE_CHARS, Entry, JobLog, Lines, clean_text, line_text
+from .protocol import Log
 
-Send = Callable[[dict[str, Any]], None]
+Send = Callable[[Log], None]
 
 FLUSH_INTERVAL_S = 0.1  # live enough to watch, few enough writes for the store
 READ_BYTES = 64 * 1024
@@ -124,7 +124,7 @@ class OutputCapture:
 
     # -- the main thread: a job's beginning and end ----------------------------------------
 
-    def begin(self, job_id: str, max_lines: int = DEFAULT_MAX_LOG_LINES) -> None:
+    def begin(self, job_id: str, max_lines: int) -> None:
         """Point descriptors 1 and 2 at new pipes for the job ``job_id``."""
         self._streams = (sys.stdout, sys.stderr)
         _flush_streams(self._fflush)
@@ -197,7 +197,7 @@ class OutputCapture:
             self._selector.unregister(pipe.fd)
             pipe.watched = False
 
-    def _send_all(self, messages: list[dict[str, Any]]) -> None:
+    def _send_all(self, messages: list[Log]) -> None:
         for message in messages:
             self._send(message)
         if messages:

@@ -11,11 +11,13 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
-from .protocol import MAX_PROGRESS_MESSAGE_CHARS, clean_text
+from .loglines import clean_text
+from .protocol import Progress
 
-Send = Callable[[dict[str, Any]], None]
+Send = Callable[[Progress], None]
+
+MAX_PROGRESS_MESSAGE_CHARS = 4 * 1024  # a longer progress() message is cut
 
 
 class SoftTimeout(Exception):
@@ -91,18 +93,12 @@ class ProgressReporter:
         self._job_id = job_id
         self._interval_s = interval_s
         self._lock = threading.Lock()
-        self._pending: dict[str, Any] | None = None
+        self._pending: Progress | None = None
         self._sent_monotonic_s = 0.0
         self._scheduled = False  # a flush is due on the deferred thread
 
     def update(self, done: float, total: float | None, message: str | None) -> None:
-        payload = {
-            "t": "progress",
-            "job": self._job_id,
-            "done": done,
-            "total": total,
-            "message": message,
-        }
+        payload = Progress(self._job_id, done, total, message)
         with self._lock:
             self._pending = payload
             wait_s = self._sent_monotonic_s + self._interval_s - time.monotonic()

@@ -1,15 +1,17 @@
 """A job's output as log entries: lines cut from a stream of bytes, and the entries not sent
-yet, bounded and cut into messages. Pure: no descriptors, no threads (see ``capture``)."""
+yet, bounded and cut into messages; and ``clean_text``, the one way a worker cuts the text it
+reports. Pure: no descriptors, no threads (see ``capture``)."""
 
 from __future__ import annotations
 
 from collections import deque
 from typing import Any
 
-from .protocol import LOG, MAX_LOG_LINE_CHARS, clean_text
+from .protocol import Log
 
 Entry = dict[str, Any]
 
+MAX_LOG_LINE_CHARS = 4 * 1024  # longer output lines and log records are cut
 LINE_BYTES = MAX_LOG_LINE_CHARS * 4  # a line with no end in sight is cut here
 BATCH_CHARS = 256 * 1024  # text per message: far below the pipe's message limit
 
@@ -49,6 +51,19 @@ class Lines:
         return [line]
 
 
+def clean_text(text: str, limit: int, *, keep_end: bool = False) -> str:
+    """``text`` as valid UTF-8 (odd bytes escaped) cut to ``limit`` characters.
+
+    Exception messages can carry undecodable file names or megabytes of data; neither may
+    break the message that reports them.
+    """
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) <= limit:
+        return text
+    cut = f"[… {len(text) - limit} characters cut …]"
+    return cut + text[-limit:] if keep_end else text[:limit] + cut
+
+
 def line_text(line: bytes) -> str:
     text = line.removesuffix(b"\r").decode("utf-8", "replace")
     return clean_text(text, MAX_LOG_LINE_CHARS)
@@ -68,9 +83,9 @@ class JobLog:
             self.dropped += 1
         self.entries.append(entry)
 
-    def take(self) -> list[dict[str, Any]]:
+    def take(self) -> list[Log]:
         """The pending entries as log messages, each within BATCH_CHARS of text."""
-        messages: list[dict[str, Any]] = []
+        messages: list[Log] = []
         batch: list[Entry] = []
         chars = 0
         for entry in self.entries:
@@ -84,7 +99,7 @@ class JobLog:
         self.entries.clear()
         return messages
 
-    def _message(self, entries: list[Entry]) -> dict[str, Any]:
-        message = {"t": LOG, "job": self.job_id, "entries": entries, "dropped": self.dropped}
+    def _message(self, entries: list[Entry]) -> Log:
+        message = Log(self.job_id, entries, self.dropped)
         self.dropped = 0
         return message

@@ -200,7 +200,7 @@ class ProcessPool:
         self._failed_starts = 0
         self.last_start_error: str | None = None
         self.start_error: dict[str, Any] | None = None  # type, message, traceback
-        self._logged_start_error: tuple[Any, Any] | None = None
+        self._logged_start_error: tuple[str, str] | None = None
         self.recycled: Counter[str] = Counter()
         # every worker replaced, by why: "jobs" or "memory" (recycled), "killed", "died"
         self.replaced: Counter[str] = Counter()
@@ -233,7 +233,17 @@ class ProcessPool:
         if worker.alive and not self._closing:
             self._idle.put_nowait(worker)
 
-    async def run(self, worker: Worker, job_id: str, message: dict[str, Any]) -> Outcome:
+    async def run(
+        self,
+        worker: Worker,
+        job_id: str,
+        task: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        *,
+        soft_timeout_s: float | None = None,
+        memory_limit_mb: int | None = None,
+    ) -> Outcome:
         """Run one job on an acquired worker and wait for its outcome; the worker is freed after.
 
         If the process dies under the job, the outcome is a ``WorkerCrashed`` error.
@@ -241,16 +251,22 @@ class ProcessPool:
         loop = asyncio.get_running_loop()
         worker.job_id = job_id
         worker.outcome = loop.create_future()
-        worker.memory_limit_mb = message.get("memory_limit_mb")
+        worker.memory_limit_mb = memory_limit_mb
         try:
             if worker.exited.is_set():  # it died after it was acquired: nobody would answer
                 error = JobError("WorkerCrashed", "the worker process ended before the job began")
                 return Outcome(error=error)
-            limits = {
-                "max_result_bytes": self.limits.max_result_bytes,
-                "max_log_lines": self.limits.max_log_lines,
-            }
-            worker.writer.write(protocol.encode({**message, **limits}))
+            message = protocol.Run(
+                job_id,
+                task,
+                args,
+                kwargs,
+                soft_timeout_s,
+                memory_limit_mb,
+                self.limits.max_result_bytes,
+                self.limits.max_log_lines,
+            )
+            worker.writer.write(protocol.encode(message))
             outcome = await asyncio.shield(worker.outcome)
             worker.jobs_run += 1
             return outcome
@@ -463,9 +479,11 @@ class ProcessPool:
         try:
             while line := await worker.reader.readline():
                 try:
-                    message = protocol.decode(line)
-                except ValueError:
-                    log.error("worker %d sent a malformed message: %.200r", worker.pid, line)
+                    message = protocol.decode_from_worker(line)
+                except protocol.MalformedMessage as exc:
+                    log.error(
+                        "worker %d sent a malformed message (%s): %.200r", worker.pid, exc, line
+                    )
                     continue
                 self._handle(worker, message)
         except ValueError as exc:  # a line over the limit: the stream cannot be trusted now
@@ -473,46 +491,47 @@ class ProcessPool:
             log.error("worker %d: %s", worker.pid, worker.problem)
             _signal_group(worker.pid, signal.SIGKILL)
 
-    def _handle(self, worker: Worker, message: dict[str, Any]) -> None:
-        kind = message.get("t")
-        if kind == protocol.READY:
-            worker.ready.set()
-            self._failed_starts = 0
-            self.last_start_error = None
-            self.start_error = None
-            self._logged_start_error = None
-            self._idle.put_nowait(worker)
-        elif kind == protocol.PROGRESS and message.get("job") == worker.job_id:
-            progress = Progress(message["done"], message["total"], message["message"])
-            self._on_progress(message["job"], progress)
-        elif kind == protocol.LOG and worker.job_id is not None:
-            if message.get("job") == worker.job_id and self._on_log is not None:
-                self._on_log(worker.job_id, message["entries"], message.get("dropped", 0))
-        elif kind in (protocol.RESULT, protocol.ERROR) and message.get("job") is None:
-            self._start_failed(worker, message["error"])
-        elif kind in (protocol.RESULT, protocol.ERROR) and message.get("job") == worker.job_id:
-            outcome = worker.outcome
-            if outcome is None or outcome.done() or worker.killing:
-                return  # a job being killed may still answer; its outcome is the kill's
-            if kind == protocol.RESULT:
-                outcome.set_result(Outcome(result=message["result"]))
-            else:
-                error = message["error"]
-                outcome.set_result(
-                    Outcome(error=JobError(error["type"], error["message"], error["traceback"]))
-                )
+    def _handle(self, worker: Worker, message: protocol.WorkerMessage) -> None:
+        # a message about a job the worker no longer runs (it was killed) is dropped
+        match message:
+            case protocol.Ready():
+                self._ready(worker)
+            case protocol.Progress(job=job) if job == worker.job_id:
+                self._on_progress(job, Progress(message.done, message.total, message.message))
+            case protocol.Log(job=job) if job == worker.job_id and self._on_log is not None:
+                self._on_log(job, message.entries, message.dropped)
+            case protocol.Error(job=None, error=error):
+                self._start_failed(worker, error)
+            case protocol.Result(job=job, result=result) if job == worker.job_id:
+                self._settle(worker, Outcome(result=result))
+            case protocol.Error(job=job, error=error) if job == worker.job_id:
+                self._settle(worker, Outcome(error=error))
 
-    def _start_failed(self, worker: Worker, error: dict[str, Any]) -> None:
+    def _ready(self, worker: Worker) -> None:
+        worker.ready.set()
+        self._failed_starts = 0
+        self.last_start_error = None
+        self.start_error = None
+        self._logged_start_error = None
+        self._idle.put_nowait(worker)
+
+    def _settle(self, worker: Worker, outcome: Outcome) -> None:
+        future = worker.outcome
+        if future is None or future.done() or worker.killing:
+            return  # a job being killed may still answer; its outcome is the kill's
+        future.set_result(outcome)
+
+    def _start_failed(self, worker: Worker, error: JobError) -> None:
         """A worker could not start (a task module, a start hook): keep why, say it once."""
         worker.start_failed = True
-        self.start_error = {k: error.get(k) for k in ("type", "message", "traceback")}
-        self.last_start_error = error["message"]
-        seen = (error.get("type"), error.get("message"))
+        self.start_error = error.as_dict()
+        self.last_start_error = error.message
+        seen = (error.type, error.message)
         if seen != self._logged_start_error:  # the same failure again, at each retry: said
             self._logged_start_error = seen
             log.error(
                 "worker %d could not start: %s%s", worker.pid, self.last_start_error,
-                "\n" + error["traceback"] if error.get("traceback") else "",
+                "\n" + error.traceback if error.traceback else "",
             )  # fmt: skip
 
 

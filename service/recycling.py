@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .protocol import DEFAULT_MAX_LOG_LINES, DEFAULT_MAX_RESULT_BYTES
+from .settings import DEFAULT_MAX_LOG_LINES, DEFAULT_MAX_RESULT_BYTES
 
 
 @dataclass(frozen=True, slots=True)

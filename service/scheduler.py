@@ -356,7 +356,15 @@ class Scheduler:
                 job, worker = started
                 deadline = self._arm_timeout(run, job.options.timeout_s)
                 try:
-                    outcome = await self._pool.run(worker, job.id, _job_message(job))
+                    outcome = await self._pool.run(
+                        worker,
+                        job.id,
+                        job.task,
+                        job.args,
+                        job.kwargs,
+                        soft_timeout_s=job.options.soft_timeout_s,
+                        memory_limit_mb=job.options.memory_limit_mb,
+                    )
                 finally:
                     if deadline is not None:
                         deadline.cancel()
@@ -513,14 +521,6 @@ async def _outliving_caller(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to its end even if the caller is cancelled (a client hanging up): a job
     committed as queued must also reach the ready queue, or it would wait for a restart."""
     return await asyncio.shield(asyncio.ensure_future(coro))
-
-
-def _job_message(job: Job) -> dict[str, Any]:
-    return {
-        "job": job.id, "task": job.task, "args": job.args, "kwargs": job.kwargs,
-        "soft_timeout_s": job.options.soft_timeout_s,
-        "memory_limit_mb": job.options.memory_limit_mb,
-    }  # fmt: skip
 
 
 def _started_then_interrupted(job: Job, *, attempt: int, at: float) -> Job | None:

@@ -22,7 +22,7 @@ from .cron import MAX_CRON_LENGTH, Schedule, check_cron
 from .errors import UnsafeText
 from .jobs import Job, JobSpec, JobState, isoformat
 from .options import MAX_ERROR_TYPE_CHARS, RULES, JobOptions
-from .protocol import MAX_LOG_LINES
+from .settings import MAX_LOG_LINES
 from .wire import job_json
 
 MAX_JOBS_PER_BATCH = 1000

@@ -11,15 +11,18 @@ from typing import Any
 
 from .errors import SettingsError
 from .options import is_queue_name
-from .protocol import (
-    DEFAULT_MAX_LOG_LINES,
-    DEFAULT_MAX_RESULT_BYTES,
-    MAX_LOG_LINES,
-    MAX_RESULT_BYTES,
-)
+from .protocol import MAX_MESSAGE_BYTES
 
 PREFIX = "CONVEYOR_"
 DEMO_TASKS = "service.demo"
+
+# What a job may leave: checked here, once, as CONVEYOR_MAX_LOG_LINES and
+# CONVEYOR_MAX_RESULT_BYTES are read; the pool sends each job's worker the values set.
+DEFAULT_MAX_LOG_LINES = 1000
+MAX_LOG_LINES = 100_000  # per job: what a worker may hold, the store keep, a response carry
+DEFAULT_MAX_RESULT_BYTES = 1024 * 1024
+# A result travels in one message of the pipe: room is left for the rest of that message.
+MAX_RESULT_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
 
 
 def _positive_int(text: str) -> int:

@@ -30,13 +30,19 @@ from . import context, hooks, protocol
 from .capture import OutputCapture
 from .context import SoftTimeout
 from .errors import ServiceError
+from .jobs import JobError
+from .loglines import clean_text
 from .memory import address_space_limit
+from .protocol import Error, Ready, Result, Run, WorkerMessage
 from .tasks import Task, load_tasks
 
 log = logging.getLogger("conveyor.worker")
 
 # How often a worker checks that the service is still alive.
 PARENT_CHECK_INTERVAL_S = 0.2
+# What a failed job's error may hold: longer messages and tracebacks are cut.
+MAX_ERROR_MESSAGE_CHARS = 64 * 1024
+MAX_TRACEBACK_CHARS = 256 * 1024
 
 
 class Terminated(BaseException):
@@ -80,24 +86,24 @@ class Channel:
         self._fd = fd
         self._lock = threading.Lock()
 
-    def send(self, message: dict[str, Any]) -> None:
-        self.write(protocol.encode(message))
-
-    def write(self, data: bytes) -> None:
-        view = memoryview(data)
+    def send(self, message: WorkerMessage) -> None:
+        data = memoryview(protocol.encode(message))
         with self._lock:
-            while view:
-                view = view[os.write(self._fd, view) :]
+            while data:
+                data = data[os.write(self._fd, data) :]
 
 
-def _error(exc: BaseException, type_name: str | None = None) -> dict[str, Any]:
+def _error(
+    exc: BaseException, type_name: str | None = None, message: str | None = None
+) -> JobError:
+    """What the service is told of ``exc``; ``message`` in place of its own, if given."""
     text = "".join(traceback.format_exception(exc))
-    return {
-        "type": type_name or type(exc).__qualname__,
-        "message": protocol.clean_text(str(exc), protocol.MAX_ERROR_MESSAGE_CHARS),
+    return JobError(
+        type_name or type(exc).__qualname__,
+        clean_text(str(exc) if message is None else message, MAX_ERROR_MESSAGE_CHARS),
         # the end of a traceback says where it happened: keep that
-        "traceback": protocol.clean_text(text, protocol.MAX_TRACEBACK_CHARS, keep_end=True),
-    }
+        clean_text(text, MAX_TRACEBACK_CHARS, keep_end=True),
+    )
 
 
 class Runner:
@@ -110,19 +116,18 @@ class Runner:
         self._loop: Any = None
         self._worker_tasks: set[Any] = set()  # what async start hooks left running: kept
 
-    def start(self) -> dict[str, Any] | None:
+    def start(self) -> JobError | None:
         """Run the start hooks; the error of the first one that fails, else None."""
         for hook in hooks.start_hooks():
             try:
                 self._call_hook(hook)
             except Exception as exc:
-                error = _error(exc, "WorkerStartError")
-                error["message"] = protocol.clean_text(
+                return _error(
+                    exc,
+                    "WorkerStartError",
                     f"on_worker_start hook {hooks.origin(hook)} failed: "
                     f"{type(exc).__qualname__}: {exc}",
-                    protocol.MAX_ERROR_MESSAGE_CHARS,
                 )
-                return error
         if self._loop is not None:
             import asyncio
 
@@ -142,42 +147,33 @@ class Runner:
         if hasattr(value, "__await__"):
             self._await(value, None, drain=False)
 
-    def run(self, message: dict[str, Any]) -> None:
-        job_id = message["job"]
-        reporter = context.ProgressReporter(self._channel.send, job_id)
+    def run(self, message: Run) -> None:
+        reporter = context.ProgressReporter(self._channel.send, message.job)
         context.set_reporter(reporter)
-        self._capture.begin(job_id, message.get("max_log_lines", protocol.DEFAULT_MAX_LOG_LINES))
+        self._capture.begin(message.job, message.max_log_lines)
         try:
-            reply = self._call(job_id, message)
+            reply = self._call(message)
         finally:
             context.set_reporter(None)
             reporter.close()
             signal.signal(signal.SIGTERM, _on_sigterm)  # the job may have replaced it
             self._capture.end()  # its output before its result: nothing spills onto the next
-        self._channel.write(reply)
+        self._channel.send(reply)
 
-    def _call(self, job_id: str, message: dict[str, Any]) -> bytes:
-        task = self._tasks.get(message["task"])
+    def _call(self, message: Run) -> Result | Error:
+        job_id, memory_limit_mb = message.job, message.memory_limit_mb
+        task = self._tasks.get(message.task)
         if task is None:
-            error = {
-                "type": "UnknownTask",
-                "message": f"unknown task {message['task']!r}",
-                "traceback": None,
-            }
-            return protocol.encode({"t": protocol.ERROR, "job": job_id, "error": error})
-        memory_limit_mb = message.get("memory_limit_mb")
+            return Error(job_id, JobError("UnknownTask", f"unknown task {message.task!r}"))
         try:
             with address_space_limit(memory_limit_mb):
-                result = self._invoke(
-                    task, message["args"], message["kwargs"], message.get("soft_timeout_s")
-                )
+                result = self._invoke(task, message.args, message.kwargs, message.soft_timeout_s)
         except Exception as exc:
-            error = _error(exc)
             if isinstance(exc, MemoryError) and not str(exc) and memory_limit_mb is not None:
-                error["message"] = over_memory_limit(memory_limit_mb)  # the kernel's says nothing
-            return protocol.encode({"t": protocol.ERROR, "job": job_id, "error": error})
-        max_result_bytes = message.get("max_result_bytes", protocol.DEFAULT_MAX_RESULT_BYTES)
-        return encode_result(job_id, result, max_result_bytes)
+                # the kernel's MemoryError says nothing: say which limit it was
+                return Error(job_id, _error(exc, message=over_memory_limit(memory_limit_mb)))
+            return Error(job_id, _error(exc))
+        return result_message(job_id, result, message.max_result_bytes)
 
     def _invoke(
         self, task: Task, args: list[Any], kwargs: dict[str, Any], soft_timeout_s: float | None
@@ -266,9 +262,7 @@ def _interrupt_softly(job: Any, soft_timeout_s: float, fired: list[bool]) -> Non
         job.cancel()
 
 
-def encode_result(
-    job_id: str, result: Any, max_result_bytes: int = protocol.DEFAULT_MAX_RESULT_BYTES
-) -> bytes:
+def result_message(job_id: str, result: Any, max_result_bytes: int) -> Result | Error:
     """The result message, or an error message when the result is not JSON or too large.
 
     Checked here, so an oversized result never travels to the service.
@@ -276,23 +270,16 @@ def encode_result(
     try:
         data = orjson.dumps(result)
     except TypeError as exc:
-        error = {
-            "type": "UnserializableResult",
-            "message": f"the task returned a {type(result).__name__}, which is not JSON: {exc}",
-            "traceback": None,
-        }
-        return protocol.encode({"t": protocol.ERROR, "job": job_id, "error": error})
-    limit_bytes = min(max_result_bytes, protocol.MAX_RESULT_BYTES)
-    if len(data) > limit_bytes:
-        error = {
-            "type": "ResultTooLarge",
-            "message": f"the result is {len(data)} bytes as JSON; "
-            f"the limit is {limit_bytes} bytes (CONVEYOR_MAX_RESULT_BYTES)",
-            "traceback": None,
-        }
-        return protocol.encode({"t": protocol.ERROR, "job": job_id, "error": error})
-    # spliced, not encoded again: a large result is serialised once
-    return b'{"t":"result","job":%b,"result":%b}\n' % (orjson.dumps(job_id), data)
+        problem = f"the task returned a {type(result).__name__}, which is not JSON: {exc}"
+        return Error(job_id, JobError("UnserializableResult", problem))
+    if len(data) > max_result_bytes:
+        problem = (
+            f"the result is {len(data)} bytes as JSON; "
+            f"the limit is {max_result_bytes} bytes (CONVEYOR_MAX_RESULT_BYTES)"
+        )
+        return Error(job_id, JobError("ResultTooLarge", problem))
+    # carried as the JSON it is now: a large result is serialised once
+    return Result(job_id, orjson.Fragment(data))
 
 
 def _private_fd(fd: int) -> int:
@@ -327,16 +314,16 @@ def main(argv: list[str] | None = None) -> int:
         try:
             tasks = load_tasks(m for m in options.tasks.split(",") if m)
         except ServiceError as exc:
-            channel.send({"t": protocol.ERROR, "job": None, "error": _error(exc, "TaskLoadError")})
+            channel.send(Error(None, _error(exc, "TaskLoadError")))
             return 3
         runner = Runner(tasks, channel, capture)
         problem = runner.start()
         if problem is not None:
-            channel.send({"t": protocol.ERROR, "job": None, "error": problem})
+            channel.send(Error(None, problem))
             return 3
-        channel.send({"t": protocol.READY, "pid": os.getpid()})
+        channel.send(Ready(os.getpid()))
         for line in jobs:  # ends when the service closes the pipe
-            runner.run(orjson.loads(line))
+            runner.run(protocol.decode_run(line))
         runner.stop()
     except Terminated:
         os._exit(128 + signal.SIGTERM)  # skip interpreter teardown: the service is waiting

@@ -42,8 +42,7 @@ def pool_of_one(module: str, **limits: Any) -> ProcessPool:
 
 async def run(pool: ProcessPool, task: str, *args: Any) -> Outcome:
     worker = await pool.acquire()
-    message = {"job": "job-1", "task": task, "args": list(args), "kwargs": {}}
-    return await pool.run(worker, "job-1", message)
+    return await pool.run(worker, "job-1", task, list(args), {})
 
 
 async def test_start_hooks_run_once_per_worker_and_tasks_reach_what_they_prepared(

@@ -29,8 +29,7 @@ def pool_of_one(**limits: Any) -> ProcessPool:
 
 async def run(pool: ProcessPool, task: str, *args: Any, **options: Any) -> Outcome:
     worker = await pool.acquire()
-    message = {"job": "job-1", "task": T + task, "args": list(args), "kwargs": {}, **options}
-    return await pool.run(worker, "job-1", message)
+    return await pool.run(worker, "job-1", T + task, list(args), {}, **options)
 
 
 # -- results -------------------------------------------------------------------------------

@@ -16,10 +16,17 @@ from httpx_sse import aconnect_sse
 
 from service.db import Database
 from service.jobs import Job, JobState
-from service.loglines import BATCH_CHARS, LINE_BYTES, JobLog, Lines, line_text
+from service.loglines import (
+    BATCH_CHARS,
+    LINE_BYTES,
+    MAX_LOG_LINE_CHARS,
+    JobLog,
+    Lines,
+    line_text,
+)
 from service.logs import LogEntry
 from service.pool import ProcessPool
-from service.protocol import MAX_LOG_LINE_CHARS
+from service.protocol import Log, encode
 from service.recycling import WorkerLimits
 from service.settings import Settings
 
@@ -59,8 +66,7 @@ async def pool(logs: Logs) -> AsyncIterator[ProcessPool]:
 
 async def run(pool: ProcessPool, job_id: str, task: str, *args: Any) -> Any:
     worker = await pool.acquire()
-    message = {"job": job_id, "task": T + task, "args": list(args), "kwargs": {}}
-    outcome = await pool.run(worker, job_id, message)
+    outcome = await pool.run(worker, job_id, T + task, list(args), {})
     assert outcome.ok, outcome.error
     return outcome.result
 
@@ -270,11 +276,16 @@ def test_a_line_without_end_is_cut_and_the_rest_of_it_skipped() -> None:
     assert len(line_text(head[0])) < MAX_LOG_LINE_CHARS + 40
 
 
+def on_the_wire(messages: list[Log]) -> list[dict[str, Any]]:
+    """Log messages as the service reads them off the pipe."""
+    return [orjson.loads(encode(message)) for message in messages]
+
+
 def test_pending_entries_keep_the_newest_and_count_the_rest() -> None:
     job = JobLog("job-1", max_lines=3)
     for i in range(5):
         job.add({"at": 0.0, "stream": "stdout", "text": f"line {i}"})
-    [message] = job.take()
+    [message] = on_the_wire(job.take())
     assert [e["text"] for e in message["entries"]] == ["line 2", "line 3", "line 4"]
     assert (message["t"], message["job"], message["dropped"]) == ("log", "job-1", 2)
     assert job.take() == []  # nothing pending, nothing dropped: no message
@@ -284,5 +295,5 @@ def test_pending_entries_leave_in_messages_of_bounded_size() -> None:
     job = JobLog("job-1", max_lines=100)
     for _ in range(10):
         job.add({"at": 0.0, "stream": "stdout", "text": "y" * (BATCH_CHARS // 4)})
-    messages = job.take()
+    messages = on_the_wire(job.take())
     assert [len(m["entries"]) for m in messages] == [4, 4, 2]

@@ -26,13 +26,9 @@ async def pool() -> AsyncIterator[ProcessPool]:
         yield pool
 
 
-def message(task: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    return {"job": "job-1", "task": T + task, "args": list(args), "kwargs": kwargs}
-
-
 async def run(pool: ProcessPool, task: str, *args: Any, **kwargs: Any) -> Outcome:
     worker = await pool.acquire()
-    return await pool.run(worker, "job-1", message(task, *args, **kwargs))
+    return await pool.run(worker, "job-1", T + task, list(args), kwargs)
 
 
 async def test_runs_a_job_and_returns_its_result(pool: ProcessPool) -> None:
@@ -104,7 +100,7 @@ async def _start_in_background(
     pool: ProcessPool, task: str, *args: Any
 ) -> tuple[Any, asyncio.Task[Outcome]]:
     worker = await pool.acquire()
-    running = asyncio.create_task(pool.run(worker, "job-1", message(task, *args)))
+    running = asyncio.create_task(pool.run(worker, "job-1", T + task, list(args), {}))
     return worker, running
 
 
@@ -162,8 +158,7 @@ async def main():
     async with ProcessPool(1, [sys.argv[1]], grace_s=1, on_progress=lambda *a: None) as pool:
         worker = await pool.acquire()
         print(worker.pid, flush=True)
-        job = {"job": "j", "task": sys.argv[1] + ".spawn_tree", "args": [sys.argv[2]], "kwargs": {}}
-        await pool.run(worker, "j", job)
+        await pool.run(worker, "j", sys.argv[1] + ".spawn_tree", [sys.argv[2]], {})
 
 asyncio.run(main())
 """

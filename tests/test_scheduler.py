@@ -9,15 +9,16 @@ from typing import Any
 
 import pytest
 
+from service.context import MAX_PROGRESS_MESSAGE_CHARS
 from service.db import Database
 from service.errors import InvalidTransition
 from service.events import Broker
 from service.jobs import Job, JobSpec, JobState, Progress
 from service.options import JobOptions
 from service.pool import ProcessPool
-from service.protocol import MAX_ERROR_MESSAGE_CHARS, MAX_PROGRESS_MESSAGE_CHARS
 from service.scheduler import Scheduler
 from service.tasks import load_tasks
+from service.worker import MAX_ERROR_MESSAGE_CHARS
 
 from .conftest import TASKS, wait_until
 

@@ -14,11 +14,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from service import tasks as tasks_module
 from service.context import ProgressReporter, progress, set_reporter
 from service.errors import InvalidArguments, TaskLoadError, UnknownTask
+from service.protocol import Progress, encode
 from service.tasks import Task, load_tasks, lookup, task
 
 from . import sample_tasks
@@ -298,6 +300,11 @@ def test_load_tasks_of_a_module_with_a_syntax_error(make_module: Callable[[str],
 # -- progress() ------------------------------------------------------------------------------
 
 
+def on_the_wire(sent: list[dict[str, Any]]) -> Callable[[Progress], None]:
+    """A reporter's send that keeps each message as the service reads it off the pipe."""
+    return lambda message: sent.append(orjson.loads(encode(message)))
+
+
 @pytest.fixture
 def sent() -> Iterator[list[dict[str, Any]]]:
     messages: list[dict[str, Any]] = []
@@ -323,7 +330,7 @@ def sent() -> Iterator[list[dict[str, Any]]]:
 def test_progress_checks_its_arguments(
     args: tuple[Any, ...], problem: str, sent: list[dict[str, Any]]
 ) -> None:
-    set_reporter(ProgressReporter(sent.append, "job-1", interval_s=0))
+    set_reporter(ProgressReporter(on_the_wire(sent), "job-1", interval_s=0))
     with pytest.raises(TypeError) as caught:
         progress(*args)
     assert str(caught.value) == f"progress(): {problem}"
@@ -334,7 +341,7 @@ def test_progress_outside_a_worker_does_nothing(sent: list[dict[str, Any]]) -> N
     set_reporter(None)
     progress(1, 10, "one")  # no error, and nowhere to send it
     progress(2.5)
-    set_reporter(ProgressReporter(sent.append, "job-1", interval_s=0))
+    set_reporter(ProgressReporter(on_the_wire(sent), "job-1", interval_s=0))
     progress(3, 10, "three")
     assert sent == [{"t": "progress", "job": "job-1", "done": 3, "total": 10, "message": "three"}]
     set_reporter(None)
@@ -344,7 +351,7 @@ def test_progress_outside_a_worker_does_nothing(sent: list[dict[str, Any]]) -> N
 
 def test_reporter_sends_the_first_update_at_once_and_the_latest_on_close() -> None:
     sent: list[dict[str, Any]] = []
-    reporter = ProgressReporter(sent.append, "job-7", interval_s=60)
+    reporter = ProgressReporter(on_the_wire(sent), "job-7", interval_s=60)
     reporter.update(1, 3, "first")
     assert [m["done"] for m in sent] == [1]
     reporter.update(2, 3, "second")
@@ -361,7 +368,7 @@ def test_reporter_sends_the_first_update_at_once_and_the_latest_on_close() -> No
 
 async def test_reporter_sends_a_held_back_update_after_the_interval() -> None:
     sent: list[dict[str, Any]] = []
-    reporter = ProgressReporter(sent.append, "job-1", interval_s=0.05)
+    reporter = ProgressReporter(on_the_wire(sent), "job-1", interval_s=0.05)
     reporter.update(1, None, None)
     reporter.update(2, None, None)
     reporter.update(3, None, "latest")
@@ -373,7 +380,7 @@ async def test_reporter_sends_a_held_back_update_after_the_interval() -> None:
 
 def test_reporter_coalesces_a_tight_loop() -> None:
     sent: list[dict[str, Any]] = []
-    reporter = ProgressReporter(sent.append, "job-1", interval_s=0.05)
+    reporter = ProgressReporter(on_the_wire(sent), "job-1", interval_s=0.05)
     started = time.monotonic()
     for i in range(20_000):
         reporter.update(i, 19_999, f"step {i}")
