@@ -19,10 +19,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from service.client import (
@@ -200,20 +202,45 @@ def test_waiting_too_long_raises_a_timeout_error_and_the_job_goes_on(client: Cli
     job.cancel()
 
 
-def test_result_follows_the_stream_instead_of_polling(
+def sent_requests(client: Client) -> list[httpx.Request]:
+    """Every request ``client`` sends from now on, as it sends it (an httpx event hook on its
+    own connection pool)."""
+    sent: list[httpx.Request] = []
+    client._http.event_hooks["request"].append(sent.append)
+    return sent
+
+
+def test_result_is_one_long_poll_request_however_long_the_job_runs(
     client: Client, shared_service: SharedService
 ) -> None:
-    job = client.submit(T + "steps", 20, 0.1)  # two seconds of progress events
+    quick = client.submit(T + "add", 2, 2)
+    slow = client.submit(T + "steps", 20, 0.1)  # two seconds of progress events
+    sent = sent_requests(client)
     before = len(shared_service.requests())
-    assert job.result(timeout_s=20) == 20
-    read = f"GET /jobs/{job.id}"
+    assert quick.result(timeout_s=20) == 4
+    assert slow.result(timeout_s=20) == 20
+    assert client.job(quick.id).result() == 4  # no deadline: a long poll of LONG_POLL_S
+    reads = [f"GET /jobs/{quick.id}", f"GET /jobs/{slow.id}", f"GET /jobs/{quick.id}"]
 
     def seen() -> list[str]:
-        return [r for r in shared_service.requests()[before:] if job.id in r]
+        return [r for r in shared_service.requests()[before:] if quick.id in r or slow.id in r]
 
-    wait_for(lambda: read in seen(), "the access log to show the last read")  # written after it
-    # one stream that ends with the job, then one read of the finished job: no poll loop
-    assert sorted(seen()) == [read, f"{read}/events"]
+    wait_for(lambda: len(seen()) >= 3, "the access log to show the reads")  # written after them
+    # one request a wait, answered at the job's end: no stream, no poll loop
+    assert seen() == reads
+    assert [f"{r.method} {r.url.path}" for r in sent] == reads
+    waits_s = [float(r.url.params["wait_s"]) for r in sent]
+    assert 19 < waits_s[0] <= 20 and 19 < waits_s[1] <= 20  # what remained of the deadline
+    assert waits_s[2] == stream.LONG_POLL_S
+    # the client gives the answer the long poll and its own timeout_s (10 s) on top
+    assert sent[2].extensions["timeout"]["read"] == stream.LONG_POLL_S + 10
+
+
+def test_result_waits_through_retries_to_the_last_attempt(client: Client, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    job = client.with_options(max_retries=2, retry_backoff_s=0.2).submit(T + "flaky", str(runs), 2)
+    assert job.result(timeout_s=20) == 3  # its two failures were not its end
+    assert [a.outcome for a in job.status().attempts] == ["retried", "retried", "succeeded"]
 
 
 def test_result_of_a_job_that_has_already_finished(client: Client) -> None:
@@ -470,6 +497,100 @@ def test_a_wait_s_deadline_holds_while_the_service_does_not_answer(
             assert time.monotonic() - started < 10  # the deadline, not the 60 s idle limit
         finally:
             service.proc.send_signal(signal.SIGCONT)
+
+
+def test_a_wait_longer_than_the_service_s_cap_asks_again_until_the_job_ends(
+    service_process: Callable[..., ServiceProcess],
+) -> None:
+    service = service_process(CONVEYOR_MAX_WAIT_S="0.5")
+    service.start()
+    asyncio.run(service.wait_ready())
+    with Client(service.url) as client:
+        job = client.submit(T + "sleep", 2)
+        sent = sent_requests(client)
+        assert job.result(timeout_s=30) == 2
+        polls = list(sent)
+        assert job.status().attempt == 1
+    # each long poll was answered after 0.5 s with the job still running, and asked again
+    assert len(polls) >= 3
+    assert all(r.url.path == f"/jobs/{job.id}" and "wait_s" in r.url.params for r in polls)
+
+
+def test_a_wait_outlives_a_restart_of_the_service(
+    service_process: Callable[..., ServiceProcess], tmp_path: Path
+) -> None:
+    service = service_process(CONVEYOR_CONCURRENCY="1")
+    service.start()
+    asyncio.run(service.wait_ready())
+    runs = tmp_path / "runs"
+    with Client(service.url) as client, ThreadPoolExecutor(1) as waiter:
+        job = client.submit(T + "sleep", 2, str(runs))
+        sent = sent_requests(client)
+        waited = waiter.submit(job.result, 60)
+        wait_for(lambda: runs.exists() and bool(sent), "the job to run and the wait to ask")
+        assert service.terminate() == 0  # stops the job and requeues it, as a deploy does
+        service.start()
+        asyncio.run(service.wait_ready())
+        assert waited.result(30) == 2
+        polls = list(sent)
+        assert job.status().attempt == 2  # the run after the restart is the one waited for
+    assert len(runs.read_text().split()) == 2
+    assert len(polls) >= 2  # the wait asked again after the restart
+
+
+def test_a_wait_is_asked_again_after_its_connection_drops_and_is_refused(
+    service_process: Callable[..., ServiceProcess],
+) -> None:
+    service = service_process(CONVEYOR_MAX_WAIT_S="0.5")  # a first answer shows it got through
+    service.start()
+    asyncio.run(service.wait_ready())
+    target = int(service.url.rsplit(":", 1)[1])
+    with (
+        relay_thread(target) as relay,
+        Client(f"http://127.0.0.1:{relay.port}") as through,
+        ThreadPoolExecutor(1) as waiter,
+    ):
+        job = through.submit(T + "sleep", 3)
+        sent = sent_requests(through)
+        waited = waiter.submit(job.result, 60)
+        wait_for(lambda: len(sent) >= 2, "a first answer, and the wait asking again")
+        relay.cut()  # drops the long poll in flight, and refuses new connections
+        asked = len(sent)
+        wait_for(lambda: len(sent) >= asked + 2, "the wait to be refused and ask again")
+        relay.restart()
+        assert waited.result(30) == 3
+
+
+def test_a_proxy_s_502_during_a_wait_is_tried_again(client: Client) -> None:
+    finished = client.submit(T + "add", 3, 4)
+    finished.result(timeout_s=10)
+    with httpx.Client(base_url=client.url) as raw:
+        done = raw.get(f"/jobs/{finished.id}").json()
+    answers = iter([{**done, "state": "running", "result": None}, 502, done])
+    asked: list[str] = []
+
+    class Flaky(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            answer = next(answers)
+            body = b"" if isinstance(answer, int) else json.dumps(answer).encode()
+            self.send_response(answer if isinstance(answer, int) else 200)  # 502: nginx
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky) as proxy:
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        try:
+            with Client(f"http://127.0.0.1:{proxy.server_address[1]}") as through:
+                assert through.job(finished.id).result(timeout_s=10) == 7
+        finally:
+            proxy.shutdown()
+    assert len(asked) == 3 and all(p.startswith(f"/jobs/{finished.id}?wait_s=") for p in asked)
 
 
 def test_a_forked_child_s_waits_keep_their_deadline(client: Client) -> None:

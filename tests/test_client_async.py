@@ -11,6 +11,7 @@ import textwrap
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from service.client import (
@@ -28,6 +29,7 @@ from service.client import (
     Unauthorized,
     WaitTimeout,
     call,
+    stream,
 )
 from service.jobs import JobState
 from service.settings import Settings
@@ -81,6 +83,61 @@ async def test_outcomes_raise(aclient: AsyncClient) -> None:
         await slow.result(timeout_s=10)
     with pytest.raises(Conflict):
         await slow.cancel()
+
+
+def sent_requests(client: AsyncClient) -> list[httpx.Request]:
+    """Every request ``client`` sends from now on (an httpx event hook on its own pool)."""
+    sent: list[httpx.Request] = []
+
+    async def record(request: httpx.Request) -> None:
+        sent.append(request)
+
+    client._http.event_hooks["request"].append(record)
+    return sent
+
+
+async def test_result_is_one_long_poll_request(aclient: AsyncClient) -> None:
+    quick = await aclient.submit(T + "add", 1, 2)
+    slow = await aclient.submit(T + "steps", 10, 0.1)
+    sent = sent_requests(aclient)
+    assert await quick.result(timeout_s=20) == 3
+    assert await slow.result() == 10
+    # one request a wait, answered at the job's end: no stream, no poll loop
+    assert [r.url.path for r in sent] == [f"/jobs/{quick.id}", f"/jobs/{slow.id}"]
+    assert 19 < float(sent[0].url.params["wait_s"]) <= 20  # what remained of the deadline
+    assert float(sent[1].url.params["wait_s"]) == stream.LONG_POLL_S
+    assert sent[1].extensions["timeout"]["read"] == stream.LONG_POLL_S + 10  # + timeout_s
+
+
+async def test_a_wait_longer_than_the_service_s_cap_asks_again(settings: Settings) -> None:
+    capped = dataclasses.replace(settings, max_wait_s=0.5)
+    async with live_server(capped) as url, AsyncClient(url) as client:
+        job = await client.submit(T + "sleep", 2)
+        sent = sent_requests(client)
+        assert await job.result(timeout_s=30) == 2
+    # each long poll was answered after 0.5 s with the job still running, and asked again
+    assert len(sent) >= 3 and {r.url.path for r in sent} == {f"/jobs/{job.id}"}
+
+
+async def test_a_wait_outlives_a_kill_9_and_restart_of_the_service(
+    service_process: Callable[..., ServiceProcess], tmp_path: Path
+) -> None:
+    service = service_process(CONVEYOR_CONCURRENCY="1")
+    service.start()
+    await service.wait_ready()
+    runs = tmp_path / "runs"
+    async with AsyncClient(service.url) as client:
+        job = await client.submit(T + "sleep", 2, str(runs))
+        sent = sent_requests(client)
+        waited = asyncio.ensure_future(job.result(timeout_s=60))
+        await wait_until(lambda: runs.exists() and bool(sent), what="the job and the wait")
+        service.kill()  # the long poll in flight is dropped
+        service.start()
+        await service.wait_ready()
+        assert await asyncio.wait_for(waited, 30) == 2
+        polls = list(sent)
+        assert (await job.status()).attempt == 2  # the run after the restart is the one waited for
+    assert len(polls) >= 2 and len(runs.read_text().split()) == 2
 
 
 async def test_events_list_logs_tasks_and_schedules(aclient: AsyncClient) -> None:

@@ -4,7 +4,7 @@ from conveyor import Client
 
 with Client() as client:                      # CONVEYOR_URL, else http://127.0.0.1:8000
     job = client.submit("service.demo.add", 2, 3)
-    print(job.result(timeout_s=10))           # 5, once its stream says it is done
+    print(job.result(timeout_s=10))           # 5, in one request once it is done
 """
 
 from __future__ import annotations

@@ -131,13 +131,33 @@ class AsyncClient:
 
     async def _send(self, exchange: api.Exchange[T]) -> T:
         try:
-            response = await self._http.request(
-                exchange.method, exchange.path, params=exchange.params,
-                content=exchange.content(), headers=exchange.all_headers(),
-            )  # fmt: skip
+            response = await self._request(exchange)
         except httpx.TransportError as exc:
             raise api.connection_failed(self.url, exc) from None
         return exchange.finish(response)
+
+    async def _request(self, exchange: api.Exchange[Any]) -> httpx.Response:
+        timeout = httpx.USE_CLIENT_DEFAULT if exchange.timeout is None else exchange.timeout
+        return await self._http.request(
+            exchange.method, exchange.path, params=exchange.params,
+            content=exchange.content(), headers=exchange.all_headers(), timeout=timeout,
+        )  # fmt: skip
+
+    async def _wait(self, job_id: str, deadline: stream.Deadline) -> Job:
+        """See ``Client._wait``."""
+        reconnects = stream.Reconnects(self.url)
+        while True:
+            try:
+                exchange = api.wait_job(job_id, *deadline.long_poll(self.settings.timeout_s))
+                response = await self._request(exchange)
+                reconnects.answered(response)
+                job = exchange.finish(response)
+                if job.is_terminal:
+                    return job
+            except (httpx.TransportError, stream.Transient) as exc:
+                await asyncio.sleep(reconnects.pause_s(exc, deadline))
+            if deadline.expired:
+                raise WaitTimeout(job_id, deadline.timeout_s or 0.0)
 
     async def follow(
         self, cursor: stream.StreamCursor, deadline: stream.Deadline
@@ -157,10 +177,8 @@ class AsyncClient:
                     yield event
             except TimeoutError:
                 raise WaitTimeout(cursor.job_id or "", deadline.timeout_s or 0.0) from None
-            except httpx.ReadTimeout:
-                pass  # silent for STREAM_IDLE_S: open it again
             except (httpx.TransportError, stream.Transient) as exc:
-                await asyncio.sleep(reconnects.delay_s(exc))
+                await asyncio.sleep(reconnects.pause_s(exc, deadline))
             finally:
                 await opened.aclose()
 
@@ -237,14 +255,7 @@ class AsyncJobHandle(Generic[R]):
 
     async def wait(self, timeout_s: float | None = None) -> Job:
         """See ``JobHandle.wait``."""
-        cursor, deadline = stream.StreamCursor(self.id), stream.Deadline(timeout_s)
-        while True:
-            async for _ in self._client.follow(cursor, deadline):
-                pass
-            job = await self.status()
-            if job.is_terminal:
-                return job
-            cursor.resume()
+        return await self._client._wait(self.id, stream.Deadline(timeout_s))
 
     async def result(self, timeout_s: float | None = None) -> R:
         """See ``JobHandle.result``."""

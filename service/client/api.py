@@ -39,6 +39,7 @@ class Exchange(Generic[T]):
     body: Any = None  # JSON; None sends no body
     headers: Mapping[str, str] = field(default_factory=dict)
     also_read: frozenset[int] = frozenset()  # error statuses whose body is the answer too
+    timeout: httpx.Timeout | None = None  # None: the client's own timeout_s
 
     def content(self) -> bytes | None:
         if self.body is None:
@@ -142,6 +143,13 @@ def submit_batch(
 
 def get_job(job_id: str) -> Exchange[Job]:
     return Exchange("GET", f"/jobs/{segment(job_id)}", _job)
+
+
+def wait_job(job_id: str, wait_s: float, timeout: httpx.Timeout) -> Exchange[Job]:
+    """``GET /jobs/<id>?wait_s=``: the job once it has finished, or as it stands after
+    ``wait_s`` (or the service's cap, if less)."""
+    params = {"wait_s": f"{wait_s:.3f}"}
+    return Exchange("GET", f"/jobs/{segment(job_id)}", _job, params=params, timeout=timeout)
 
 
 def list_jobs(

@@ -1,5 +1,6 @@
-"""Following a stream: where it is (``StreamCursor``), how long a wait may still take
-(``Deadline``) and when a dropped stream is opened again (``Reconnects``); no I/O of its own."""
+"""Following a stream or waiting for a job: where a stream is (``StreamCursor``), how long a
+wait may still take and how each long poll asks for its part of it (``Deadline``), and when a
+dropped connection is tried again (``Reconnects``); no I/O of its own."""
 
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ from .events import Event, StateEvent, decode
 STREAM_IDLE_S = 60.0  # no byte for this long (keep-alives come every 15 s): reconnect
 RECONNECT_FOR_S = 60.0  # a dropped stream is tried again for this long before giving up
 RECONNECT_DELAYS_S = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+# One long poll's ``wait_s``: below the service's cap (CONVEYOR_MAX_WAIT_S, 55 s by default) and
+# the 60 s after which proxies commonly cut a quiet response, so neither ends it first.
+LONG_POLL_S = 30.0
+# A long poll that asks for the rest of the deadline is answered as the deadline passes; this
+# long after it, its answer is given up (WaitTimeout) rather than awaited for the full timeout_s.
+LATE_ANSWER_S = 0.5
 
 
 class StreamCursor:
@@ -64,11 +71,6 @@ class StreamCursor:
         if kind != "text/event-stream":
             raise unexpected(response, f"expected an event stream, got {kind or 'no type'!r}")
 
-    def resume(self) -> None:
-        """Follow the stream again from where it ended: the job was run again since."""
-        self.ended = False
-        self._after_terminal = False
-
     def no_content(self) -> None:
         """204: the job has finished and every event of it was seen."""
         self.ended = True
@@ -98,10 +100,25 @@ class Deadline:
         remaining = max(remaining, 0.001)
         return httpx.Timeout(min(request_timeout_s, remaining), read=min(STREAM_IDLE_S, remaining))
 
+    def long_poll(self, request_timeout_s: float) -> tuple[float, httpx.Timeout]:
+        """The next long poll's ``wait_s`` (``LONG_POLL_S``, or what remains of the deadline if
+        less) and its request's timeouts: the answer may take ``request_timeout_s`` beyond the
+        wait, for the service answers only once the wait is over; never more than
+        ``LATE_ANSWER_S`` beyond the deadline."""
+        remaining = self.remaining_s()
+        wait_s = LONG_POLL_S if remaining is None else min(remaining, LONG_POLL_S)
+        answer_s = wait_s + request_timeout_s
+        connect_s = request_timeout_s
+        if remaining is not None:
+            answer_s = min(answer_s, remaining + LATE_ANSWER_S)
+            connect_s = min(connect_s, remaining + LATE_ANSWER_S)
+        # the other waits of this client hold connections for as long: a poll queues for one
+        return wait_s, httpx.Timeout(connect_s, read=answer_s, pool=answer_s)
+
 
 class Transient(Exception):
-    """A reopened stream was answered 502, 503 or 504: a proxy in front of a restarting
-    service, say. It is tried again like a refused connection."""
+    """A reopened stream (or a long poll asked again) was answered 502, 503 or 504: a proxy in
+    front of a restarting service, say. It is tried again like a refused connection."""
 
     def __init__(self, error: Exception) -> None:
         self.error = error
@@ -112,7 +129,8 @@ TRANSIENT_STATUSES = frozenset({502, 503, 504})
 
 
 class Reconnects:
-    """The waits between attempts to reopen a dropped stream, and when to give up."""
+    """The waits between attempts to reopen a dropped stream (or to ask again after a long poll
+    was cut or refused), and when to give up."""
 
     def __init__(self, url: str, clock: Callable[[], float] = time.monotonic) -> None:
         self._url = url
@@ -126,8 +144,14 @@ class Reconnects:
         self._failing_since = None
         self._failures = 0
 
+    def answered(self, response: httpx.Response) -> None:
+        """Raise what an error answer means (as ``refused``); a success: the service is there."""
+        if not response.is_success:
+            raise self.refused(response)
+        self.connected()
+
     def refused(self, response: httpx.Response) -> Exception:
-        """What a stream's error answer means: the end, or (once it had been open) a proxy's
+        """What an error answer means: the end, or (once the service had answered) a proxy's
         passing refusal to try again."""
         error = error_of(response)
         if self._connected_once and response.status_code in TRANSIENT_STATUSES:
@@ -140,6 +164,10 @@ class Reconnects:
         now = self._clock()
         if self._failing_since is None:
             self._failing_since = now
+        if isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError):
+            # the service took the connection and lost it (a long poll, or a stream before its
+            # first byte): it is there and restarting, not a wrong address
+            self._connected_once = True
         if not self._connected_once or now - self._failing_since > RECONNECT_FOR_S:
             if isinstance(exc, Transient):
                 raise exc.error from None
@@ -147,3 +175,14 @@ class Reconnects:
         delay = RECONNECT_DELAYS_S[min(self._failures, len(RECONNECT_DELAYS_S) - 1)]
         self._failures += 1
         return delay
+
+    def pause_s(self, exc: httpx.TransportError | Transient, deadline: Deadline) -> float:
+        """The wait before trying again after ``exc``: none once ``deadline`` has passed (the
+        caller then gives up with WaitTimeout) or after silence (a stream that sent nothing for
+        ``STREAM_IDLE_S``, a long poll unanswered), else the next of ``delay_s`` (which raises
+        when it is time to give up), cut short by the deadline."""
+        if deadline.expired or isinstance(exc, httpx.ReadTimeout):
+            return 0.0
+        delay = self.delay_s(exc)
+        remaining = deadline.remaining_s()
+        return delay if remaining is None else min(delay, remaining)

@@ -144,13 +144,35 @@ class Client:
 
     def _send(self, exchange: api.Exchange[T]) -> T:
         try:
-            response = self._http.request(
-                exchange.method, exchange.path, params=exchange.params,
-                content=exchange.content(), headers=exchange.all_headers(),
-            )  # fmt: skip
+            response = self._request(exchange)
         except httpx.TransportError as exc:
             raise api.connection_failed(self.url, exc) from None
         return exchange.finish(response)
+
+    def _request(self, exchange: api.Exchange[Any]) -> httpx.Response:
+        timeout = httpx.USE_CLIENT_DEFAULT if exchange.timeout is None else exchange.timeout
+        return self._http.request(
+            exchange.method, exchange.path, params=exchange.params,
+            content=exchange.content(), headers=exchange.all_headers(), timeout=timeout,
+        )  # fmt: skip
+
+    def _wait(self, job_id: str, deadline: stream.Deadline) -> Job:
+        """The job once it has finished: long polls (``GET /jobs/<id>?wait_s=``), each answered
+        as soon as it finishes; a drop, a refused connection or a proxy's 502/503/504 is tried
+        again as ``follow`` does. WaitTimeout once ``deadline`` has passed."""
+        reconnects = stream.Reconnects(self.url)
+        while True:
+            try:
+                exchange = api.wait_job(job_id, *deadline.long_poll(self.settings.timeout_s))
+                response = self._request(exchange)
+                reconnects.answered(response)
+                job = exchange.finish(response)
+                if job.is_terminal:
+                    return job
+            except (httpx.TransportError, stream.Transient) as exc:
+                time.sleep(reconnects.pause_s(exc, deadline))
+            if deadline.expired:
+                raise WaitTimeout(job_id, deadline.timeout_s or 0.0)
 
     def follow(
         self, cursor: stream.StreamCursor, deadline: stream.Deadline
@@ -161,11 +183,8 @@ class Client:
         while not cursor.ended:
             try:
                 yield from self._stream_once(cursor, deadline, reconnects)
-            except httpx.TimeoutException:
-                pass  # silent for STREAM_IDLE_S (or the deadline came): open it again
             except (httpx.TransportError, stream.Transient) as exc:
-                if not deadline.expired:
-                    time.sleep(min(reconnects.delay_s(exc), deadline.remaining_s() or 1e9))
+                time.sleep(reconnects.pause_s(exc, deadline))
             if deadline.expired and not cursor.ended:
                 raise WaitTimeout(cursor.job_id or "", deadline.timeout_s or 0.0)
 
@@ -267,18 +286,15 @@ class JobHandle(Generic[R]):
         return self._client._send(api.get_job(self.id))
 
     def wait(self, timeout_s: float | None = None) -> Job:
-        """The job once it has finished, whatever its outcome; WaitTimeout after ``timeout_s``."""
-        cursor, deadline = stream.StreamCursor(self.id), stream.Deadline(timeout_s)
-        while True:
-            for _ in self._client.follow(cursor, deadline):
-                pass
-            job = self.status()
-            if job.is_terminal:
-                return job
-            cursor.resume()  # run again since its stream ended (a retry): follow the new run
+        """The job once it has finished, whatever its outcome (a job that is retried, to its
+        last attempt's end): one long-poll request (``?wait_s=``) if it ends within 30 s
+        (``stream.LONG_POLL_S``), one more each 30 s after that, no polling. WaitTimeout after
+        ``timeout_s``."""
+        return self._client._wait(self.id, stream.Deadline(timeout_s))
 
     def result(self, timeout_s: float | None = None) -> R:
-        """The job's result once it has succeeded, waiting on its event stream (no polling).
+        """The job's result once it has succeeded, answered the moment it does: one long-poll
+        request (``?wait_s=``), no polling (see ``wait``).
 
         JobFailed (with the task's error type, message and traceback) or JobCanceled if it
         did not; WaitTimeout (a TimeoutError) after ``timeout_s``, the job going on.
