@@ -12,7 +12,7 @@ a slow stretch of the service does not fall on one side only):
 4. the CPU this process spends per submit (``time.process_time``) on each side, which isolates
    the client's own cost from the service's (whose CPU per submit is shown beside it);
 5. submit → result latency of ``--latency-jobs`` sequential no-op jobs: ``JobHandle.result()``
-   (the job's SSE stream, then ``GET /jobs/<id>``) against raw baselines that poll
+   (one ``GET /jobs/<id>?wait_s=`` long poll) against raw baselines that poll
    ``GET /jobs/<id>`` every 1 ms, or read the job's stream with httpx-sse, then GET the job.
 
 The no-op jobs of the submit rounds run as they come (2 workers drain them), so the queue stays
@@ -280,7 +280,8 @@ def result_by_polling(client: Client, http: httpx.Client) -> None:
 
 
 def result_by_stream(client: Client, http: httpx.Client) -> None:
-    """What ``result()`` does, in plain httpx-sse: the job's stream to its end, then the job."""
+    """What ``result()`` did before its long poll, in plain httpx-sse: the job's stream to its
+    end, then the job."""
     job_id = check_submitted(http.post("/jobs", json=BODY))["id"]
     ended = False
     timeout = httpx.Timeout(RESULT_TIMEOUT_S)
