@@ -38,7 +38,7 @@ from .errors import (
 from .jobs import ACTIVE, Attempt, Event, Job, JobError, JobState, Progress, state_event_data
 from .logs import LogEntry
 from .options import JobOptions
-from .protocol import DEFAULT_MAX_LOG_LINES
+from .settings import DEFAULT_MAX_LOG_LINES
 from .stats import BUCKET_S, JobStats, window_start
 from .storefiles import StartJournal, lock_database
 

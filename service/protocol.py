@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypeVar
+from typing import Any, ClassVar, TypeAlias, TypeVar
 
 import orjson
 
@@ -256,17 +256,3 @@ _FROM_WORKER: dict[str, Callable[[dict[str, Any]], WorkerMessage]] = {
     Result.kind: _result,
     Error.kind: _error,
 }
-
-
-# db.py still imports DEFAULT_MAX_LOG_LINES from here. Its home is settings, which imports this
-# module, so it is looked up on first use; this goes once db.py imports it from settings.
-if TYPE_CHECKING:
-    DEFAULT_MAX_LOG_LINES: int
-else:
-
-    def __getattr__(name: str) -> Any:
-        if name == "DEFAULT_MAX_LOG_LINES":
-            from .settings import DEFAULT_MAX_LOG_LINES
-
-            return DEFAULT_MAX_LOG_LINES
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
