@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import random
 import re
 from datetime import UTC, datetime
 from itertools import product
@@ -187,6 +189,23 @@ def test_isoformat_is_utc_with_milliseconds_and_z() -> None:
     assert text is not None
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", text)
     assert text.endswith(":00.500Z")
+
+
+def test_isoformat_says_what_datetime_says_to_the_millisecond() -> None:
+    """Written by hand for speed, it must match ``datetime.isoformat`` everywhere: before 1970,
+    at a second's edge (a time that rounds up to the next second), and at ISO-8601's own ends,
+    to which times beyond them (and NaN, the infinities) are clamped."""
+    rng = random.Random(13)
+    earliest = datetime(1, 1, 1, tzinfo=UTC).timestamp()
+    latest = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC).timestamp()
+    times = [rng.uniform(-5e10, 2.5e11) for _ in range(2000)]
+    times += [1_763_722_139.9999996, -0.0000004, -1.5, 0.0009999, earliest, latest]
+    for epoch_s in times:
+        expected = datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds")
+        assert isoformat(epoch_s) == expected.replace("+00:00", "Z"), epoch_s
+    assert isoformat(earliest - 1e9) == "0001-01-01T00:00:00.000Z"
+    assert isoformat(latest + 1e9) == isoformat(math.inf) == isoformat(-math.inf)
+    assert isoformat(math.nan) == isoformat(latest)
 
 
 def test_state_event_data() -> None:
