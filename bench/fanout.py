@@ -258,8 +258,7 @@ async def fan_out(workdir: Path, plan: Plan) -> dict[str, float]:
     service's memory for the open streams (MiB), and the readers' CPU an event delivered."""
     from .figures import running
 
-    subscribers: int = getattr(plan, "subscribers", 1000)
-    events: int = getattr(plan, "fan_events", 20)
+    subscribers, events = plan.subscribers, plan.fan_events
     async with running(workdir / "fanout") as service:
         await asyncio.sleep(SETTLE_S)  # started, settled: memory at rest
         rss_before_kb = proc_status_kb(service.pid, "VmRSS") or 0

@@ -8,6 +8,7 @@ figures by key; ``TARGETS`` says what each key is held to.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from . import bench_client, store_scale
+from . import bench_backlog, bench_client, fanout, store_scale
 from .bench_core import (
     NOOP,
     SERVICE_APP,
@@ -59,6 +60,9 @@ TARGETS = [
     Target("result_p99", "submit -> result seen (?wait_s=), idle, p99", "ms", 2.0, False),
     Target("cancel_p50", "cancel a running job -> answer, p50", "ms", 3.0, False),
     Target("cancel_p99", "cancel a running job -> answer, p99", "ms", 10.0, False),
+    Target("fanout_p99", "1,000 SSE subscribers, one event to all, p99", "ms", 50, False),
+    Target("fanout_rss", "1,000 SSE subscribers: service memory more", "MiB", 50, False),
+    Target("backlog", "a backlog of 100,000 jobs drained", "jobs/s", 5000),
     Target("idle_rss", "service memory, idle", "MiB", 60, False),
     Target("stored_rss", "service memory, 1,000,000 finished jobs stored", "MiB", 120, False),
     Target("page_p99", "GET /jobs page, 1,000,000 stored, p99", "ms", 20, False),
@@ -71,6 +75,11 @@ CONTEXT = {
     "submit_client_cpu_us": ("client CPU per submit (one by one)", "µs"),
     "e2e_single_service_cpu_us": ("service CPU per job, end to end, one per request", "µs"),
     "e2e_single_client_cpu_us": ("client CPU per job, end to end, one per request", "µs"),
+    "fanout_p50": ("1,000 SSE subscribers, one event to all, p50", "ms"),
+    "fanout_max": ("1,000 SSE subscribers, one event to all, the last", "ms"),
+    "fanout_client_cpu_us": ("the readers' CPU per event delivered", "µs"),
+    "backlog_service_cpu_us": ("service CPU per job, backlog drained", "µs"),
+    "backlog_rss": ("service memory, 100,000 jobs queued", "MiB"),
     "page_p50": ("GET /jobs page, 1,000,000 stored, p50", "ms"),
     "page_failed_p99": ("GET /jobs?state=failed page (1 in 20), p99", "ms"),
     "page_task_p99": ("GET /jobs?task= page (1 in 4), p99", "ms"),
@@ -98,12 +107,15 @@ class Plan:
     stored: int = 1_000_000  # finished jobs in the store
     pages: int = 50  # of each kind of list page
     client_submits: int = 2000  # a side, for each way of submitting
+    subscribers: int = 1000  # event streams open, each of them given every event
+    fan_events: int = 20  # events fanned out to them, one at a time
+    backlog: int = 100_000  # jobs queued, then drained
 
     @classmethod
     def quick(cls) -> Plan:
         return cls(
             jobs=1000, submits=1000, batches=5, latency_jobs=50, cancels=10, stored=100_000,
-            pages=20, client_submits=500,
+            pages=20, client_submits=500, fan_events=5, backlog=20_000,
         )  # fmt: skip
 
 
@@ -287,6 +299,19 @@ async def clients(workdir: Path, plan: Plan) -> Figures:
     return figures
 
 
+async def backlog(workdir: Path, plan: Plan) -> Figures:
+    """A backlog of ``plan.backlog`` no-op jobs of mixed priorities, queued behind two busy
+    workers, then released (``bench/bench_backlog.py``): jobs/s drained, memory meanwhile."""
+    options = argparse.Namespace(jobs=plan.backlog, concurrency=2, timeout=900)
+    workdir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before the measures
+    result = await bench_backlog.bench_service(options, workdir)
+    return {
+        "backlog": plan.backlog / result["drain_s"],
+        "backlog_service_cpu_us": result["cpu_s"] / plan.backlog * 1e6,
+        "backlog_rss": (result["rss_backlog_kb"] or 0) / 1024,
+    }
+
+
 CLIENT_KEYS = ("httpx_sync", "client_sync", "httpx_async", "client_async")
 PRUNE_SUBMITS_S = 8.0  # how long submits are timed while the sweep prunes
 
@@ -331,4 +356,6 @@ WORKLOADS: list[tuple[str, Callable[[Path, Plan], Awaitable[Figures]]]] = [
     ("latencies", latencies),
     ("stored jobs", stored_jobs),
     ("clients", clients),
+    ("fan-out", fanout.fan_out),
+    ("backlog", backlog),
 ]
