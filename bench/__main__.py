@@ -64,6 +64,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--peers", action="store_true", help="then Huey and SAQ, beside Conveyor (extra: peers)"
     )
+    parser.add_argument(
+        "--only", nargs="+", metavar="WORKLOAD", choices=[name for name, _ in WORKLOADS],
+        help=f"only these of Conveyor's workloads: {', '.join(repr(n) for n, _ in WORKLOADS)}",
+    )  # fmt: skip
     options = parser.parse_args(argv)
     if options.repeat is None:
         options.repeat = 1 if options.quick else 3
@@ -79,7 +83,7 @@ def peers_missing() -> bool:
 
 def measure_all(options: argparse.Namespace, workdir: Path) -> Measured:
     """Conveyor's figures, then, with ``--peers``, the peers'."""
-    conveyor = asyncio.run(measure(options.plan, options.repeat, workdir))
+    conveyor = asyncio.run(measure(options.plan, options.repeat, workdir, options.only))
     if not options.peers:
         return Measured(conveyor)
     from .peers import measure_peers  # the extra's modules: only when asked for
@@ -88,10 +92,13 @@ def measure_all(options: argparse.Namespace, workdir: Path) -> Measured:
     return Measured(conveyor, measure_peers(options.plan, options.repeat, workdir / "peers"))
 
 
-async def measure(plan: Plan, repeat: int, workdir: Path) -> Runs:
-    """Every workload ``repeat`` times: each figure's values, one per run."""
+async def measure(plan: Plan, repeat: int, workdir: Path, only: list[str] | None = None) -> Runs:
+    """Every workload (or those named in ``only``) ``repeat`` times: each figure's values, one
+    per run."""
     runs: Runs = {}
     for name, workload in WORKLOADS:
+        if only is not None and name not in only:
+            continue
         for n in range(repeat):
             print(f"{name}, run {n + 1} of {repeat} ...", file=sys.stderr, flush=True)
             figures: Figures = await workload(workdir / f"{name.replace(' ', '-')}-{n}", plan)
