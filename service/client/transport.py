@@ -3,15 +3,14 @@ connections of its own, under httpx's API (base URL, headers, timeouts, event ho
 
 httpx's default transport (httpcore over h11) cost about 850 µs of CPU a request on a 2-core
 machine, where the rest of httpx took about 200 µs and a request over ``http.client`` about
-250 µs in all. Here a request is one ``sendall`` of its bytes and ``http.client`` reads the
-answer (status line, headers, chunked or sized body). HTTPS, and URLs that a proxy configured in
+250 µs in all. Here a request is one ``sendall`` of its bytes, ``http11`` reads the answer's
+head and ``http.client`` its body, chunked or sized. HTTPS, and URLs that a proxy configured in
 the environment serves, stay with httpx's own transport (``for_url``).
 """
 
 from __future__ import annotations
 
 import http.client
-import io
 import select
 import socket
 import threading
@@ -22,15 +21,15 @@ from typing import Any
 
 import httpx
 
+from .http11 import Answer, read_error, request_bytes
+
 # httpx's defaults (httpx.Limits()): more requests at once wait for a connection (pool timeout)
 MAX_CONNECTIONS = 100
 MAX_IDLE_CONNECTIONS = 20
-# httpx keeps an idle connection 5 s, as long as hypercorn's keep_alive_timeout: a request sent
-# just as the service closes it would fail. Below it, the service never closes one first.
+# hypercorn closes a connection idle for its keep_alive_timeout (5 s here and by default); httpx
+# keeps one as long, so a request may go out as the service closes it. Below that, it does not.
 IDLE_EXPIRY_S = 4.0
 READ_CHUNK_BYTES = 65536
-MAX_LINE_BYTES = 65536  # http.client's limits on an answer's head
-MAX_HEADERS = 100
 
 
 def for_url(url: str) -> KeepAliveTransport | None:
@@ -179,84 +178,13 @@ class KeepAliveTransport(httpx.BaseTransport):
             fallback.close()
 
 
-class Answer(http.client.HTTPResponse):
-    """``http.client``'s response, its head read here: the headers as bytes, in order and with
-    duplicates kept (as httpx takes them), without the email parser ``http.client`` reads them
-    with (half of this transport's CPU). Its body is read by ``http.client``, chunked or not."""
-
-    raw_headers: list[tuple[bytes, bytes]]
-
-    def __init__(self, sock: socket.socket, method: str) -> None:
-        super().__init__(sock, method=method)
-        self.is_head = method == "HEAD"
-
-    def begin(self) -> None:
-        while True:
-            self.version, self.status, self.reason = _read_status(self.fp)
-            self.code = self.status
-            self.raw_headers = _read_headers(self.fp)
-            if not 100 <= self.status < 200 or self.status == 101:
-                break  # an interim answer (100 Continue, 103 Early Hints): the real one follows
-        first: dict[bytes, bytes] = {}  # the first value of each header, by its name in lower case
-        for name, value in self.raw_headers:
-            first.setdefault(name.lower(), value)
-        self.chunked = first.get(b"transfer-encoding", b"").strip().lower() == b"chunked"
-        self.chunk_left = None
-        self.length = None if self.chunked else _length(first.get(b"content-length", b""))
-        if self.status in (204, 304) or self.status < 200 or self.is_head:
-            self.length = 0
-        connection = first.get(b"connection", b"").lower()
-        if self.version == 11:
-            self.will_close = b"close" in connection
-        else:  # HTTP/1.0 closes unless it says otherwise
-            self.will_close = b"keep-alive" not in connection and b"keep-alive" not in first
-        if self.length is None and not self.chunked:
-            self.will_close = True  # the body ends where the connection does
-
-
-def _read_status(fp: io.BufferedReader) -> tuple[int, int, str]:
-    line = fp.readline(MAX_LINE_BYTES + 1)
-    if not line:
-        raise http.client.RemoteDisconnected("Remote end closed connection without response")
-    if len(line) > MAX_LINE_BYTES:
-        raise http.client.LineTooLong("status line")
-    version, _, rest = line.partition(b" ")
-    code, _, reason = rest.partition(b" ")
-    if not (version.startswith(b"HTTP/1.") and len(code) == 3 and code.isdigit()):
-        raise http.client.BadStatusLine(repr(line))
-    return (10 if version == b"HTTP/1.0" else 11), int(code), reason.strip().decode("latin-1")
-
-
-def _read_headers(fp: io.BufferedReader) -> list[tuple[bytes, bytes]]:
-    headers: list[tuple[bytes, bytes]] = []
-    while (line := fp.readline(MAX_LINE_BYTES + 1)) not in (b"\r\n", b"\n"):
-        if not line:
-            raise http.client.IncompleteRead(b"", None)  # EOF within the head
-        if len(line) > MAX_LINE_BYTES or len(headers) >= MAX_HEADERS:
-            raise http.client.HTTPException("an answer's head beyond http.client's limits")
-        if line[0] in b" \t" and headers:  # obsolete line folding: more of the last value
-            name, value = headers[-1]
-            headers[-1] = (name, value + b" " + line.strip())
-            continue
-        name, colon, value = line.partition(b":")
-        if not colon or not name or name != name.strip():
-            raise http.client.HTTPException(f"malformed header line {line!r}")
-        headers.append((name, value.strip()))
-    return headers
-
-
-def _length(text: bytes) -> int | None:
-    """Content-Length, or None (the body ends with the connection) if absent or malformed."""
-    return int(text) if text.strip().isdigit() else None
-
-
 def _exchange(
     conn: Connection, request: httpx.Request, timeouts: dict[str, float | None]
 ) -> Answer:
     """Send ``request`` over ``conn`` and read its answer's status line and headers."""
     conn.set_timeout(timeouts.get("write"))
     try:
-        conn.sock.sendall(_request_bytes(request))
+        conn.sock.sendall(request_bytes(request))
     except TimeoutError as exc:
         raise httpx.WriteTimeout(str(exc)) from exc
     except OSError:
@@ -269,37 +197,8 @@ def _exchange(
         answer.begin()
     except (OSError, http.client.HTTPException) as exc:
         answer.close()
-        raise _read_error(exc) from exc
+        raise read_error(exc) from exc
     return answer
-
-
-def _request_bytes(request: httpx.Request) -> bytes:
-    """The request as it goes on the wire, in one piece: one write, one segment for a small
-    request (headers and body apart would be two). httpx has checked every header already."""
-    body = request.read()
-    lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), request.url.raw_path)]
-    lines += [b"%s: %s" % pair for pair in request.headers.raw]
-    if not isinstance(request.stream, httpx.ByteStream) and _is_chunked(request):
-        # a generator's body (httpx announced it chunked), read whole: one chunk
-        body = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
-    return b"\r\n".join(lines) + b"\r\n\r\n" + body
-
-
-def _is_chunked(request: httpx.Request) -> bool:
-    encoding: str = request.headers.get("transfer-encoding", "")
-    return encoding.lower() == "chunked"
-
-
-def _read_error(exc: BaseException) -> httpx.TransportError:
-    """httpx's exception for a failed read, as httpcore maps its own."""
-    if isinstance(exc, http.client.RemoteDisconnected):  # EOF before a status line
-        return httpx.RemoteProtocolError("Server disconnected without sending a response.")
-    if isinstance(exc, TimeoutError):
-        return httpx.ReadTimeout(str(exc) or "timed out")
-    if isinstance(exc, OSError):
-        return httpx.ReadError(str(exc) or type(exc).__name__)
-    # a malformed status line or header, a body cut short
-    return httpx.RemoteProtocolError(str(exc) or type(exc).__name__)
 
 
 def _response(answer: Answer, body: Body) -> httpx.Response:
@@ -330,7 +229,7 @@ class Body(httpx.SyncByteStream):
             while chunk := self._answer.read1(READ_CHUNK_BYTES):
                 yield chunk
         except (OSError, http.client.HTTPException) as exc:
-            raise _read_error(exc) from exc
+            raise read_error(exc) from exc
         if self._answer.length:  # EOF before Content-Length bytes: read1 returns b"" then
             raise httpx.RemoteProtocolError(
                 "peer closed connection without sending complete message body"
