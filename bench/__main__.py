@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from .bench_core import bench_main
-from .figures import CONTEXT, TARGETS, WORKLOADS, Figures, Plan
+from .figures import CONTEXT, TARGETS, WORKLOADS, Figures, Plan, profile_into
 
 if TYPE_CHECKING:
     from .peers import PeerRuns
@@ -64,6 +64,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--peers", action="store_true", help="then Huey and SAQ, beside Conveyor (extra: peers)"
     )
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR",
+        help="a py-spy flame graph of each service measured, written in DIR (extra: bench)",
+    )  # fmt: skip
     parser.add_argument(
         "--only", nargs="+", metavar="WORKLOAD", choices=[name for name, _ in WORKLOADS],
         help=f"only these of Conveyor's workloads: {', '.join(repr(n) for n, _ in WORKLOADS)}",
@@ -221,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     options.plan = Plan.quick() if options.quick else Plan()
     options.started_at = time.time()
+    if options.profile is not None:
+        options.profile.mkdir(parents=True, exist_ok=True)
+        profile_into(options.profile)
     return bench_main(options, lambda path: measure_all(options, path), report)
 
 

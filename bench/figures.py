@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -62,10 +64,11 @@ TARGETS = [
     Target("cancel_p99", "cancel a running job -> answer, p99", "ms", 10.0, False),
     Target("fanout_p99", "1,000 SSE subscribers, one event to all, p99", "ms", 50, False),
     Target("fanout_rss", "1,000 SSE subscribers: service memory more", "MiB", 50, False),
-    Target("backlog", "a backlog of 100,000 jobs drained", "jobs/s", 5000),
+    Target("backlog", "a backlog drained (100,000 jobs; quick: 20,000)", "jobs/s", 5000),
     Target("idle_rss", "service memory, idle", "MiB", 60, False),
-    Target("stored_rss", "service memory, 1,000,000 finished jobs stored", "MiB", 120, False),
-    Target("page_p99", "GET /jobs page, 1,000,000 stored, p99", "ms", 20, False),
+    Target("stored_rss",
+           "memory, 1,000,000 finished jobs stored (quick: 100,000)", "MiB", 120, False),
+    Target("page_p99", "GET /jobs page, that many stored, p99", "ms", 20, False),
 ]  # fmt: skip
 # figures shown beside the targets: the stack's own ceiling, and who spent the CPU
 CONTEXT = {
@@ -79,11 +82,11 @@ CONTEXT = {
     "fanout_max": ("1,000 SSE subscribers, one event to all, the last", "ms"),
     "fanout_client_cpu_us": ("the readers' CPU per event delivered", "µs"),
     "backlog_service_cpu_us": ("service CPU per job, backlog drained", "µs"),
-    "backlog_rss": ("service memory, 100,000 jobs queued", "MiB"),
-    "page_p50": ("GET /jobs page, 1,000,000 stored, p50", "ms"),
+    "backlog_rss": ("service memory, the backlog queued", "MiB"),
+    "page_p50": ("GET /jobs page, that many stored, p50", "ms"),
     "page_failed_p99": ("GET /jobs?state=failed page (1 in 20), p99", "ms"),
     "page_task_p99": ("GET /jobs?task= page (1 in 4), p99", "ms"),
-    "submit_stored_p99": ("submit one by one, 1,000,000 stored, p99", "ms"),
+    "submit_stored_p99": ("submit one by one, that many stored, p99", "ms"),
     "submit_pruning_p99": ("submit one by one while the sweep prunes them, p99", "ms"),
     "pruned_per_s": ("retention sweep", "jobs/s"),
     "httpx_sync": ("submit one by one, httpx.Client", "jobs/s"),
@@ -129,11 +132,38 @@ async def running(
     if retention_s is not None:
         service.env["CONVEYOR_RETENTION_S"] = str(retention_s)
     service.start()
+    spy = None
     try:
         await service.wait_ready(60)
+        spy = _flame_graph(service.pid, workdir)
         yield service
     finally:
         service.stop()
+        if spy is not None:  # it writes its graph once the service is gone
+            spy.wait(timeout=60)
+
+
+_profiles: Path | None = None  # where each service's flame graph goes (``--profile``), if at all
+
+
+def profile_into(directory: Path | None) -> None:
+    """Have py-spy record a flame graph of every service started from now on, in ``directory``."""
+    global _profiles
+    _profiles = directory
+
+
+def _flame_graph(pid: int, workdir: Path) -> subprocess.Popen[bytes] | None:
+    if _profiles is None:
+        return None
+    if shutil.which("py-spy") is None:
+        raise BenchError('--profile needs py-spy: pip install -e ".[bench]"')
+    graph = _profiles / f"{workdir.parent.name}-{workdir.name}.svg"
+    return subprocess.Popen(
+        # --nonblocking: sampled without being paused, so the figures stay the service's
+        ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--nonblocking",
+         "--output", str(graph)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
 
 
 class CpuSpent:
