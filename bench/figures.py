@@ -352,7 +352,7 @@ async def stored_jobs(workdir: Path, plan: Plan) -> Figures:
     # finished over the hour before the last: kept by the default retention (7 days), all
     # past the minute of the second service below
     an_hour_ago = time.time() - 3600
-    await store_scale.seed(workdir / "stored" / "conveyor.db", plan.stored, an_hour_ago)
+    await store_scale.seed_once(workdir / "stored" / "conveyor.db", plan.stored, an_hour_ago)
     figures: Figures = {}
     pages = {
         "page": "/jobs", "page_failed": "/jobs?state=failed", "page_task": "/jobs?task=mail.send",
