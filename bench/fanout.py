@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from service.events import MAX_REST_S
 
-from .bench_core import NOOP, BenchError, percentile, proc_status_kb
+from .bench_core import NOOP, BenchError, percentile, proc_cpu_s, proc_status_kb
 from .rawhttp import Connection
 
 if TYPE_CHECKING:
@@ -267,7 +267,10 @@ async def fan_out(workdir: Path, plan: Plan) -> dict[str, float]:
             readers.start()
             await readers.each("subscribed", None, SUBSCRIBE_TIMEOUT_S, "streams to subscribe")
             rss_open_kb = proc_status_kb(service.pid, "VmRSS") or 0
+            service_cpu_s = proc_cpu_s(service.pid) or 0.0
             submitted_at = await _submit_each(service.url, readers, events)
+            # the pauses between events are idle: what the service spent is the fan-out's
+            service_cpu_s = (proc_cpu_s(service.pid) or 0.0) - service_cpu_s
             # memory with the streams open, also after they have written: the larger
             rss_open_kb = max(rss_open_kb, proc_status_kb(service.pid, "VmRSS") or 0)
             done = await readers.each("done", None, EVENT_TIMEOUT_S, "the readers' times")
@@ -277,6 +280,7 @@ async def fan_out(workdir: Path, plan: Plan) -> dict[str, float]:
     figures["fanout_rss"] = (rss_open_kb - rss_before_kb) / 1024
     cpu_s = sum(float(cpu) for _, cpu in (_times_and_cpu(payload) for payload in done))
     figures["fanout_client_cpu_us"] = cpu_s / (subscribers * events) * 1e6
+    figures["fanout_service_cpu_us"] = service_cpu_s / (subscribers * events) * 1e6
     return figures
 
 

@@ -80,6 +80,7 @@ CONTEXT = {
     "e2e_single_client_cpu_us": ("client CPU per job, end to end, one per request", "µs"),
     "fanout_p50": ("1,000 SSE subscribers, one event to all, p50", "ms"),
     "fanout_max": ("1,000 SSE subscribers, one event to all, the last", "ms"),
+    "fanout_service_cpu_us": ("the service's CPU per event delivered", "µs"),
     "fanout_client_cpu_us": ("the readers' CPU per event delivered", "µs"),
     "backlog_service_cpu_us": ("service CPU per job, backlog drained", "µs"),
     "backlog_rss": ("service memory, the backlog queued", "MiB"),
