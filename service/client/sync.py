@@ -41,7 +41,7 @@ class Client:
     ) -> None:
         self.settings = ClientSettings.resolve(url, token, timeout_s)
         self.url = self.settings.url
-        # plain HTTP goes over connections of our own: a quarter of httpx's transport's CPU
+        # plain HTTP goes over connections of our own, at a third of httpx's transport's CPU
         self._http = httpx.Client(
             base_url=self.url,
             headers=self.settings.headers(),
