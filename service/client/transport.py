@@ -127,10 +127,10 @@ class KeepAliveTransport(httpx.BaseTransport):
             raise
         try:
             answer = _exchange(conn, request, timeouts)
-        except BaseException:
+            return _response(answer, Body(self, conn, answer))
+        except BaseException:  # no answer to close (Body's close hands the connection back)
             self.release(conn, reusable=False)
             raise
-        return _response(answer, Body(self, conn, answer))
 
     def _connection(self, origin: Origin, timeouts: dict[str, float | None]) -> Connection:
         now = time.monotonic()
