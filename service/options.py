@@ -184,19 +184,23 @@ class JobOptions:
             raise ValueError(problem)
 
     def as_dict(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values = {name: getattr(self, name) for name in _NAMES}
         if self.retry_on is not None:
             values["retry_on"] = list(self.retry_on)
         return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> JobOptions:
-        known = {f.name for f in dataclasses.fields(cls)}
-        fields = {k: v for k, v in values.items() if k in known}
+        fields = {k: v for k, v in values.items() if k in _KNOWN}
         if fields.get("retry_on") is not None:
             fields["retry_on"] = tuple(fields["retry_on"])
         return cls(**fields)
 
+
+# the options' names, looked up once: dataclasses.fields() builds a tuple at every call, and
+# every job read or answered goes through as_dict or from_dict
+_NAMES = tuple(f.name for f in dataclasses.fields(JobOptions))
+_KNOWN = frozenset(_NAMES)
 
 # What a job gets for the options neither its task nor its submit sets.
 DEFAULT_OPTIONS = JobOptions(
