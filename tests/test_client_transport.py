@@ -1,24 +1,26 @@
-"""``service.client.transport.KeepAliveTransport`` against a real HTTP/1.1 server on a free port
-(http.server in a thread, which counts the connections it accepts), and the sync ``Client``
-over it against the real service."""
+"""``KeepAliveTransport`` and ``AsyncKeepAliveTransport`` (``service.client.transport``,
+``aio_transport``) against a real HTTP/1.1 server on a free port (http.server in a thread,
+which counts the connections it accepts), and the clients over them against the real service."""
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
 
-from service.client import Client, ConnectionFailed
+from service.client import AsyncClient, Client, ConnectionFailed
+from service.client.aio_transport import AsyncKeepAliveTransport
 from service.client.transport import KeepAliveTransport, for_url
 
-from .conftest import TASKS, SharedService, wait_for
+from .conftest import TASKS, SharedService, wait_for, wait_until
 
 
 @dataclass
@@ -243,3 +245,81 @@ def test_only_plain_http_without_a_proxy_uses_it(
     assert for_url("http://127.0.0.1:8000") is None  # httpx honours the proxy, as before
     with Client(shared_service.url) as proxied:
         assert not isinstance(proxied._http._transport, KeepAliveTransport)
+
+
+# -- the asyncio transport ----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def alean(server: Server) -> AsyncIterator[httpx.AsyncClient]:
+    transport = AsyncKeepAliveTransport()
+    async with httpx.AsyncClient(base_url=url_of(server), transport=transport, timeout=5) as made:
+        yield made
+
+
+async def test_async_requests_share_one_connection_and_a_dropped_one_is_replaced(
+    alean: httpx.AsyncClient, server: Server
+) -> None:
+    for number in range(20):
+        assert (await alean.post("/json", json={"n": number})).json() == {"n": number}
+    assert server.seen.connections == 1
+    conn = (await alean.get("/drop")).extensions["network_stream"]
+    await wait_until(lambda: conn.get_extra_info("is_readable"), what="the close to be seen")
+    assert (await alean.post("/json", json={"once": True})).json() == {"once": True}
+    assert server.seen.paths()[-2:] == ["/drop", "/json"]
+    assert server.seen.connections == 2
+    await alean.get("/close")
+    await alean.get("/json")
+    assert server.seen.connections == 3  # the server left /close's open: the client closed it
+
+
+async def test_async_streams_arrive_as_sent_and_an_early_close_ends_the_connection(
+    alean: httpx.AsyncClient, server: Server
+) -> None:
+    async with alean.stream("GET", "/stream") as answer:
+        chunks = answer.aiter_raw()
+        assert await anext(chunks) == b"first"  # before the server sends more
+        server.seen.release.set()
+        assert b"".join([chunk async for chunk in chunks]) == b"second"
+    await alean.get("/json")
+    assert server.seen.connections == 1
+    server.seen.release.clear()
+    async with alean.stream("GET", "/stream") as answer:
+        assert await anext(answer.aiter_raw()) == b"first"
+    server.seen.release.set()
+    assert (await alean.get("/twice")).headers.get_list("x-part") == ["one", "two"]
+    assert server.seen.connections == 2
+
+
+async def test_async_concurrent_requests_each_get_a_connection(
+    alean: httpx.AsyncClient, server: Server
+) -> None:
+    answers = await asyncio.gather(*(alean.post("/json", json=[n]) for n in range(10)))
+    assert [a.json() for a in answers] == [[n] for n in range(10)]
+    assert server.seen.connections <= 10
+
+
+async def test_async_failures_are_httpx_s_errors(alean: httpx.AsyncClient) -> None:
+    with pytest.raises(httpx.ReadTimeout):
+        await alean.get("/hang", timeout=httpx.Timeout(5, read=0.2))
+    with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+        await alean.post("/none", json={})
+    with pytest.raises(httpx.RemoteProtocolError):
+        await alean.get("/short")
+    with socket.socket() as bound:  # a port nobody listens on: connecting is refused
+        bound.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{bound.getsockname()[1]}"
+        with pytest.raises(httpx.ConnectError):
+            await alean.get(url)
+        async with AsyncClient(url) as client:
+            with pytest.raises(ConnectionFailed):
+                await client.health()
+
+
+async def test_the_async_client_uses_it_for_plain_http(shared_service: SharedService) -> None:
+    async with AsyncClient(shared_service.url) as plain:
+        assert isinstance(plain._http._transport, AsyncKeepAliveTransport)
+        job = await plain.submit(f"{TASKS}.add", 2, 3)
+        assert await job.result(timeout_s=10) == 5
+    async with AsyncClient("https://conveyor.example") as tls:
+        assert isinstance(tls._http._transport, httpx.AsyncHTTPTransport)

@@ -35,12 +35,15 @@ READ_CHUNK_BYTES = 65536
 def for_url(url: str) -> KeepAliveTransport | None:
     """The transport for a service at ``url``: ours for plain HTTP, None (httpx's own, which
     honours proxy variables of the environment as before) for HTTPS or when a proxy is set."""
+    return None if proxied(url) else KeepAliveTransport()
+
+
+def proxied(url: str) -> bool:
+    """Whether ``url`` is one for httpx's own transport: HTTPS, or a proxy set for HTTP."""
     if httpx.URL(url).scheme != "http":
-        return None
+        return True
     proxies = urllib.request.getproxies()  # what httpx reads (get_environment_proxies)
-    if proxies.get("http") or proxies.get("all"):
-        return None
-    return KeepAliveTransport()
+    return bool(proxies.get("http") or proxies.get("all"))
 
 
 Origin = tuple[str, int]
@@ -71,7 +74,7 @@ class Connection:
         request asked for; either way no request may go over it."""
         if now - self.idle_since > IDLE_EXPIRY_S:
             return True
-        return _is_readable(self.sock)
+        return is_readable(self.sock)
 
     def get_extra_info(self, info: str) -> Any:
         """httpx's ``network_stream`` interface: the sync client cuts a stream at its deadline
@@ -79,7 +82,7 @@ class Connection:
         if info == "socket":
             return self.sock
         if info == "is_readable":
-            return _is_readable(self.sock)
+            return is_readable(self.sock)
         if info == "server_addr":
             return self.sock.getpeername()
         if info == "client_addr":
@@ -90,7 +93,8 @@ class Connection:
         self.sock.close()
 
 
-def _is_readable(sock: socket.socket) -> bool:
+def is_readable(sock: socket.socket) -> bool:
+    """Whether ``sock`` has bytes or EOF to read now (never waits)."""
     if sock.fileno() < 0:
         return True
     if hasattr(select, "poll"):  # any descriptor number; select() only those below 1024
@@ -208,7 +212,7 @@ def _response(answer: Answer, body: Body) -> httpx.Response:
         "network_stream": body.conn,
     }
     return httpx.Response(
-        answer.status, headers=answer.raw_headers, stream=body, extensions=extensions
+        answer.status, headers=answer.head.headers, stream=body, extensions=extensions
     )
 
 
