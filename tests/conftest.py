@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -296,6 +297,16 @@ class SharedService:
         if not self.access_log.exists():
             return []
         return re.findall(r'"([A-Z]+ [^" ]+) [^"]*"', self.access_log.read_text())
+
+    def logged_so_far(self) -> int:
+        """How many requests the log holds once those answered so far are in it: hypercorn
+        writes a request's line after its answer has gone, so a client may be on to its next
+        request before the last one is logged. A request to a path of its own is sent and
+        waited for in the log; the count is up to it."""
+        mark = f"GET /log-mark-{uuid.uuid4().hex}"
+        httpx.get(self.url + mark.split(" ", 1)[1], timeout=10)
+        wait_for(lambda: mark in self.requests(), f"{mark} in the access log")
+        return self.requests().index(mark) + 1
 
 
 @contextmanager
