@@ -50,7 +50,7 @@ from service.client import (
 from service.jobs import JobState
 
 from . import sample_tasks
-from .conftest import TASKS, ServiceProcess, SharedService, wait_for
+from .conftest import TASKS, ServiceProcess, SharedService, http_server, wait_for
 from .relay import relay_thread
 
 T = f"{TASKS}."
@@ -456,20 +456,15 @@ def test_a_server_that_is_not_conveyor_gets_a_clear_error(tmp_path: Path) -> Non
     (tmp_path / "tasks").write_text("<html>a web page</html>")
     (tmp_path / "events").write_text("<html>another page</html>")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as other:
-        threading.Thread(target=other.serve_forever, daemon=True).start()
-        try:
-            with Client(f"http://127.0.0.1:{other.server_address[1]}") as lost:
-                with pytest.raises(ApiError) as unexpected:
-                    lost.tasks()
-                assert unexpected.value.error == "unexpected_response"
-                with pytest.raises(NotFound) as missing:
-                    lost.job("x").status()
-                assert "404" in str(missing.value) and "\n" not in str(missing.value)
-                with pytest.raises(ApiError, match="event stream"):
-                    list(Client.follow(lost, stream.StreamCursor(None, 0), stream.Deadline(5)))
-        finally:
-            other.shutdown()
+    with http_server(handler) as url, Client(url) as lost:
+        with pytest.raises(ApiError) as unexpected:
+            lost.tasks()
+        assert unexpected.value.error == "unexpected_response"
+        with pytest.raises(NotFound) as missing:
+            lost.job("x").status()
+        assert "404" in str(missing.value) and "\n" not in str(missing.value)
+        with pytest.raises(ApiError, match="event stream"):
+            list(Client.follow(lost, stream.StreamCursor(None, 0), stream.Deadline(5)))
 
 
 def test_conveyor_names_every_public_part_of_the_client() -> None:
@@ -587,13 +582,8 @@ def test_a_proxy_s_502_during_a_wait_is_tried_again(client: Client) -> None:
         def log_message(self, *args: Any) -> None:
             pass
 
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky) as proxy:
-        threading.Thread(target=proxy.serve_forever, daemon=True).start()
-        try:
-            with Client(f"http://127.0.0.1:{proxy.server_address[1]}") as through:
-                assert through.job(finished.id).result(timeout_s=10) == 7
-        finally:
-            proxy.shutdown()
+    with http_server(Flaky) as url, Client(url) as through:
+        assert through.job(finished.id).result(timeout_s=10) == 7
     assert len(asked) == 3 and all(p.startswith(f"/jobs/{finished.id}?wait_s=") for p in asked)
 
 
@@ -648,13 +638,8 @@ def test_a_reopened_stream_a_proxy_refuses_for_a_while_is_tried_again(tmp_path: 
         def log_message(self, *args: Any) -> None:
             pass
 
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky) as proxy:
-        threading.Thread(target=proxy.serve_forever, daemon=True).start()
-        try:
-            with Client(f"http://127.0.0.1:{proxy.server_address[1]}") as through:
-                events = list(through.job("j").events(timeout_s=10))
-        finally:
-            proxy.shutdown()
+    with http_server(Flaky) as url, Client(url) as through:
+        events = list(through.job("j").events(timeout_s=10))
     assert [(e.id, e.state) for e in events if isinstance(e, StateEvent)] == [
         (1, JobState.QUEUED), (2, JobState.SUCCEEDED),
     ]  # fmt: skip

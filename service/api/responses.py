@@ -79,11 +79,12 @@ class ServiceResponse(Response):
     ) -> None:  # fmt: skip
         # at construction, not in an after_request hook: werkzeug's Headers.setdefault scans
         # the list of headers once per name, per response
-        secured = Headers(_SECURITY_ITEMS)
         if headers:
             own = headers if isinstance(headers, Headers) else Headers(headers)
             secured = Headers([(k, v) for k, v in _SECURITY_ITEMS if k not in own])
             secured.extend(own)
+        else:
+            secured = Headers(_SECURITY_ITEMS)
         super().__init__(response, status, secured, mimetype, content_type)
 
 
