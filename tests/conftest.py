@@ -135,7 +135,7 @@ async def serving(app: Any) -> AsyncIterator[str]:
     port = sock.getsockname()[1]
     config = Config()
     config.bind = [f"fd://{sock.detach()}"]
-    config.graceful_timeout = 1
+    config.graceful_timeout = 0.1  # open streams would hold each teardown for the whole grace
     stop = asyncio.Event()
     server = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))
     try:

@@ -9,6 +9,7 @@ import re
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
@@ -16,7 +17,7 @@ import httpx
 import orjson
 import pytest
 
-from .conftest import TASKS, submit_job, wait_state
+from .conftest import TASKS, SharedService, finished, wait_for
 
 ADD = f'"{TASKS}.add"'.encode()
 
@@ -78,14 +79,38 @@ async def everything_stored(client: httpx.AsyncClient) -> list[Any]:
     return jobs
 
 
+@pytest.fixture(scope="module")
+def server(shared_service: SharedService) -> str:
+    """One service for the module's hundred requests: each test still checks that the jobs
+    stored before it are there unchanged after it, and that the service is healthy."""
+    return shared_service.url
+
+
+@pytest.fixture(scope="module")
+def seeded(server: str) -> None:
+    """Jobs in each kind of lasting state: succeeded, failed, and scheduled for much later."""
+    with httpx.Client(base_url=server, timeout=10) as client:
+
+        def submitted(task: str, *args: Any, **fields: Any) -> str:
+            body = {"task": f"{TASKS}.{task}", "args": list(args), **fields}
+            response = client.post("/jobs", json=body)
+            assert response.status_code == 202, response.text
+            job_id: str = response.json()["id"]
+            return job_id
+
+        ends = {submitted("add", 1, 2): "succeeded", submitted("fail", "on purpose"): "failed"}
+        submitted("add", 3, 4, delay_s=3600, key="later")
+        for job_id, state in ends.items():
+            wait_for(partial(_in_state, client, job_id, state), what=f"job {job_id} to be {state}")
+
+
+def _in_state(client: httpx.Client, job_id: str, state: str) -> bool:
+    return bool(client.get(f"/jobs/{job_id}").json()["state"] == state)
+
+
 @pytest.fixture
-async def stored(client: httpx.AsyncClient) -> AsyncIterator[list[Any]]:
-    """Jobs in each kind of lasting state, unchanged by the time the test ends."""
-    done = await submit_job(client, "add", 1, 2)
-    failed = await submit_job(client, "fail", "on purpose")
-    await submit_job(client, "add", 3, 4, delay_s=3600, key="later")
-    await wait_state(client, done, "succeeded")
-    await wait_state(client, failed, "failed")
+async def stored(seeded: None, client: httpx.AsyncClient) -> AsyncIterator[list[Any]]:
+    """The jobs stored before the test, unchanged by the time it ends."""
     before = await everything_stored(client)
     yield before
     assert await everything_stored(client) == before
@@ -148,6 +173,10 @@ async def test_a_body_read_strictly_and_found_sound_is_taken(
 ) -> None:
     answer = await send(server, post(b"/jobs", body))
     assert answer.status == 202, (what, answer.body[:300])
+    # it runs to its end here, so that the next test finds the service's jobs at rest
+    async with httpx.AsyncClient(base_url=server, timeout=10) as client:
+        job_id = orjson.loads(answer.body)["id"]
+        assert (await finished(client, job_id))["state"] == "succeeded"
 
 
 async def test_a_body_that_is_not_utf8_is_said_to_be_so(server: str, stored: list[Any]) -> None:
