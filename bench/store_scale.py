@@ -19,8 +19,9 @@ from pathlib import Path
 
 import orjson
 
-from service.db import INSERT_EVENT, INSERT_JOB, Database, job_to_row
 from service.jobs import Job, JobState
+from service.store.rows import job_to_row
+from service.store.sqlite import INSERT_EVENT, INSERT_JOB, SqliteStore
 
 from .bench_core import NOOP, BenchError, percentile
 from .rawhttp import Connection
@@ -35,7 +36,7 @@ async def seed(path: Path, jobs: int, finished_at: float) -> None:
     """A store at ``path`` holding ``jobs`` finished jobs (one in 20 failed), each with its
     terminal event, finished over the hour before ``finished_at``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    async with Database(str(path), on_commit=lambda events: None):  # its schema, as it makes it
+    async with SqliteStore(str(path), on_commit=lambda events: None):  # its schema, as it makes it
         pass
     # closed at the end, which copies the WAL in: the file alone is then the whole store
     with contextlib.closing(sqlite3.connect(path)) as conn:

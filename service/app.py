@@ -34,7 +34,7 @@ from .api.schedules import schedules
 from .api.service import service
 from .api.streams import streams
 from .api.tasks import tasks
-from .db import Database, check_database
+from .db import check_database, open_store, shown
 from .errors import SettingsError, StoreUnavailable, TaskLoadError
 from .events import Broker
 from .jobs import Event
@@ -170,7 +170,7 @@ async def _start(stack: AsyncExitStack, settings: Settings, tasks: dict[str, Tas
         figures.observe(events)
 
     db = await stack.enter_async_context(
-        Database(settings.database, on_commit=committed, max_log_lines=settings.max_log_lines)
+        open_store(settings.database, on_commit=committed, max_log_lines=settings.max_log_lines)
     )
     scheduler: Scheduler | None = None
 
@@ -207,7 +207,7 @@ async def _start(stack: AsyncExitStack, settings: Settings, tasks: dict[str, Tas
     stack.callback(shutdown.stopping)
     log.info(
         "serving %d task(s) from %s on %d worker(s); database %s",
-        len(tasks), ", ".join(settings.tasks), settings.concurrency, settings.database,
+        len(tasks), ", ".join(settings.tasks), settings.concurrency, shown(settings.database),
     )  # fmt: skip
     reads = Reads(db, broker, pool, scheduler)
     rate = None if settings.submit_rate is None else SubmitRate(settings.submit_rate)

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .db import Database
+from .db import Store
 from .errors import JobNotFound
 from .events import Broker
 from .jobs import Job, JobState, isoformat
@@ -34,9 +34,7 @@ class Health:
 
 
 class Reads:
-    def __init__(
-        self, db: Database, broker: Broker, pool: ProcessPool, scheduler: Scheduler
-    ) -> None:
+    def __init__(self, db: Store, broker: Broker, pool: ProcessPool, scheduler: Scheduler) -> None:
         self._db = db
         self._broker = broker
         self._pool = pool

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from .db import Database
+from .db import Store
 
 log = logging.getLogger("conveyor.retention")
 
@@ -25,7 +25,7 @@ class RetentionSweep:
 
     def __init__(
         self,
-        db: Database,
+        db: Store,
         *,
         retention_s: float,
         idempotency_ttl_s: float,

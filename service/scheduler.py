@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
-from .db import Database, Guard, IdempotencyClaim
+from .db import Guard, IdempotencyClaim, Store
 from .delays import DueQueue
 from .errors import (
     BatchRejected,
@@ -87,7 +87,7 @@ class Scheduler:
 
     def __init__(
         self,
-        db: Database,
+        db: Store,
         pool: ProcessPool,
         tasks: dict[str, Task],
         *,

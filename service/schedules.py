@@ -19,7 +19,7 @@ from datetime import tzinfo
 from typing import Any
 
 from .cron import Schedule, check_cron
-from .db import Batch, Database
+from .db import Store, Transaction
 from .errors import (
     InvalidArguments,
     InvalidOptions,
@@ -79,7 +79,7 @@ class Schedules:
 
     def __init__(
         self,
-        db: Database,
+        db: Store,
         scheduler: Scheduler,
         *,
         zone: tzinfo,
@@ -266,7 +266,7 @@ class Schedules:
     async def _submit(self, schedule: Schedule, tick: float) -> bool:
         """The tick's job, committed with the tick's record; False if there is none to make."""
 
-        async def claim(batch: Batch) -> None:
+        async def claim(batch: Transaction) -> None:
             if not await batch.claim_tick(schedule, tick):
                 raise _TickTaken
 

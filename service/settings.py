@@ -145,7 +145,7 @@ def _timezone(text: str) -> str:
 
 # field name → (parser, what a valid value looks like)
 _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
-    "database": (_path, "a file path"),
+    "database": (_path, "a file path or a postgresql:// URL"),
     "tasks": (_modules, "comma-separated module names, e.g. 'myapp.tasks,other'"),
     "concurrency": (_positive_int, "a whole number >= 1"),
     "cancel_grace_s": (_non_negative_float, "a number of seconds >= 0"),
@@ -184,7 +184,7 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    database: str = "conveyor.db"  # SQLite file
+    database: str = "conveyor.db"  # a SQLite file, or a postgresql:// URL
     tasks: tuple[str, ...] = (DEMO_TASKS,)  # modules whose @task functions are served
     concurrency: int = os.cpu_count() or 1  # worker processes
     cancel_grace_s: float = 2.0  # SIGTERM → SIGKILL

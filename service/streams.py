@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .db import Database
+from .db import Store
 from .errors import TooManyStreams
 from .events import KEEPALIVE, RETRY, WRITE_BATCH, Broker, encode_event, position
 from .jobs import TERMINAL, Event
@@ -134,7 +134,7 @@ def ends_stream(event: Event) -> bool:
 
 
 async def event_stream(
-    db: Database,
+    db: Store,
     broker: Broker,
     *,
     after_id: int,
@@ -178,7 +178,7 @@ async def event_stream(
 
 
 async def _replay(
-    db: Database, after_id: int, job_id: str | None
+    db: Store, after_id: int, job_id: str | None
 ) -> AsyncIterator[tuple[bytes, int, bool]]:
     """What the store has after event ``after_id``, in writes of up to WRITE_BATCH events, each
     with the id of its page's last event and whether that event ends the job's stream (a job

@@ -30,6 +30,8 @@ from quart.typing import TestClientProtocol
 from service.app import create_app
 from service.settings import Settings
 
+from .postgres import Cluster, cluster
+
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = "tests.sample_tasks"
 
@@ -349,3 +351,16 @@ def shared_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedS
     """A service serving tests.sample_tasks on a free port, shared by a module's tests."""
     with started_service(tmp_path_factory.mktemp("service"), TASKS) as service:
         yield service
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster]:
+    """The tests' own PostgreSQL server, started when a test first needs it."""
+    with cluster() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_database(postgres_cluster: Cluster) -> str:
+    """The URL of a new empty database on the tests' PostgreSQL server."""
+    return postgres_cluster.database()

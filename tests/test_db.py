@@ -1,4 +1,5 @@
-"""The store against real SQLite files: round trips, group commit, events, listing, reopening."""
+"""The store, each test against both backends (a real SQLite file; a real PostgreSQL database)
+where both promise it: round trips, group commit, events, listing, reopening."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
-from service.db import Batch, Database, check_database
+from service.db import Transaction
 from service.errors import InvalidTransition, JobNotFound, StoreUnavailable
 from service.jobs import (
     Event,
@@ -24,6 +26,11 @@ from service.jobs import (
     state_event_data,
     transition,
 )
+from service.logs import LogEntry
+from service.store.postgres import PostgresStore
+from service.store.sqlite import SqliteStore, check_database
+
+from .postgres import needs_postgres
 
 Q, R, S, F, C = (
     JobState.QUEUED,
@@ -54,28 +61,55 @@ def succeed(job: Job) -> Job:
     return transition(job, S, 1_700_000_200.0, result={"ok": job.id})
 
 
-class Store:
-    """A Database on a file in tmp_path, with every event it published, batch by batch."""
+AnyStore = SqliteStore | PostgresStore
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+
+class Store:
+    """A store of either backend (a SQLite file in tmp_path, or a database of its own on the
+    tests' PostgreSQL server), with every event it published, batch by batch."""
+
+    def __init__(self, backend: str, location: str) -> None:
+        self.backend = backend
+        self.location = location  # the file's path, or the database's URL
         self.batches: list[list[Event]] = []
 
     @property
     def published(self) -> list[Event]:
         return [event for batch in self.batches for event in batch]
 
-    def open(self) -> Database:
-        return Database(str(self.path), on_commit=self.batches.append)
+    def open(self, on_commit: Callable[[list[Event]], None] | None = None) -> AnyStore:
+        listener = self.batches.append if on_commit is None else on_commit
+        if self.backend == "sqlite":
+            return SqliteStore(self.location, on_commit=listener)
+        return PostgresStore(self.location, on_commit=listener)
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """A statement run on a connection of its own, as an operator's tool would."""
+        if self.backend == "sqlite":
+            with contextlib.closing(sqlite3.connect(self.location)) as conn:
+                rows = conn.execute(sql, params).fetchall()
+                conn.commit()
+                return rows
+        with psycopg.connect(self.location, autocommit=True) as pg:
+            cursor = pg.execute(sql.replace("?", "%s"), params)
+            return cursor.fetchall() if cursor.description else []
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=needs_postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    if request.param == "sqlite":
+        return Store("sqlite", str(tmp_path / "conveyor.db"))
+    return Store("postgres", request.getfixturevalue("postgres_database"))
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "conveyor.db")
+def sqlite_store(tmp_path: Path) -> Store:
+    """For what only SQLite does (one file, one service)."""
+    return Store("sqlite", str(tmp_path / "conveyor.db"))
 
 
 @pytest.fixture
-async def db(store: Store) -> AsyncIterator[Database]:
+async def db(store: Store) -> AsyncIterator[AnyStore]:
     async with store.open() as db:
         yield db
 
@@ -87,7 +121,7 @@ def ids(jobs: list[Job]) -> list[str]:
 # -- jobs in and out -------------------------------------------------------------------------
 
 
-async def test_insert_and_get_round_trip(db: Database, store: Store) -> None:
+async def test_insert_and_get_round_trip(db: AnyStore, store: Store) -> None:
     job = new_job(1)
     await db.insert(job)
     assert await db.get_job("job-1") == job
@@ -98,7 +132,7 @@ async def test_insert_and_get_round_trip(db: Database, store: Store) -> None:
     assert event.data["state"] == "queued"
 
 
-async def test_round_trip_of_progress_result_and_error(db: Database) -> None:
+async def test_round_trip_of_progress_result_and_error(db: AnyStore) -> None:
     succeeded = succeed(start(new_job(1, progress=Progress(3, 4, "three of four"))))
     failed = transition(
         start(new_job(2, progress=Progress(0.5))),
@@ -125,13 +159,13 @@ async def test_round_trip_of_progress_result_and_error(db: Database) -> None:
     assert (await db.get_job("job-3")).result == 0
 
 
-async def test_get_job_of_an_unknown_id(db: Database) -> None:
+async def test_get_job_of_an_unknown_id(db: AnyStore) -> None:
     with pytest.raises(JobNotFound) as caught:
         await db.get_job("nope")
     assert caught.value.job_id == "nope"
 
 
-async def test_a_fresh_database_has_no_events(db: Database, store: Store) -> None:
+async def test_a_fresh_database_has_no_events(db: AnyStore, store: Store) -> None:
     assert db.last_event_id == 0
     assert await db.events_after(0) == []
     assert await db.list_jobs() == ([], None)
@@ -142,7 +176,7 @@ async def test_a_fresh_database_has_no_events(db: Database, store: Store) -> Non
 # -- updates ---------------------------------------------------------------------------------
 
 
-async def test_update_writes_the_changed_job_with_a_state_event(db: Database, store: Store) -> None:
+async def test_update_writes_the_changed_job_with_a_state_event(db: AnyStore, store: Store) -> None:
     await db.insert(new_job(1))
     running = await db.update("job-1", start)
     assert running is not None and running.state is R and running.attempt == 1
@@ -158,7 +192,7 @@ async def test_update_writes_the_changed_job_with_a_state_event(db: Database, st
     assert store.published[2].data["from"] == "running"
 
 
-async def test_update_that_returns_none_leaves_the_job(db: Database, store: Store) -> None:
+async def test_update_that_returns_none_leaves_the_job(db: AnyStore, store: Store) -> None:
     job = new_job(1)
     await db.insert(job)
     seen: list[Job] = []
@@ -174,7 +208,7 @@ async def test_update_that_returns_none_leaves_the_job(db: Database, store: Stor
     assert db.last_event_id == 1
 
 
-async def test_progress_update_has_a_progress_event(db: Database, store: Store) -> None:
+async def test_progress_update_has_a_progress_event(db: AnyStore, store: Store) -> None:
     await db.insert(new_job(1))
     await db.update("job-1", start)
 
@@ -196,14 +230,14 @@ async def test_progress_update_has_a_progress_event(db: Database, store: Store) 
     assert await db.get_job("job-1") == done
 
 
-async def test_update_of_an_unknown_job(db: Database, store: Store) -> None:
+async def test_update_of_an_unknown_job(db: AnyStore, store: Store) -> None:
     with pytest.raises(JobNotFound):
         await db.update("nope", start)
     assert store.published == []
 
 
 async def test_a_refused_change_propagates_and_spares_concurrent_writes(
-    db: Database, store: Store
+    db: AnyStore, store: Store
 ) -> None:
     await asyncio.gather(db.insert(new_job(1)), db.insert(new_job(2)))
     before = len(store.batches)
@@ -231,7 +265,7 @@ async def test_a_refused_change_propagates_and_spares_concurrent_writes(
 
 
 async def test_an_unexpected_error_in_a_change_fails_only_that_write(
-    db: Database, store: Store
+    db: AnyStore, store: Store
 ) -> None:
     await db.insert(new_job(1))
 
@@ -254,7 +288,7 @@ async def test_an_unexpected_error_in_a_change_fails_only_that_write(
     assert [e.id for e in await db.events_after(0)] == event_ids
 
 
-async def test_a_job_that_cannot_be_stored_fails_alone(db: Database) -> None:
+async def test_a_job_that_cannot_be_stored_fails_alone(db: AnyStore) -> None:
     too_big = new_job(1, args=[2**70])  # orjson refuses integers beyond 64 bits
     results = await asyncio.gather(
         db.insert(new_job(0)), db.insert(too_big), db.insert(new_job(2)), return_exceptions=True
@@ -266,18 +300,18 @@ async def test_a_job_that_cannot_be_stored_fails_alone(db: Database) -> None:
     assert [e.job_id for e in await db.events_after(0)] == ["job-0", "job-2"]
 
 
-async def test_a_duplicate_id_fails_alone(db: Database) -> None:
+async def test_a_duplicate_id_fails_alone(db: AnyStore) -> None:
     await db.insert(new_job(1))
     results = await asyncio.gather(
         db.insert(new_job(1, task="other")), db.insert(new_job(2)), return_exceptions=True
     )
-    assert isinstance(results[0], sqlite3.IntegrityError)
+    assert isinstance(results[0], sqlite3.IntegrityError | psycopg.IntegrityError)
     assert results[1] is None
     assert (await db.get_job("job-1")).task == "t.add"
     assert db.last_event_id == 2
 
 
-async def test_writes_in_one_transaction_see_each_other(db: Database, store: Store) -> None:
+async def test_writes_in_one_transaction_see_each_other(db: AnyStore, store: Store) -> None:
     inserted, running, done = await asyncio.gather(
         db.insert(new_job(1)), db.update("job-1", start), db.update("job-1", succeed)
     )
@@ -293,7 +327,7 @@ async def test_writes_in_one_transaction_see_each_other(db: Database, store: Sto
 
 
 async def test_concurrent_inserts_are_group_committed_in_call_order(
-    db: Database, store: Store
+    db: AnyStore, store: Store
 ) -> None:
     jobs = [new_job(n) for n in range(200)]
     await asyncio.gather(*(db.insert(job) for job in jobs))
@@ -314,11 +348,10 @@ async def test_events_are_published_only_after_commit(store: Store) -> None:
 
     def on_commit(events: list[Event]) -> None:
         # a separate connection already sees the job the events are about
-        with contextlib.closing(sqlite3.connect(store.path)) as conn:
-            rows = conn.execute("SELECT state FROM jobs WHERE id = ?", (events[0].job_id,))
-            visible.append(rows.fetchall() == [(events[0].data["state"],)])
+        rows = store.execute("SELECT state FROM jobs WHERE id = ?", (events[0].job_id,))
+        visible.append(rows == [(events[0].data["state"],)])
 
-    async with Database(str(store.path), on_commit=on_commit) as db:
+    async with store.open(on_commit) as db:
         await db.insert(new_job(1))
         await db.update("job-1", start)
     assert visible == [True, True]
@@ -341,9 +374,7 @@ async def test_event_ids_keep_increasing_across_reopen(store: Store) -> None:
 async def test_event_ids_are_never_reused_even_after_events_are_deleted(store: Store) -> None:
     async with store.open() as db:
         await asyncio.gather(*(db.insert(new_job(n)) for n in range(5)))
-    with contextlib.closing(sqlite3.connect(store.path)) as conn:  # e.g. pruned by an operator
-        conn.execute("DELETE FROM events WHERE id > 2")
-        conn.commit()
+    store.execute("DELETE FROM events WHERE id > 2")  # e.g. pruned by an operator
     async with store.open() as db:
         assert db.last_event_id == 5
         await db.insert(new_job(5))
@@ -353,8 +384,10 @@ async def test_event_ids_are_never_reused_even_after_events_are_deleted(store: S
 async def test_a_database_from_a_newer_service_is_refused(store: Store) -> None:
     async with store.open():
         pass
-    with contextlib.closing(sqlite3.connect(store.path)) as conn:
-        conn.execute("PRAGMA user_version = 99")
+    if store.backend == "sqlite":
+        store.execute("PRAGMA user_version = 99")
+    else:
+        store.execute("UPDATE conveyor_schema SET version = 99")
     with pytest.raises(RuntimeError, match="schema version 99"):
         async with store.open():
             pass
@@ -384,8 +417,8 @@ async def test_close_finishes_the_writes_already_asked_for(store: Store) -> None
         assert len(jobs) == 20
 
 
-def _insert_operation(job: Job) -> Callable[[Batch], Awaitable[None]]:
-    async def operation(batch: Batch) -> None:
+def _insert_operation(job: Job) -> Callable[[Transaction], Awaitable[None]]:
+    async def operation(batch: Transaction) -> None:
         batch.put(job, new=True)
 
     return operation
@@ -394,7 +427,7 @@ def _insert_operation(job: Job) -> Callable[[Batch], Awaitable[None]]:
 # -- listing ---------------------------------------------------------------------------------
 
 
-async def _fill(db: Database) -> None:
+async def _fill(db: AnyStore) -> None:
     """job-1 … job-7, alternating tasks; job-2 and job-5 running, job-3 succeeded."""
     for n in range(1, 8):
         await db.insert(new_job(n, task="t.a" if n % 2 else "t.b"))
@@ -403,7 +436,7 @@ async def _fill(db: Database) -> None:
     await db.update("job-3", succeed)
 
 
-async def test_list_jobs_newest_first_with_filters(db: Database) -> None:
+async def test_list_jobs_newest_first_with_filters(db: AnyStore) -> None:
     await _fill(db)
     jobs, cursor = await db.list_jobs()
     assert ids(jobs) == [f"job-{n}" for n in range(7, 0, -1)]
@@ -421,7 +454,7 @@ async def test_list_jobs_newest_first_with_filters(db: Database) -> None:
     assert await db.list_jobs(task="t.none") == ([], None)
 
 
-async def test_list_jobs_pages_are_stable_while_jobs_are_added(db: Database) -> None:
+async def test_list_jobs_pages_are_stable_while_jobs_are_added(db: AnyStore) -> None:
     await _fill(db)
     page1, cursor1 = await db.list_jobs(limit=3)
     assert ids(page1) == ["job-7", "job-6", "job-5"]
@@ -440,7 +473,7 @@ async def test_list_jobs_pages_are_stable_while_jobs_are_added(db: Database) -> 
     assert ids(newest) == ["job-9", "job-8", "job-7"]
 
 
-async def test_list_jobs_has_no_empty_last_page(db: Database) -> None:
+async def test_list_jobs_has_no_empty_last_page(db: AnyStore) -> None:
     for n in range(1, 7):
         await db.insert(new_job(n))
     page1, cursor = await db.list_jobs(limit=3)
@@ -449,7 +482,7 @@ async def test_list_jobs_has_no_empty_last_page(db: Database) -> None:
     assert end is None
 
 
-async def test_list_jobs_pages_with_a_filter(db: Database) -> None:
+async def test_list_jobs_pages_with_a_filter(db: AnyStore) -> None:
     await _fill(db)
     seen: list[str] = []
     cursor: int | None = None
@@ -467,7 +500,7 @@ async def test_list_jobs_pages_with_a_filter(db: Database) -> None:
 # -- events ----------------------------------------------------------------------------------
 
 
-async def test_events_after_with_and_without_job_id(db: Database, store: Store) -> None:
+async def test_events_after_with_and_without_job_id(db: AnyStore, store: Store) -> None:
     await db.insert(new_job(1))
     await db.insert(new_job(2))
     await db.update("job-1", start)
@@ -500,7 +533,7 @@ async def test_events_after_with_and_without_job_id(db: Database, store: Store) 
 # -- update_all and ids_in_state ------------------------------------------------------------
 
 
-async def test_update_all_changes_every_job_in_a_state(db: Database, store: Store) -> None:
+async def test_update_all_changes_every_job_in_a_state(db: AnyStore, store: Store) -> None:
     for n in range(1, 5):
         await db.insert(new_job(n))
     for job_id in ("job-3", "job-1", "job-4"):
@@ -523,14 +556,14 @@ async def test_update_all_changes_every_job_in_a_state(db: Database, store: Stor
     assert await db.get_job("job-2") == new_job(2)
 
 
-async def test_update_all_with_no_match(db: Database, store: Store) -> None:
+async def test_update_all_with_no_match(db: AnyStore, store: Store) -> None:
     await db.insert(new_job(1))
     assert await db.update_all(R, start) == []
     assert len(store.published) == 1
     assert db.last_event_id == 1
 
 
-async def test_last_event_id_follows_the_commits(db: Database, store: Store) -> None:
+async def test_last_event_id_follows_the_commits(db: AnyStore, store: Store) -> None:
     assert db.last_event_id == 0
     await db.insert(new_job(1))
     assert db.last_event_id == 1
@@ -545,7 +578,7 @@ async def test_last_event_id_follows_the_commits(db: Database, store: Store) -> 
 
 async def test_update_all_that_raises_commits_nothing(tmp_path: Path) -> None:
     events: list[Event] = []
-    async with Database(str(tmp_path / "db"), on_commit=events.extend) as db:
+    async with SqliteStore(str(tmp_path / "db"), on_commit=events.extend) as db:
         for n in (1, 2):
             await db.insert(new_job(n))
             await db.update(f"job-{n}", start)
@@ -576,13 +609,13 @@ async def test_an_error_in_on_commit_does_not_replay_committed_writes(tmp_path: 
     def bump(job: Job) -> Job:
         return dataclasses.replace(job, attempt=job.attempt + 1)
 
-    async with Database(path, on_commit=on_commit) as db:
+    async with SqliteStore(path, on_commit=on_commit) as db:
         await db.insert(new_job(1))
         await db.insert(new_job(2))
         fail_next[0] = True
         results = await asyncio.gather(db.update("job-1", bump), db.update("job-2", bump))
         assert [r.attempt for r in results if r is not None] == [1, 1]
-    async with Database(path, on_commit=lambda events: None) as db:
+    async with SqliteStore(path, on_commit=lambda events: None) as db:
         # the committed batch is not run again write by write (attempt 2, events 5 and 6)
         assert (await db.get_job("job-1")).attempt == 1
         assert [e.id for e in await db.events_after(0)] == [1, 2, 3, 4]
@@ -591,14 +624,14 @@ async def test_an_error_in_on_commit_does_not_replay_committed_writes(tmp_path: 
 async def test_update_all_sees_writes_staged_earlier_in_the_same_transaction(
     tmp_path: Path,
 ) -> None:
-    async with Database(str(tmp_path / "db"), on_commit=lambda events: None) as db:
+    async with SqliteStore(str(tmp_path / "db"), on_commit=lambda events: None) as db:
         await db.insert(new_job(1))
         await db.update("job-1", start)
         gate = asyncio.Event()
 
         holding = asyncio.Event()
 
-        async def hold(batch: Batch) -> None:  # keeps the writer busy so the next two group
+        async def hold(batch: Transaction) -> None:  # keeps the writer busy so the next two group
             holding.set()
             await gate.wait()
 
@@ -625,10 +658,16 @@ async def test_one_service_per_database(store: Store) -> None:
     async with store.open():
         with pytest.raises(StoreUnavailable, match="another Conveyor service"):
             await store.open().open()
-        with pytest.raises(StoreUnavailable, match="another Conveyor service"):
-            check_database(str(store.path))
     async with store.open():  # released on close
         pass
+
+
+async def test_a_database_file_in_use_is_refused_before_the_service_starts(
+    sqlite_store: Store,
+) -> None:
+    async with sqlite_store.open():
+        with pytest.raises(StoreUnavailable, match="another Conveyor service"):
+            check_database(sqlite_store.location)
 
 
 def test_check_database_names_what_is_wrong(tmp_path: Path) -> None:
@@ -643,7 +682,7 @@ def test_check_database_names_what_is_wrong(tmp_path: Path) -> None:
 async def test_a_database_of_the_first_schema_is_migrated_with_its_jobs(tmp_path: Path) -> None:
     import sqlite3
 
-    from service.db import MIGRATIONS
+    from service.store.sqlite_schema import MIGRATIONS
 
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
@@ -654,12 +693,12 @@ async def test_a_database_of_the_first_schema_is_migrated_with_its_jobs(tmp_path
     )
     conn.commit()
     conn.close()
-    async with Database(str(path), on_commit=lambda events: None) as db:
+    async with SqliteStore(str(path), on_commit=lambda events: None) as db:
         job = await db.get_job("old")
         assert (job.args, job.state, job.options.timeout_s) == ([1, 2], JobState.QUEUED, None)
 
 
-async def test_a_page_stops_before_its_jobs_pass_the_byte_bound(db: Database) -> None:
+async def test_a_page_stops_before_its_jobs_pass_the_byte_bound(db: AnyStore) -> None:
     big = "x" * 100_000
     await db.insert(*(new_job(n, args=[big]) for n in range(1, 11)))
     first, cursor = await db.list_jobs(limit=50, max_bytes=350_000)
@@ -671,3 +710,31 @@ async def test_a_page_stops_before_its_jobs_pass_the_byte_bound(db: Database) ->
     assert ids(one) == ["job-10"]
     everything, none_left = await db.list_jobs(limit=50)
     assert len(everything) == 10 and none_left is None
+
+
+async def test_a_log_line_with_a_nul_is_kept(db: AnyStore, store: Store) -> None:
+    await db.insert(new_job(1))
+    await db.update("job-1", start)
+    await db.append_logs_soon("job-1", [LogEntry(1.0, "stdout", "before\x00after")])
+    [entry], dropped = await db.job_logs("job-1")
+    # PostgreSQL's text holds no NUL: there it is shown as U+FFFD
+    expected = "before\x00after" if store.backend == "sqlite" else "before\ufffdafter"
+    assert (entry.text, dropped) == (expected, 0)
+
+
+@needs_postgres
+async def test_a_lost_connection_is_made_again_and_the_write_lands(
+    postgres_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Store("postgres", postgres_database)
+    async with store.open() as db:
+        await db.insert(new_job(1))
+        # the server ends every other session of the database: the store's writer and readers
+        store.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        await db.insert(new_job(2))
+        assert [job.id for job in (await db.list_jobs())[0]] == ["job-2", "job-1"]
+        assert [e.job_id for e in store.published] == ["job-1", "job-2"]
+    assert "connection was lost" in caplog.text  # the write met the dead one first

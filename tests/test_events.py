@@ -15,7 +15,6 @@ from typing import Any
 import orjson
 import pytest
 
-from service.db import Database
 from service.events import (
     KEEPALIVE,
     RETRY,
@@ -27,6 +26,7 @@ from service.events import (
     position,
 )
 from service.jobs import Event, Job, JobError, JobState, Progress, transition
+from service.store.sqlite import SqliteStore
 from service.streams import REPLAY_PAGE, ends_stream, event_stream
 
 from .conftest import wait_until
@@ -247,15 +247,15 @@ def report(done: float) -> Callable[[Job], Job]:
 
 
 @pytest.fixture
-async def db_and_broker(tmp_path: Path) -> AsyncIterator[tuple[Database, Broker]]:
+async def db_and_broker(tmp_path: Path) -> AsyncIterator[tuple[SqliteStore, Broker]]:
     broker = Broker()
-    async with Database(str(tmp_path / "conveyor.db"), on_commit=broker.publish) as db:
+    async with SqliteStore(str(tmp_path / "conveyor.db"), on_commit=broker.publish) as db:
         yield db, broker
 
 
 @asynccontextmanager
 async def open_stream(
-    db: Database,
+    db: SqliteStore,
     broker: Broker,
     *,
     after_id: int,
@@ -298,7 +298,7 @@ async def assert_ended(stream: AsyncIterator[bytes]) -> None:
 
 
 async def test_stream_replays_after_an_id_then_goes_live(
-    db_and_broker: tuple[Database, Broker],
+    db_and_broker: tuple[SqliteStore, Broker],
 ) -> None:
     db, broker = db_and_broker
     for n in range(1, 4):
@@ -323,7 +323,9 @@ async def test_stream_replays_after_an_id_then_goes_live(
     assert broker.subscriber_count == 0  # closing the stream unsubscribes it
 
 
-async def test_stream_delivers_to_a_waiting_client(db_and_broker: tuple[Database, Broker]) -> None:
+async def test_stream_delivers_to_a_waiting_client(
+    db_and_broker: tuple[SqliteStore, Broker],
+) -> None:
     db, broker = db_and_broker
     await db.insert(new_job(1))
     async with open_stream(db, broker, after_id=1) as stream:
@@ -335,7 +337,7 @@ async def test_stream_delivers_to_a_waiting_client(db_and_broker: tuple[Database
 
 
 async def test_stream_from_the_last_id_starts_from_now(
-    db_and_broker: tuple[Database, Broker],
+    db_and_broker: tuple[SqliteStore, Broker],
 ) -> None:
     db, broker = db_and_broker
     await db.insert(new_job(1))
@@ -349,7 +351,7 @@ async def test_stream_from_the_last_id_starts_from_now(
 
 
 async def test_stream_from_zero_replays_everything_page_by_page(
-    db_and_broker: tuple[Database, Broker],
+    db_and_broker: tuple[SqliteStore, Broker],
 ) -> None:
     db, broker = db_and_broker
     count = REPLAY_PAGE * 2 + 3  # more than one page
@@ -358,7 +360,7 @@ async def test_stream_from_zero_replays_everything_page_by_page(
         assert await next_ids(stream, count) == list(range(1, count + 1))
 
 
-async def test_stream_sends_keepalives_when_idle(db_and_broker: tuple[Database, Broker]) -> None:
+async def test_stream_sends_keepalives_when_idle(db_and_broker: tuple[SqliteStore, Broker]) -> None:
     db, broker = db_and_broker
     async with open_stream(db, broker, after_id=0, keepalive_s=0.01) as stream:
         assert await asyncio.wait_for(anext(stream), 5) == KEEPALIVE
@@ -367,7 +369,9 @@ async def test_stream_sends_keepalives_when_idle(db_and_broker: tuple[Database, 
         assert await next_ids(stream, 1) == [1]
 
 
-async def test_stream_skips_events_it_already_sent(db_and_broker: tuple[Database, Broker]) -> None:
+async def test_stream_skips_events_it_already_sent(
+    db_and_broker: tuple[SqliteStore, Broker],
+) -> None:
     db, broker = db_and_broker
     await db.insert(new_job(1))
     await db.insert(new_job(2))
@@ -379,7 +383,7 @@ async def test_stream_skips_events_it_already_sent(db_and_broker: tuple[Database
 
 
 async def test_stream_skips_an_event_both_replayed_and_live(
-    db_and_broker: tuple[Database, Broker],
+    db_and_broker: tuple[SqliteStore, Broker],
 ) -> None:
     db, broker = db_and_broker
     await asyncio.gather(*(db.insert(new_job(n)) for n in range(REPLAY_PAGE)))
@@ -394,7 +398,7 @@ async def test_stream_skips_an_event_both_replayed_and_live(
 
 async def test_stream_catches_up_from_the_store_after_overflow(tmp_path: Path) -> None:
     broker = Broker(maxsize=1, history_size=1)
-    async with Database(str(tmp_path / "conveyor.db"), on_commit=broker.publish) as db:
+    async with SqliteStore(str(tmp_path / "conveyor.db"), on_commit=broker.publish) as db:
         await db.insert(new_job(0))
         async with open_stream(db, broker, after_id=0) as stream:
             assert await next_ids(stream, 1) == [1]
@@ -410,7 +414,7 @@ async def test_stream_catches_up_from_the_store_after_overflow(tmp_path: Path) -
 
 
 async def test_job_stream_replays_that_job_and_ends_at_its_terminal_state(
-    db_and_broker: tuple[Database, Broker],
+    db_and_broker: tuple[SqliteStore, Broker],
 ) -> None:
     db, broker = db_and_broker
     await db.insert(new_job(1))
@@ -432,7 +436,7 @@ async def test_job_stream_replays_that_job_and_ends_at_its_terminal_state(
 
 @pytest.mark.parametrize("terminal", [JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED])
 async def test_job_stream_ends_after_a_live_terminal_event(
-    db_and_broker: tuple[Database, Broker], terminal: JobState
+    db_and_broker: tuple[SqliteStore, Broker], terminal: JobState
 ) -> None:
     db, broker = db_and_broker
     await db.insert(new_job(1))
@@ -463,7 +467,7 @@ async def test_job_stream_ends_after_a_live_terminal_event(
 
 
 async def test_the_all_jobs_stream_does_not_end_at_a_terminal_event(
-    db_and_broker: tuple[Database, Broker],
+    db_and_broker: tuple[SqliteStore, Broker],
 ) -> None:
     db, broker = db_and_broker
     await db.insert(new_job(1))
@@ -477,7 +481,7 @@ async def test_the_all_jobs_stream_does_not_end_at_a_terminal_event(
 
 async def test_job_stream_catches_up_after_overflow_and_still_ends(tmp_path: Path) -> None:
     broker = Broker(maxsize=1, history_size=1)
-    async with Database(str(tmp_path / "conveyor.db"), on_commit=broker.publish) as db:
+    async with SqliteStore(str(tmp_path / "conveyor.db"), on_commit=broker.publish) as db:
         await db.insert(new_job(1))
         async with open_stream(db, broker, after_id=0, job_id="job-1") as stream:
             assert await next_ids(stream, 1) == [1]

@@ -9,8 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from service.db import Database, IdempotencyClaim
+from service.db import IdempotencyClaim
 from service.jobs import Job, JobState
+from service.store.sqlite import SqliteStore
 
 from .conftest import finished
 
@@ -164,7 +165,7 @@ async def test_an_idempotency_key_expires(tmp_path: Path) -> None:
     def job(number: int) -> Job:
         return Job(f"job-{number}", T + "add", [1, 1], {}, JobState.QUEUED, created_at=0.0)
 
-    async with Database(str(tmp_path / "c.db"), on_commit=lambda events: None) as db:
+    async with SqliteStore(str(tmp_path / "c.db"), on_commit=lambda events: None) as db:
         claim = IdempotencyClaim("k", "digest", at=1000.0, ttl_s=100.0)
         assert await db.submit([job(1)], claim) == [(job(1), True)]
         replay = IdempotencyClaim("k", "digest", at=1099.0, ttl_s=100.0)
@@ -175,7 +176,7 @@ async def test_an_idempotency_key_expires(tmp_path: Path) -> None:
 
 async def test_the_store_refuses_two_unfinished_jobs_with_one_key(tmp_path: Path) -> None:
     """The unique index holds even for writes that skip the writer's check."""
-    async with Database(str(tmp_path / "c.db"), on_commit=lambda events: None) as db:
+    async with SqliteStore(str(tmp_path / "c.db"), on_commit=lambda events: None) as db:
         base = Job("a", T + "add", [1, 1], {}, JobState.QUEUED, created_at=0.0, key="k")
         await db.submit([base])
         (stored,) = await db.submit([Job("b", T + "add", [], {}, JobState.QUEUED, 0.0, key="k")])

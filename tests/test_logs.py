@@ -14,7 +14,6 @@ import orjson
 import pytest
 from httpx_sse import aconnect_sse
 
-from service.db import Database
 from service.jobs import Job, JobState
 from service.loglines import (
     BATCH_CHARS,
@@ -29,6 +28,7 @@ from service.pool import ProcessPool
 from service.protocol import Log, encode
 from service.recycling import WorkerLimits
 from service.settings import Settings
+from service.store.sqlite import SqliteStore
 
 from .conftest import TASKS, finished, live_server, submit_job, wait_state, wait_until
 
@@ -238,7 +238,7 @@ async def test_job_output_stays_out_of_the_service_log(service_process: Any) -> 
 
 
 async def test_the_store_keeps_a_bounded_tail_and_forgets_it_on_request(tmp_path: Path) -> None:
-    db = Database(str(tmp_path / "logs.db"), on_commit=lambda _: None, max_log_lines=3)
+    db = SqliteStore(str(tmp_path / "logs.db"), on_commit=lambda _: None, max_log_lines=3)
     async with db:
         await db.insert(Job("j", "t", [], {}, JobState.RUNNING, created_at=0.0, attempt=1))
         for batch in (["a", "b"], ["c", "d"], ["e"]):

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import sqlite3
 from pathlib import Path
 
 import httpx
 
-from service.db import Batch, Database, IdempotencyClaim
+from service.db import IdempotencyClaim, Transaction
 from service.jobs import TERMINAL, Job, JobState, transition
 from service.logs import LogEntry
 from service.retention import PRUNE_CHUNK, RetentionSweep
 from service.settings import Settings
+from service.store.sqlite import SqliteStore
 
 from .conftest import finished, live_server, submit_job, wait_until
 
@@ -28,12 +31,12 @@ def ended(job: Job, state: JobState, at: float) -> Job:
 
 async def test_the_sweep_prunes_only_what_finished_long_enough_ago(tmp_path: Path) -> None:
     now = [10_000.0]
-    async with Database(str(tmp_path / "c.db"), on_commit=lambda events: None) as db:
+    async with SqliteStore(str(tmp_path / "c.db"), on_commit=lambda events: None) as db:
         states = [JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED]
         old = [queued(i, 0.0) for i in range(PRUNE_CHUNK * 2 + 7)]  # more than one chunk
         await db.insert(*old)
 
-        async def finish_all(batch: Batch) -> None:
+        async def finish_all(batch: Transaction) -> None:
             for index, job in enumerate(old):
                 await batch.get(job.id)  # what put() needs: the job as it was
                 batch.put(ended(job, states[index % 3], 100.0))
@@ -60,8 +63,9 @@ async def test_the_sweep_prunes_only_what_finished_long_enough_ago(tmp_path: Pat
         told = sum(r["jobs"] for e in notes for r in e.data["removed"])
         assert told == len(old) and db.stats.as_json(now[0])["total"] == 2
         assert [e.text for e in (await db.job_logs(recent.id))[0]] == ["hello"]
-        leftover = await db.transact(lambda batch: batch.execute("SELECT count(*) FROM job_logs"))
-        assert leftover[0][0] == 1  # the pruned job's lines went with it
+        with contextlib.closing(sqlite3.connect(db.path)) as conn:
+            leftover = conn.execute("SELECT count(*) FROM job_logs").fetchone()[0]
+        assert leftover == 1  # the pruned job's lines went with it
         now[0] = 10_600.0
         assert await sweep.sweep() == 1
         assert [j.id for j in (await db.list_jobs())[0]] == [waiting.id]
@@ -69,7 +73,7 @@ async def test_the_sweep_prunes_only_what_finished_long_enough_ago(tmp_path: Pat
 
 
 async def test_the_sweep_forgets_old_idempotency_keys(tmp_path: Path) -> None:
-    async with Database(str(tmp_path / "c.db"), on_commit=lambda events: None) as db:
+    async with SqliteStore(str(tmp_path / "c.db"), on_commit=lambda events: None) as db:
         claim = IdempotencyClaim("k", "digest", at=0.0, ttl_s=10**9)  # replayed if remembered
         await db.submit([queued(1, 0.0)], claim)
         await RetentionSweep(db, retention_s=0, idempotency_ttl_s=100.0, clock=lambda: 50.0).sweep()

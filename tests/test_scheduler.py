@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from service.context import MAX_PROGRESS_MESSAGE_CHARS
-from service.db import Database
 from service.errors import InvalidTransition
 from service.events import Broker
 from service.jobs import Job, JobSpec, JobState, Progress
 from service.options import JobOptions
 from service.pool import ProcessPool
 from service.scheduler import Scheduler
+from service.store.sqlite import SqliteStore
 from service.tasks import load_tasks
 from service.worker import MAX_ERROR_MESSAGE_CHARS
 
@@ -27,7 +27,7 @@ T = TASKS + "."
 
 @dataclass
 class Service:
-    db: Database
+    db: SqliteStore
     pool: ProcessPool
     scheduler: Scheduler
 
@@ -52,7 +52,7 @@ async def one_worker(tmp_path: Path) -> AsyncIterator[Service]:
         schedulers[0].on_progress(job_id, progress)
 
     async with (
-        Database(str(tmp_path / "db"), on_commit=Broker().publish) as db,
+        SqliteStore(str(tmp_path / "db"), on_commit=Broker().publish) as db,
         ProcessPool(1, [TASKS], grace_s=1.0, on_progress=on_progress) as pool,
         Scheduler(db, pool, load_tasks([TASKS]), max_interruptions=3) as scheduler,
     ):
@@ -120,7 +120,7 @@ async def test_a_start_the_service_died_before_recording_still_counts(
     tmp_path: Path, max_interruptions: int, state: JobState
 ) -> None:
     path = str(tmp_path / "db")
-    async with Database(path, on_commit=Broker().publish) as db:
+    async with SqliteStore(path, on_commit=Broker().publish) as db:
         job = Job(id="j1", task=T + "add", args=[1, 2], kwargs={}, state=JobState.QUEUED,
                   created_at=1.0)  # fmt: skip
         await db.insert(job)
@@ -128,7 +128,7 @@ async def test_a_start_the_service_died_before_recording_still_counts(
     with open(path + ".started", "a") as journal:
         journal.write("j1 1\nj1 ")  # and a line cut short by the crash
     async with (
-        Database(path, on_commit=Broker().publish) as db,
+        SqliteStore(path, on_commit=Broker().publish) as db,
         ProcessPool(1, [TASKS], grace_s=1.0, on_progress=lambda *_: None) as pool,
         Scheduler(db, pool, load_tasks([TASKS]), max_interruptions=max_interruptions) as sched,
     ):

@@ -17,7 +17,6 @@ from quart.typing import TestClientProtocol as Client
 from service import task
 from service import tasks as tasks_module
 from service.cron import Schedule, check_cron, latest_tick, next_tick
-from service.db import Database
 from service.errors import ScheduleConflict, ScheduleNotFound, UnknownTask
 from service.events import Broker
 from service.jobs import Job
@@ -26,6 +25,7 @@ from service.scheduler import Scheduler
 from service.schedules import Schedules
 from service.schemas import parse_time
 from service.settings import Settings
+from service.store.sqlite import SqliteStore
 from service.tasks import Task, load_tasks
 
 from .conftest import TASKS, running_app, wait_until
@@ -174,7 +174,7 @@ class Clock:
 
 @dataclasses.dataclass
 class Service:
-    db: Database
+    db: SqliteStore
     schedules: Schedules
 
     async def jobs(self, task_name: str = T + "tick") -> list[Job]:
@@ -188,7 +188,7 @@ async def schedules_at(
 ) -> AsyncIterator[Service]:
     """The store, one worker, the scheduler and the schedules, on ``clock``'s time."""
     async with (
-        Database(str(path / "db"), on_commit=Broker().publish) as db,
+        SqliteStore(str(path / "db"), on_commit=Broker().publish) as db,
         ProcessPool(1, [TASKS], grace_s=1.0, on_progress=lambda *_: None) as pool,
         Scheduler(
             db, pool, tasks or load_tasks([TASKS, CRON_TASKS]), max_interruptions=3
@@ -402,7 +402,7 @@ async def test_the_store_refuses_a_tick_while_paused_or_passed_while_paused(
     tmp_path: Path,
 ) -> None:
     schedule = Schedule("s", T + "tick", "* * * * *", created_at=at("2026-01-01T00:00:30Z"))
-    async with Database(str(tmp_path / "db"), on_commit=lambda events: None) as db:
+    async with SqliteStore(str(tmp_path / "db"), on_commit=lambda events: None) as db:
         await db.add_schedule(schedule)
 
         async def claim(tick: str) -> bool:

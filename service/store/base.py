@@ -1,0 +1,186 @@
+"""What the service asks of a store, whichever database it keeps the jobs in.
+
+``Store`` is all the scheduler, the schedules, the retention sweep and the read side use;
+``Transaction`` is what an operation sees of the transaction it runs in (a guard that claims a
+schedule's tick, say). The SQLite backend (``sqlite.py``) implements both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, Self, TypeVar
+
+from ..cron import Schedule
+from ..jobs import Event, Job, JobState
+from ..logs import LogEntry
+from ..stats import JobStats
+
+T = TypeVar("T")
+
+MAX_PAGE_BYTES = 8 * 1024 * 1024  # of a list page's stored JSON: the jobs past it wait for "next"
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    """An ``Idempotency-Key`` header and a digest of the request it came with."""
+
+    key: str
+    request: str
+    at: float  # epoch seconds: when the request came
+    ttl_s: float  # how long the key answers with the same jobs
+
+
+class Transaction(Protocol):
+    """One transaction of the store's writer, as the operations inside it see it: they read
+    through it, so each sees what the ones before it staged."""
+
+    async def get(self, job_id: str) -> Job | None:
+        """The job as this transaction sees it; None if there is none."""
+        ...
+
+    def put(self, job: Job, *, new: bool = False, kind: str | None = "state") -> None:
+        """Stage ``job`` (read through ``get`` first, unless ``new``) with a ``kind`` event."""
+        ...
+
+    async def holder_of(self, key: str) -> Job | None:
+        """The unfinished job that holds ``key``, as this transaction sees it."""
+        ...
+
+    async def claim_tick(self, schedule: Schedule, tick_at: float) -> bool:
+        """Record ``tick_at`` as the schedule's latest fired tick; False, changing nothing, if
+        that tick or a later one already fired, the schedule is paused (or was resumed after
+        the tick) or is gone."""
+        ...
+
+
+# Runs first in the transaction that stores new jobs: it may write along with them, or refuse by
+# raising a ServiceError, and then no job is stored.
+Guard = Callable[[Transaction], Awaitable[None]]
+Change = Callable[[Job], Job | None]  # a job as stored -> the job to store, or None: as it is
+
+
+class Store(Protocol):
+    """The job store. Writes are committed before their futures resolve, and the store calls
+    its ``on_commit`` listener with each transaction's events, in id order."""
+
+    stats: JobStats  # the jobs' counts as of the last commit
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+    @property
+    def last_event_id(self) -> int:
+        """The id of the newest committed event (0 when there is none)."""
+        ...
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def transact_soon(self, operation: Callable[[Transaction], Awaitable[T]]) -> asyncio.Future[T]:
+        """Queue ``operation`` for the next transaction, in call order; the future resolves
+        once it is committed (or with the operation's own error)."""
+        ...
+
+    async def transact(self, operation: Callable[[Transaction], Awaitable[T]]) -> T: ...
+
+    def submit_soon(
+        self,
+        jobs: Sequence[Job],
+        idempotency: IdempotencyClaim | None = None,
+        *,
+        guard: Guard | None = None,
+    ) -> asyncio.Future[list[tuple[Job, bool]]]:
+        """Store new jobs in one transaction; each with whether it was created (False: an
+        unfinished job holding its key, or an earlier request's job, stands in for it)."""
+        ...
+
+    async def submit(
+        self,
+        jobs: Sequence[Job],
+        idempotency: IdempotencyClaim | None = None,
+        *,
+        guard: Guard | None = None,
+    ) -> list[tuple[Job, bool]]: ...
+
+    def update_soon(
+        self, job_id: str, change: Change, *, kind: str = "state"
+    ) -> asyncio.Future[Job | None]: ...
+
+    async def update(self, job_id: str, change: Change, *, kind: str = "state") -> Job | None:
+        """Apply ``change`` to the job as stored and write the result with a ``kind`` event;
+        JobNotFound for an unknown id."""
+        ...
+
+    def start_soon(self, job_id: str, attempt: int, change: Change) -> asyncio.Future[Job | None]:
+        """``update_soon`` for a job about to run its ``attempt``, safe to run before it
+        commits: a start that never reached the store is known at the next start."""
+        ...
+
+    def started_unrecorded(self) -> list[tuple[str, int]]: ...
+
+    def forget_started(self) -> None: ...
+
+    async def update_all(self, state: JobState, change: Callable[[Job], Job]) -> list[Job]: ...
+
+    def append_logs_soon(
+        self, job_id: str, entries: Sequence[LogEntry], dropped: int = 0
+    ) -> asyncio.Future[None]: ...
+
+    async def delete_logs(self, job_ids: Sequence[str]) -> None: ...
+
+    async def prune(self, finished_before: float, limit: int) -> int: ...
+
+    async def prune_idempotency(self, created_before: float) -> None: ...
+
+    async def add_schedule(self, schedule: Schedule) -> None: ...
+
+    async def remove_schedule(self, schedule_id: str) -> None: ...
+
+    async def set_paused(
+        self, schedule: Schedule, *, paused: bool, resumed_at: float | None
+    ) -> None: ...
+
+    async def replace_schedules(self, put: Sequence[Schedule], remove: Sequence[str]) -> None: ...
+
+    async def check_writable(self) -> None: ...
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job: ...
+
+    async def list_jobs(
+        self,
+        *,
+        states: Sequence[JobState] = (),
+        task: str | None = None,
+        queue: str | None = None,
+        text: str | None = None,
+        schedule_id: str | None = None,
+        limit: int = 50,
+        before: int | None = None,
+        max_bytes: int = MAX_PAGE_BYTES,
+    ) -> tuple[list[Job], int | None]: ...
+
+    async def events_after(
+        self, after_id: int, *, job_id: str | None = None, limit: int = 500
+    ) -> list[Event]: ...
+
+    async def job_logs(
+        self, job_id: str, *, tail: int | None = None
+    ) -> tuple[list[LogEntry], int]: ...
+
+    async def ids_in_state(self, state: JobState) -> list[str]: ...
+
+    async def queued(self) -> list[tuple[str, str, str, int]]: ...
+
+    async def scheduled(self) -> list[tuple[float, str]]: ...
+
+    async def schedules(self) -> list[Schedule]: ...
+
+    async def ping(self) -> None: ...

@@ -1,0 +1,637 @@
+"""The PostgreSQL backend: psycopg 3, for one or several services sharing one database.
+
+Writes go through one writer connection that groups whatever arrives together into one
+transaction, as SQLite's does. What SQLite gets from being one process alone, PostgreSQL gets
+from locks, since other services write beside this one:
+
+- a job is read ``FOR UPDATE``: a change is made to the job as it is, never over another's;
+- a ``key`` or an ``Idempotency-Key`` is looked up under an advisory lock of its own, so two
+  services cannot both find it free;
+- a transaction's events take their ids from ``event_ids`` at its commit and hold that row
+  until it is committed: ids are committed in their order, so a stream that has read id N never
+  later finds a smaller one.
+
+Reads go through a small pool of connections beside the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from ..cron import Schedule
+from ..errors import JobNotFound, StoreFailed, StoreUnavailable
+from ..jobs import Event, Job, JobState
+from ..logs import LogEntry
+from ..settings import DEFAULT_MAX_LOG_LINES
+from ..stats import BUCKET_S, window_start
+from .base import MAX_PAGE_BYTES, IdempotencyClaim
+from .groupcommit import (
+    NO_JOB,
+    GroupCommitStore,
+    Pending,
+    StagedTransaction,
+    run_operations,
+    settle,
+)
+from .postgres_schema import CREATE_VERSION_TABLE, MIGRATION_LOCK, MIGRATIONS
+from .rows import (
+    JOB_COLUMNS,
+    SCHEDULE_COLUMNS,
+    dumps,
+    job_to_row,
+    row_to_event,
+    row_to_job,
+    row_to_schedule,
+    schedule_to_row,
+    update_params,
+)
+from .urls import shown
+
+CONNECT_TIMEOUT_S = 10
+# TCP keepalives: a connection whose server or network went away is known dead within ~25 s
+CONNECTION_OPTIONS: dict[str, Any] = {
+    "connect_timeout": CONNECT_TIMEOUT_S,
+    "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+}  # fmt: skip
+log = logging.getLogger("conveyor.db")
+
+READERS = 4  # connections of the read pool, beside the writer's
+# held by the writer's session while the service runs: one service per database, as on SQLite,
+# until services share the running of its jobs
+SERVICE_LOCK = 0x636F6E77
+
+SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s"
+LOCK_JOB = SELECT_JOB + " FOR UPDATE"
+INSERT_JOB = (
+    "INSERT INTO jobs (id, task, args, kwargs, state, attempt, interruptions, progress, result, "
+    "error, created_at, started_at, finished_at, options, scheduled_at, retries, attempts, key, "
+    "schedule_id) VALUES (" + ", ".join(["%s"] * 19) + ")"
+)
+UPDATE_JOB = (
+    "UPDATE jobs SET state = %s, attempt = %s, interruptions = %s, progress = %s, result = %s, "
+    "error = %s, started_at = %s, finished_at = %s, scheduled_at = %s, retries = %s, "
+    "attempts = %s WHERE id = %s"
+)
+SELECT_IDS_IN_STATE = "SELECT id FROM jobs WHERE state = %s ORDER BY seq"
+# an advisory lock per key: two services looking for the key's holder at once take turns
+LOCK_NAME = "SELECT pg_advisory_xact_lock(hashtext(%s))"
+SELECT_ACTIVE_WITH_KEY = (
+    "SELECT id FROM jobs WHERE key = %s AND state IN ('scheduled', 'queued', 'running')"
+)
+SELECT_IDEMPOTENCY = "SELECT request, job_ids, created_at FROM idempotency WHERE key = %s"
+UPSERT_IDEMPOTENCY = (
+    "INSERT INTO idempotency (key, request, job_ids, created_at) VALUES (%s, %s, %s, %s) "
+    "ON CONFLICT (key) DO UPDATE SET request = excluded.request, job_ids = excluded.job_ids, "
+    "created_at = excluded.created_at"
+)
+TAKE_EVENT_IDS = "UPDATE event_ids SET last = last + %s RETURNING last"
+LAST_EVENT_ID = "SELECT last FROM event_ids"
+INSERT_EVENT = "INSERT INTO events (id, job_id, kind, at, data) VALUES (%s, %s, %s, %s, %s)"
+SELECT_EVENTS_AFTER = (
+    "SELECT id, job_id, kind, at, data FROM events WHERE id > %s ORDER BY id LIMIT %s"
+)
+SELECT_JOB_EVENTS_AFTER = (
+    "SELECT id, job_id, kind, at, data FROM events WHERE job_id = %s AND id > %s "
+    "ORDER BY id LIMIT %s"
+)
+SELECT_QUEUED = "SELECT id, task, queue, priority FROM jobs WHERE state = 'queued' ORDER BY seq"
+SELECT_SCHEDULED = "SELECT id, scheduled_at FROM jobs WHERE state = 'scheduled'"
+# the expired jobs no other service is pruning at the same time
+SELECT_EXPIRED = (
+    "SELECT id, queue, state FROM jobs "
+    "WHERE finished_at < %s AND state IN ('succeeded', 'failed', 'canceled') "
+    "ORDER BY finished_at LIMIT %s FOR UPDATE SKIP LOCKED"
+)
+DELETE_JOB_EVENTS = "DELETE FROM events WHERE job_id = ANY(%s)"
+DELETE_JOBS = "DELETE FROM jobs WHERE id = ANY(%s)"
+DELETE_OLD_NOTES = "DELETE FROM events WHERE job_id = %s AND at < %s"
+DELETE_EXPIRED_IDEMPOTENCY = "DELETE FROM idempotency WHERE created_at < %s"
+WRITE_READINESS = (
+    "INSERT INTO readiness (id, checked_at) VALUES (1, %s) "
+    "ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at"
+)
+COUNT_JOBS = "SELECT queue, state, count(*) FROM jobs GROUP BY 1, 2"
+COUNT_FINISHED = (
+    "SELECT (floor(finished_at / %(bucket)s) * %(bucket)s)::bigint, state, count(*) FROM jobs "
+    "WHERE finished_at >= %(since)s AND state IN ('succeeded', 'failed', 'canceled') "
+    "GROUP BY 1, 2"
+)
+_SCHEDULE_VALUES = ", ".join(["%s"] * len(SCHEDULE_COLUMNS.split(",")))
+SELECT_SCHEDULES = f"SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY created_at, id"
+INSERT_SCHEDULE = (
+    f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES ({_SCHEDULE_VALUES}) "
+    "ON CONFLICT (id) DO NOTHING"
+)
+REPLACE_SCHEDULE = (
+    f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES ({_SCHEDULE_VALUES}) "
+    "ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in (c.strip() for c in SCHEDULE_COLUMNS.split(",")))
+)
+DELETE_SCHEDULE = "DELETE FROM schedules WHERE id = %s"
+# the same schedule (not one made anew under its id), active, and a tick later than any it
+# fired and than its latest resume; a second service claiming the same tick waits for the
+# first's row lock, then finds the tick taken
+CLAIM_TICK = (
+    "UPDATE schedules SET last_tick_at = %(tick)s WHERE id = %(id)s "
+    "AND created_at = %(created)s AND paused = 0 AND coalesce(last_tick_at, 0) < %(tick)s "
+    "AND coalesce(resumed_at, 0) < %(tick)s"
+)
+PAUSE_SCHEDULE = (
+    "UPDATE schedules SET paused = %s, resumed_at = %s WHERE id = %s AND created_at = %s"
+)
+INSERT_LOG = (
+    "INSERT INTO job_logs (job_id, event_id, attempt, at, stream, level, logger, text) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+)
+COUNT_LOGS = (
+    "INSERT INTO job_log_counts AS c (job_id, kept, dropped) VALUES (%s, %s, %s) "
+    "ON CONFLICT (job_id) DO UPDATE SET "
+    "kept = c.kept + excluded.kept, dropped = c.dropped + excluded.dropped RETURNING kept"
+)
+PRUNE_LOGS = (
+    "DELETE FROM job_logs WHERE id IN "
+    "(SELECT id FROM job_logs WHERE job_id = %s ORDER BY id LIMIT %s)"
+)
+COUNT_PRUNED = (
+    "UPDATE job_log_counts SET kept = kept - %s, dropped = dropped + %s WHERE job_id = %s"
+)
+# a log event all of whose lines are gone goes too: replays stay as bounded as the log
+PRUNE_LOG_EVENTS = (
+    "DELETE FROM events WHERE job_id = %s AND kind = 'log' AND id < "
+    "(SELECT min(event_id) FROM job_logs WHERE job_id = %s)"
+)
+SELECT_LOGS = (
+    "SELECT at, stream, text, level, logger, attempt FROM job_logs "
+    "WHERE job_id = %s ORDER BY id DESC LIMIT %s"
+)
+SELECT_LOG_DROPPED = "SELECT dropped FROM job_log_counts WHERE job_id = %s"
+DELETE_LOGS = (
+    "DELETE FROM job_logs WHERE job_id = ANY(%s)",
+    "DELETE FROM job_log_counts WHERE job_id = ANY(%s)",
+    "DELETE FROM events WHERE job_id = ANY(%s) AND kind = 'log'",
+)
+_JOB_BYTES = (
+    "octet_length(args) + octet_length(kwargs) + coalesce(octet_length(result), 0) "
+    "+ coalesce(octet_length(error), 0) + octet_length(attempts)"
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Logged:
+    """A batch of a job's output, written at the commit, when its event has its id."""
+
+    job_id: str
+    event_id: int  # the event's id in its transaction, before the commit numbers it
+    rows: list[tuple[Any, ...]]  # INSERT_LOG's, without the event id
+    dropped: int
+    keep: int
+
+
+class PostgresTransaction(StagedTransaction):
+    """A transaction on the writer's connection (psycopg begins it at the first statement)."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], clock: Callable[[], float]) -> None:
+        super().__init__(1, clock)  # the commit numbers them from event_ids
+        self._conn = conn
+        self._logged: list[_Logged] = []
+        self.committing = False  # COMMIT sent: a connection lost now leaves it unknown
+
+    async def _rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+        cursor = await self._conn.execute(sql, params)
+        return await cursor.fetchall()
+
+    async def _change(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> int:
+        return (await self._conn.execute(sql, params)).rowcount
+
+    async def _read_job(self, job_id: str) -> Job | None:
+        rows = await self._rows(LOCK_JOB, (job_id,))
+        return row_to_job(rows[0]) if rows else None
+
+    async def _stored_ids_in_state(self, state: JobState) -> list[str]:
+        return [row[0] for row in await self._rows(SELECT_IDS_IN_STATE, (state.value,))]
+
+    async def _stored_holders(self, key: str) -> list[str]:
+        await self._conn.execute(LOCK_NAME, ("conveyor key " + key,))
+        return [row[0] for row in await self._rows(SELECT_ACTIVE_WITH_KEY, (key,))]
+
+    async def claim_tick(self, schedule: Schedule, tick_at: float) -> bool:
+        params = {"tick": tick_at, "id": schedule.id, "created": schedule.created_at}
+        return await self._change(CLAIM_TICK, params) == 1
+
+    async def earlier_request(self, claim: IdempotencyClaim) -> tuple[str, list[str], float] | None:
+        await self._conn.execute(LOCK_NAME, ("conveyor request " + claim.key,))
+        rows = await self._rows(SELECT_IDEMPOTENCY, (claim.key,))
+        if not rows:
+            return None
+        return rows[0][0], orjson.loads(rows[0][1]), rows[0][2]
+
+    async def remember_request(self, claim: IdempotencyClaim, job_ids: list[str]) -> None:
+        params = (claim.key, claim.request, dumps(job_ids), claim.at)
+        await self._conn.execute(UPSERT_IDEMPOTENCY, params)
+
+    async def add_logs(
+        self, job: Job, entries: Sequence[LogEntry], dropped: int, keep: int
+    ) -> None:
+        entries = [dataclasses.replace(e, attempt=job.attempt) for e in entries]
+        event = self.log_event(job, entries, dropped)
+        rows = [
+            (job.id, e.attempt, e.at, e.stream, _text(e.level), _text(e.logger), _text(e.text))
+            for e in entries
+        ]
+        self._logged.append(_Logged(job.id, event.id, rows, dropped, keep))
+
+    async def delete_logs(self, job_ids: Sequence[str]) -> None:
+        gone = set(job_ids)  # and what this transaction was to write of them
+        self._logged = [logged for logged in self._logged if logged.job_id not in gone]
+        for sql in DELETE_LOGS:
+            await self._conn.execute(sql, (list(job_ids),))
+
+    async def insert_schedule(self, schedule: Schedule) -> bool:
+        return await self._change(INSERT_SCHEDULE, schedule_to_row(schedule)) == 1
+
+    async def replace_schedule(self, schedule: Schedule) -> None:
+        await self._conn.execute(REPLACE_SCHEDULE, schedule_to_row(schedule))
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        return await self._change(DELETE_SCHEDULE, (schedule_id,)) == 1
+
+    async def pause_schedule(
+        self, schedule: Schedule, *, paused: bool, resumed_at: float | None
+    ) -> bool:
+        params = (int(paused), resumed_at, schedule.id, schedule.created_at)
+        return await self._change(PAUSE_SCHEDULE, params) == 1
+
+    async def expired(self, finished_before: float, limit: int) -> list[tuple[str, str, str]]:
+        rows = await self._rows(SELECT_EXPIRED, (finished_before, limit))
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    async def delete_jobs(self, job_ids: Sequence[str]) -> None:
+        await self._conn.execute(DELETE_JOB_EVENTS, (list(job_ids),))
+        await self._conn.execute(DELETE_JOBS, (list(job_ids),))
+
+    async def delete_notes(self, before: float) -> None:
+        await self._conn.execute(DELETE_OLD_NOTES, (NO_JOB, before))
+
+    async def delete_requests(self, created_before: float) -> None:
+        await self._conn.execute(DELETE_EXPIRED_IDEMPOTENCY, (created_before,))
+
+    async def write_readiness(self, at: float) -> None:
+        await self._conn.execute(WRITE_READINESS, (at,))
+
+    async def commit(self) -> None:
+        """Number the events, write what is staged, and commit."""
+        if self.events:
+            (last,) = (await self._rows(TAKE_EVENT_IDS, (len(self.events),)))[0]
+            base = last - len(self.events)  # the staged ids run from 1
+            self.events = [dataclasses.replace(e, id=base + e.id) for e in self.events]
+            self.next_event_id = last + 1
+        else:
+            base = 0
+        inserts = [job_to_row(j) for i, j in self.rows.items() if i in self.inserted]
+        updates = [update_params(j) for i, j in self.rows.items() if i not in self.inserted]
+        async with self._conn.cursor() as cursor:
+            # updates first: a job that finishes frees its key for a job inserted in the same
+            # batch
+            if updates:
+                await cursor.executemany(UPDATE_JOB, updates)
+            if inserts:
+                await cursor.executemany(INSERT_JOB, inserts)
+            if self.events:
+                rows = [(e.id, e.job_id, e.kind, e.at, dumps(e.data)) for e in self.events]
+                await cursor.executemany(INSERT_EVENT, rows)
+        for logged in self._logged:
+            await self._write_logs(logged, base + logged.event_id)
+        self.committing = True
+        await self._conn.commit()
+
+    async def _write_logs(self, logged: _Logged, event_id: int) -> None:
+        job_id = logged.job_id
+        async with self._conn.cursor() as cursor:
+            rows = [(job_id, event_id, *row[1:]) for row in logged.rows]
+            await cursor.executemany(INSERT_LOG, rows)
+        counted = await self._rows(COUNT_LOGS, (job_id, len(rows), logged.dropped))
+        excess = int(counted[0][0]) - logged.keep
+        if excess > 0:
+            await self._conn.execute(PRUNE_LOGS, (job_id, excess))
+            await self._conn.execute(COUNT_PRUNED, (excess, excess, job_id))
+            await self._conn.execute(PRUNE_LOG_EVENTS, (job_id, job_id))
+
+
+class PostgresStore(GroupCommitStore[PostgresTransaction]):
+    """The job store on a PostgreSQL database, which other services may share. ``on_commit``
+    receives the events of each of this service's transactions, in id order."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        on_commit: Callable[[list[Event]], None],
+        clock: Callable[[], float] = time.time,
+        max_log_lines: int = DEFAULT_MAX_LOG_LINES,
+    ) -> None:
+        super().__init__(on_commit=on_commit, clock=clock, max_log_lines=max_log_lines)
+        self.url = url
+        self._writer: psycopg.AsyncConnection[Any] | None = None
+        self._readers: AsyncConnectionPool | None = None
+        self._last_event_id = 0
+
+    async def __aenter__(self) -> PostgresStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Connect, migrate the schema (one service at a time), start the writer.
+
+        Raises StoreUnavailable when the database cannot be reached.
+        """
+        try:
+            self._writer = await _connect(self.url)
+            await _hold_service_lock(self._writer, self.url)  # before migrating under another
+            await _migrate(self._writer)
+            self._readers = AsyncConnectionPool(
+                self.url, min_size=1, max_size=READERS, open=False,
+                kwargs={"autocommit": True, **CONNECTION_OPTIONS},
+                # an idle connection is checked as it is taken: after a server restart, a read
+                # gets a new one instead of failing on the old
+                check=AsyncConnectionPool.check_connection,
+            )  # fmt: skip
+            await self._readers.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+            async with self._readers.connection() as conn:
+                self._last_event_id = int((await _rows(conn, LAST_EVENT_ID))[0][0])
+                await self._seed_stats(conn)
+        except (psycopg.Error, PoolTimeout) as exc:
+            await self.close()
+            raise StoreUnavailable(shown(self.url), str(exc).strip().splitlines()[0]) from None
+        except BaseException:
+            await self.close()
+            raise
+        self._start_writer()
+
+    async def _seed_stats(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        counts = await _rows(conn, COUNT_JOBS)
+        since = window_start(self._clock())
+        finished = await _rows(conn, COUNT_FINISHED, {"bucket": BUCKET_S, "since": since})
+        self.stats.seed(
+            [(row[0], row[1], row[2]) for row in counts],
+            [(row[0], row[1], row[2]) for row in finished],
+        )
+
+    async def close(self) -> None:
+        """Finish the writes already asked for, then close the connections; idempotent."""
+        await self._stop_writer()
+        if self._readers is not None:
+            await self._readers.close()
+            self._readers = None
+        if self._writer is not None:
+            await self._writer.close()
+            self._writer = None
+
+    @property
+    def last_event_id(self) -> int:
+        """The id of the newest event this service committed or has read (0: none)."""
+        return self._last_event_id
+
+    # -- the writer -------------------------------------------------------------------------
+
+    def _store_failure(self, exc: Exception) -> bool:
+        # StoreUnavailable: reconnected, but the old session still holds the service's lock
+        return isinstance(exc, psycopg.OperationalError | StoreUnavailable)
+
+    async def _commit(self, pendings: list[Pending[PostgresTransaction]]) -> None:
+        for tries_left in (1, 0):
+            try:
+                conn = await self._writer_connection()
+            except (psycopg.OperationalError, StoreUnavailable) as exc:
+                # no connection to be had: every write of the batch fails alike, at once,
+                # rather than one by one, each waiting for a connection of its own
+                failed = StoreFailed(str(exc).strip().splitlines()[0])
+                for pending in pendings:
+                    if not pending.future.done():
+                        pending.future.set_exception(failed)
+                return
+            batch = PostgresTransaction(conn, self._clock)
+            try:
+                outcomes = await run_operations(batch, pendings)
+                await batch.commit()
+            except psycopg.OperationalError as exc:
+                with contextlib.suppress(Exception):
+                    await conn.rollback()
+                # lost before its commit was sent: nothing of it is stored, so it runs again
+                # on a new connection (lost during the commit, it may be stored: not again)
+                if tries_left and conn.broken and not batch.committing:
+                    log.warning("the database connection was lost (%s); reconnecting", exc)
+                    continue
+                raise
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await conn.rollback()
+                raise
+            if batch.events:
+                self._last_event_id = max(self._last_event_id, batch.events[-1].id)
+            settle(pendings, outcomes)
+            self._published(batch.events)
+            return
+
+    async def _writer_connection(self) -> psycopg.AsyncConnection[Any]:
+        """The writer's connection; a new one if the last was lost (a restarted server)."""
+        if self._writer is None or self._writer.closed or self._writer.broken:
+            if self._writer is not None:
+                with contextlib.suppress(Exception):
+                    await self._writer.close()
+            self._writer = None
+            conn = await _connect(self.url)
+            try:
+                await _hold_service_lock(conn, self.url)
+            except BaseException:
+                await conn.close()
+                raise
+            self._writer = conn
+        return self._writer
+
+    def start_soon(
+        self, job_id: str, attempt: int, change: Callable[[Job], Job | None]
+    ) -> asyncio.Future[Job | None]:
+        """``update_soon``: a start is in the database once committed, and a service that
+        dies before that leaves the job queued, its attempt not counted."""
+        return self.update_soon(job_id, change)
+
+    def started_unrecorded(self) -> list[tuple[str, int]]:
+        return []
+
+    def forget_started(self) -> None:
+        pass
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def _read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+        if self._readers is None:
+            raise RuntimeError("the database is not open")
+        async with self._readers.connection() as conn:
+            return await _rows(conn, sql, params)
+
+    async def get_job(self, job_id: str) -> Job:
+        rows = await self._read(SELECT_JOB, (job_id,))
+        if not rows:
+            raise JobNotFound(job_id)
+        return row_to_job(rows[0])
+
+    async def list_jobs(
+        self,
+        *,
+        states: Sequence[JobState] = (),
+        task: str | None = None,
+        queue: str | None = None,
+        text: str | None = None,
+        schedule_id: str | None = None,
+        limit: int = 50,
+        before: int | None = None,
+        max_bytes: int = MAX_PAGE_BYTES,
+    ) -> tuple[list[Job], int | None]:
+        """Jobs newest first, and the cursor of the next page (None at the end); see the
+        SQLite store's ``list_jobs``."""
+        where: list[str] = []
+        params: list[Any] = []
+        if states:
+            where.append("state = ANY(%s)")
+            params.append([s.value for s in states])
+        if task is not None:
+            where.append("task = %s")
+            params.append(task)
+        if schedule_id is not None:
+            where.append("schedule_id = %s")
+            params.append(schedule_id)
+        if queue is not None:
+            where.append("queue = %s")
+            params.append(queue)
+        if text:
+            # ASCII case only, as SQLite's lower() does
+            where.append(
+                "strpos(translate(args || ' ' || kwargs, %s, %s), translate(%s, %s, %s)) > 0"
+            )
+            params.extend([_UPPER, _LOWER, text, _UPPER, _LOWER])
+        if before is not None:
+            where.append("seq < %s")
+            params.append(before)
+        matching = " WHERE " + " AND ".join(where) if where else ""
+        sizes = await self._read(
+            f"SELECT seq, {_JOB_BYTES} FROM jobs{matching} ORDER BY seq DESC LIMIT %s",
+            (*params, limit + 1),
+        )
+        taken: list[int] = []
+        total = 0
+        for seq, size in sizes[:limit]:
+            if taken and total + size > max_bytes:
+                break
+            taken.append(seq)
+            total += size
+        more = len(taken) < len(sizes)
+        if not taken:
+            return [], None
+        rows = await self._read(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ANY(%s) ORDER BY seq DESC", (taken,)
+        )
+        return [row_to_job(r) for r in rows], taken[-1] if more else None
+
+    async def events_after(
+        self, after_id: int, *, job_id: str | None = None, limit: int = 500
+    ) -> list[Event]:
+        if job_id is None:
+            rows = await self._read(SELECT_EVENTS_AFTER, (after_id, limit))
+        else:
+            rows = await self._read(SELECT_JOB_EVENTS_AFTER, (job_id, after_id, limit))
+        return [row_to_event(r) for r in rows]
+
+    async def job_logs(self, job_id: str, *, tail: int | None = None) -> tuple[list[LogEntry], int]:
+        """The job's kept log entries, oldest first (only the last ``tail`` of them if given),
+        and how many lines it wrote that are not kept. Raises JobNotFound."""
+        await self.get_job(job_id)
+        counts = await self._read(SELECT_LOG_DROPPED, (job_id,))
+        dropped = int(counts[0][0]) if counts else 0
+        limit = self._max_log_lines if tail is None else min(tail, self._max_log_lines)
+        rows = await self._read(SELECT_LOGS, (job_id, limit))
+        return [LogEntry(*row) for row in reversed(rows)], dropped
+
+    async def ids_in_state(self, state: JobState) -> list[str]:
+        return [row[0] for row in await self._read(SELECT_IDS_IN_STATE, (state.value,))]
+
+    async def queued(self) -> list[tuple[str, str, str, int]]:
+        """(id, task, queue, priority) of every queued job, in submission order."""
+        return [(row[0], row[1], row[2], row[3]) for row in await self._read(SELECT_QUEUED)]
+
+    async def scheduled(self) -> list[tuple[float, str]]:
+        """(scheduled_at, id) of every scheduled job."""
+        return [(row[1], row[0]) for row in await self._read(SELECT_SCHEDULED)]
+
+    async def schedules(self) -> list[Schedule]:
+        """Every schedule, oldest first."""
+        return [row_to_schedule(row) for row in await self._read(SELECT_SCHEDULES)]
+
+    async def ping(self) -> None:
+        """Raise unless the database answers a query."""
+        await self._read("SELECT 1")
+
+
+def _text(value: str | None) -> str | None:
+    """PostgreSQL's text cannot hold NUL, which a job may well print: shown as U+FFFD."""
+    return value if value is None or "\x00" not in value else value.replace("\x00", "\ufffd")
+
+
+_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_LOWER = _UPPER.lower()
+
+
+async def _rows(
+    conn: psycopg.AsyncConnection[Any], sql: str, params: Sequence[Any] | dict[str, Any] = ()
+) -> list[Any]:
+    cursor = await conn.execute(sql, params)
+    return await cursor.fetchall()
+
+
+async def _connect(url: str) -> psycopg.AsyncConnection[Any]:
+    return await psycopg.AsyncConnection.connect(url, **CONNECTION_OPTIONS)
+
+
+async def _hold_service_lock(conn: psycopg.AsyncConnection[Any], url: str) -> None:
+    """StoreUnavailable if another service holds the database (its session's lock)."""
+    (held,) = (await _rows(conn, "SELECT pg_try_advisory_lock(%s)", (SERVICE_LOCK,)))[0]
+    await conn.commit()
+    if not held:
+        raise StoreUnavailable(shown(url), "another Conveyor service is using it")
+
+
+async def _migrate(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Bring the schema up to date, one service at a time (the others wait, then find it so)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        await conn.execute(CREATE_VERSION_TABLE)
+        version = int((await _rows(conn, "SELECT version FROM conveyor_schema"))[0][0])
+        if version > len(MIGRATIONS):
+            raise RuntimeError(
+                f"the database is at schema version {version}, newer than this service "
+                f"({len(MIGRATIONS)}); upgrade the service"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            await conn.execute(script)
+            await conn.execute("UPDATE conveyor_schema SET version = %s", (number,))
+
+
+def check_database(url: str) -> None:
+    """Fail early, with a clear StoreUnavailable, if the database cannot be reached."""
+    try:
+        with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        raise StoreUnavailable(shown(url), str(exc).strip().splitlines()[0]) from None
