@@ -168,11 +168,13 @@ async def _start(stack: AsyncExitStack, settings: Settings, tasks: dict[str, Tas
     def committed(events: list[Event]) -> None:
         broker.publish(events)
         figures.observe(events)
+        if scheduler is not None:
+            scheduler.observe(events)
 
+    scheduler: Scheduler | None = None
     db = await stack.enter_async_context(
         open_store(settings.database, on_commit=committed, max_log_lines=settings.max_log_lines)
     )
-    scheduler: Scheduler | None = None
 
     # the pool reports a job's progress and output; the scheduler, made after it, records them
     def on_progress(job_id: str, progress: Any) -> None:
@@ -194,6 +196,7 @@ async def _start(stack: AsyncExitStack, settings: Settings, tasks: dict[str, Tas
         Scheduler(
             db, pool, tasks,
             max_interruptions=settings.max_interruptions, queue_limits=settings.queues,
+            lease_s=settings.lease_s,
         )
     )  # fmt: skip
     await stack.enter_async_context(

@@ -11,7 +11,15 @@ from collections.abc import Callable
 from .jobs import Event
 from .settings import DEFAULT_MAX_LOG_LINES
 from .store import sqlite
-from .store.base import MAX_PAGE_BYTES, Change, Guard, IdempotencyClaim, Store, Transaction
+from .store.base import (
+    MAX_PAGE_BYTES,
+    Change,
+    Guard,
+    IdempotencyClaim,
+    SharedStore,
+    Store,
+    Transaction,
+)
 from .store.urls import is_postgres, shown
 
 __all__ = [
@@ -19,6 +27,7 @@ __all__ = [
     "Change",
     "Guard",
     "IdempotencyClaim",
+    "SharedStore",
     "Store",
     "Transaction",
     "check_database",

@@ -117,25 +117,41 @@ class Reads:
         return {"event_id": self._db.last_event_id, **self._db.stats.as_json(time.time())}
 
     async def workers(self) -> dict[str, Any]:
-        """Each worker process with the job it runs."""
-        status = self._pool.status()
+        """Each worker process with the job it runs: this service's, and on a shared store
+        every live service's too (as of its last heartbeat), each marked with its service."""
+        here = self._pool.status()
+        shared = self._db.sharing()
+        pools: list[tuple[str | None, dict[str, Any]]] = [
+            (None if shared is None else shared.instance_id, here)
+        ]
+        if shared is not None:
+            pools += [
+                (service["id"], service["workers"])
+                for service in await shared.instances()
+                if service["id"] != shared.instance_id and service["workers"]
+            ]
         listed = []
-        for worker in status["workers"]:
-            job = None
-            if worker["job_id"] is not None:
-                with contextlib.suppress(JobNotFound):  # pruned or never stored
-                    job = await self._db.get_job(worker["job_id"])
-            state = "busy" if worker["job_id"] else "idle" if worker["ready"] else "starting"
-            listed.append({
-                "pid": worker["pid"], "state": state, "started_at": worker["started_at"],
-                "jobs_run": worker["jobs_run"], "job": None if job is None else {
-                    "id": job.id, "task": job.task, "started_at": isoformat(job.started_at),
-                    "progress": None if job.progress is None else job.progress.as_dict(),
-                },
-            })  # fmt: skip
+        for service_id, status in pools:
+            for worker in status["workers"]:
+                listed.append(await self._worker(service_id, worker))
         return {
-            "size": status["size"], "busy": status["busy"],
+            "size": sum(status["size"] for _, status in pools),
+            "busy": sum(status["busy"] for _, status in pools),
             "idle": sum(1 for w in listed if w["state"] == "idle"), "workers": listed,
+        }  # fmt: skip
+
+    async def _worker(self, service_id: str | None, worker: dict[str, Any]) -> dict[str, Any]:
+        job = None
+        if worker["job_id"] is not None:
+            with contextlib.suppress(JobNotFound):  # pruned or never stored
+                job = await self._db.get_job(worker["job_id"])
+        state = "busy" if worker["job_id"] else "idle" if worker["ready"] else "starting"
+        return {
+            "pid": worker["pid"], "state": state, "started_at": worker["started_at"],
+            "jobs_run": worker["jobs_run"], "service": service_id, "job": None if job is None else {
+                "id": job.id, "task": job.task, "started_at": isoformat(job.started_at),
+                "progress": None if job.progress is None else job.progress.as_dict(),
+            },
         }  # fmt: skip
 
     async def ready(self) -> list[str]:

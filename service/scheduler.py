@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
-from .db import Guard, IdempotencyClaim, Store
+from .db import Guard, IdempotencyClaim, SharedStore, Store
 from .delays import DueQueue
 from .errors import (
     BatchRejected,
@@ -33,6 +33,7 @@ from .errors import (
 )
 from .jobs import (
     TERMINAL,
+    Event,
     Job,
     JobError,
     JobSpec,
@@ -68,12 +69,20 @@ class Submitted(NamedTuple):
     created: bool  # False: an earlier job stands in (the same key, or the same request)
 
 
+# on a shared store: how long a claimer with nothing to claim waits before it looks again
+# unwoken (the others' word wakes it at once; this is for word lost), and how long a cancel
+# waits for the service running the job before it asks again
+CLAIM_RECHECK_S = 5.0
+CANCEL_ASK_AGAIN_S = 1.0
+
+
 @dataclass(eq=False)
 class _Run:
     """A job between leaving the ready queue and reaching its next state."""
 
     job_id: str
-    entry: Entry  # its place in the ready queue's limits, held until the run ends
+    entry: Entry | None  # its place in the ready queue's limits, held until the run ends
+    claimed: Job | None = None  # on a shared store: the job as claimed, running already
     worker: Worker | None = None
     cancel_requested: bool = False
     timeout_s: float | None = None
@@ -95,8 +104,15 @@ class Scheduler:
         queue_limits: Mapping[str, int] | None = None,
         clock: Clock = time.time,
         rand: Callable[[], float] = random.random,
+        lease_s: float = 15.0,
     ) -> None:
         self._db = db
+        self._shared: SharedStore | None = db.sharing()
+        self._lease_s = lease_s
+        self._queue_limits = dict(queue_limits or {})
+        self._task_limits = {n: t.concurrency for n, t in tasks.items() if t.concurrency}
+        self._leases: asyncio.Task[None] | None = None
+        self._ended: dict[str, asyncio.Event] = {}  # shared: jobs a cancel waits to see end
         self._pool = pool
         self._tasks = tasks
         self._max_interruptions = max_interruptions
@@ -123,6 +139,9 @@ class Scheduler:
 
     async def start(self) -> None:
         """Requeue what a dead service left running, queue what is due, start dispatching."""
+        if self._shared is not None:
+            await self._start_shared(self._shared)
+            return
         now = self._clock()
         for job_id, attempt in self._db.started_unrecorded():  # the service died first
             change = functools.partial(_started_then_interrupted, attempt=attempt, at=now)
@@ -141,6 +160,18 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         self._dispatcher = loop.create_task(self._dispatch())
         self._waker = loop.create_task(self._wake_scheduled())
+
+    async def _start_shared(self, shared: SharedStore) -> None:
+        """On a shared store, what others run is theirs: only the jobs of services gone
+        silent are requeued (``_lease``), and jobs are claimed from the store, not queued here."""
+        shared.on_cancel_requested = self._cancel_requested
+        for due_at, job_id in await self._db.scheduled():
+            self._scheduled.add(due_at, job_id)
+        await self._beat(shared)
+        loop = asyncio.get_running_loop()
+        self._dispatcher = loop.create_task(self._dispatch_claims(shared))
+        self._waker = loop.create_task(self._wake_scheduled())
+        self._leases = loop.create_task(self._lease(shared))
 
     async def drain(self, grace_s: float, hurry: asyncio.Event | None = None) -> int:
         """Start no more jobs and refuse new ones (ShuttingDown); give the running jobs up to
@@ -174,7 +205,7 @@ class Scheduler:
         if self._closing:
             return
         self._closing = True
-        for loop_task in (self._dispatcher, self._waker):
+        for loop_task in (self._dispatcher, self._waker, self._leases):
             if loop_task is not None:
                 loop_task.cancel()
                 await asyncio.gather(loop_task, return_exceptions=True)
@@ -304,6 +335,8 @@ class Scheduler:
             if canceled is not None:
                 return canceled
             job = await self._db.get_job(job_id)
+            if self._shared is not None and job.state is JobState.RUNNING:
+                return await self._cancel_elsewhere(self._shared, job_id)
             raise InvalidTransition(job_id, job.state, JobState.CANCELED, job)
         run.cancel_requested = True
         if run.worker is not None:  # a no-op if the job ended and its worker moved on
@@ -313,6 +346,58 @@ class Scheduler:
         if job.state is not JobState.CANCELED:  # it finished before the cancel could land
             raise InvalidTransition(job_id, job.state, JobState.CANCELED, job)
         return job
+
+    async def _cancel_elsewhere(self, shared: SharedStore, job_id: str) -> Job:
+        """Cancel a job another service runs: ask it (again each second: word can be lost,
+        and a service gone silent has its jobs requeued, then canceled here), until it ends."""
+        ended = self._ended.setdefault(job_id, asyncio.Event())
+        try:
+            while True:
+                change = functools.partial(_cancel_waiting, at=self._clock())
+                canceled = await self._db.update(job_id, change)
+                if canceled is not None:
+                    return canceled
+                job = await self._db.get_job(job_id)
+                if job.is_terminal:
+                    if job.state is not JobState.CANCELED:
+                        raise InvalidTransition(job_id, job.state, JobState.CANCELED, job)
+                    return job
+                ended.clear()
+                await shared.request_cancel(job_id)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(CANCEL_ASK_AGAIN_S):
+                        await ended.wait()
+        finally:
+            self._ended.pop(job_id, None)
+
+    def _cancel_requested(self, job_id: str) -> None:
+        """Another service was asked to cancel ``job_id``: if it runs here, cancel it."""
+        if job_id in self._runs:
+            self._own(self._cancel_quietly(job_id))
+
+    async def _cancel_quietly(self, job_id: str) -> None:
+        with contextlib.suppress(JobNotFound, InvalidTransition):
+            await self.cancel(job_id)
+
+    def observe(self, events: Sequence[Event]) -> None:
+        """Every committed event, of every service: on a shared store, a job another service
+        scheduled is due here too, and a cancel waiting on another's job sees it end."""
+        if self._shared is None:
+            return
+        for event in events:
+            if event.kind != "state":
+                continue
+            state = event.data.get("state")
+            if state == JobState.SCHEDULED.value:
+                self._own(self._learn_due(event.job_id))
+            elif state in _TERMINAL_VALUES and event.job_id in self._ended:
+                self._ended[event.job_id].set()
+
+    async def _learn_due(self, job_id: str) -> None:
+        with contextlib.suppress(JobNotFound):
+            job = await self._db.get_job(job_id)
+            if job.state is JobState.SCHEDULED and job.scheduled_at is not None:
+                self._scheduled.add(job.scheduled_at, job.id)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -349,6 +434,93 @@ class Scheduler:
             self._runs[entry.job_id] = run  # before any await: a cancel from now on finds it
             self._own(self._run(run, worker))
 
+    async def _dispatch_claims(self, shared: SharedStore) -> None:
+        """On a shared store: for each free worker, claim the best job any service may start
+        (no prefetch); with none, wait for word of one."""
+        while True:
+            while len(self._runs) >= self._pool.size + MAX_UNSETTLED_RUNS:
+                self._run_ended.clear()
+                await self._run_ended.wait()
+            try:
+                worker = await self._pool.acquire()
+            except PoolClosed:
+                return
+            try:
+                job = await self._claim(shared)
+                while not worker.alive:  # it died while idle, waiting for this job
+                    worker = await self._pool.acquire()
+            except PoolClosed:
+                return
+            except asyncio.CancelledError:
+                self._pool.release(worker)
+                raise
+            run = _Run(job.id, None, claimed=job)
+            self._runs[job.id] = run  # before any await: a cancel from now on finds it
+            self._own(self._run(run, worker))
+
+    async def _claim(self, shared: SharedStore) -> Job:
+        while True:
+            shared.work.clear()
+            claiming = asyncio.ensure_future(
+                shared.claim(self._clock(), self._queue_limits, self._task_limits)
+            )
+            try:
+                job = await asyncio.shield(claiming)
+            except asyncio.CancelledError:
+                # stopped while a claim may yet commit: a job claimed then is given back
+                claiming.add_done_callback(self._give_back_claimed)
+                raise
+            except Exception as exc:
+                log.error("cannot claim a job (%s); trying again", exc)
+                await asyncio.sleep(RETRY_DUE_S)
+                continue
+            if job is not None:
+                return job
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLAIM_RECHECK_S):
+                    await shared.work.wait()
+
+    def _give_back_claimed(self, claiming: asyncio.Future[Job | None]) -> None:
+        if claiming.cancelled() or claiming.exception() is not None:
+            return
+        job = claiming.result()
+        if job is not None:
+            change = _fenced(_ending(JobState.QUEUED, self._clock(), outcome="interrupted"), job)
+            self._db.update_soon(job.id, change).add_done_callback(_log_failure)
+
+    async def _lease(self, shared: SharedStore) -> None:
+        """Beat, and requeue the jobs of services gone silent, each third of the lease. A
+        service that cannot beat for most of its lease stops its own runs: the others are
+        about to run them again, and a job must never run in two places at once."""
+        beaten = time.monotonic()
+        while True:
+            await asyncio.sleep(self._lease_s / 3)
+            try:
+                await self._beat(shared)
+                beaten = time.monotonic()
+                change = functools.partial(
+                    interrupt, at=self._clock(), max_interruptions=self._max_interruptions
+                )
+                requeued = await shared.expire_leases(self._lease_s, change)
+                if requeued:
+                    shared.work.set()
+            except Exception as exc:
+                log.warning("cannot renew this service's lease: %s", exc)
+                if time.monotonic() - beaten > self._lease_s * 0.8:
+                    self._stop_runs("its lease is running out")
+
+    async def _beat(self, shared: SharedStore) -> None:
+        if not await shared.heartbeat(self._pool.status()):
+            self._stop_runs("the other services took it for dead")
+
+    def _stop_runs(self, why: str) -> None:
+        if self._runs:
+            log.error("stopping the %d running job(s) here: %s", len(self._runs), why)
+        for run in list(self._runs.values()):
+            run.interrupted = True
+            if run.worker is not None:
+                self._own(self._pool.kill(run.worker, run.job_id))
+
     async def _run(self, run: _Run, worker: Worker) -> None:
         try:
             started = await self._start(run, worker)
@@ -380,12 +552,17 @@ class Scheduler:
         finally:
             if self._runs.get(run.job_id) is run:  # a retry on request may have begun anew
                 del self._runs[run.job_id]
-            self._ready.release(run.entry)
+            if run.entry is not None:
+                self._ready.release(run.entry)
+            elif self._shared is not None:
+                self._shared.work.set()  # a place under a limit is free
             run.done.set()
             self._run_ended.set()
 
     async def _start(self, run: _Run, worker: Worker) -> tuple[Job, Worker] | None:
         """Move the job to running on a live worker; None if it should not run."""
+        if run.claimed is not None:
+            return await self._start_claimed(run, run.claimed, worker)
         job = None
         if not (self._closing or self._draining) and run.job_id not in self._canceling:
             job = await self._stored(run.job_id)
@@ -417,6 +594,23 @@ class Scheduler:
         claim.add_done_callback(_log_failure)
         run.worker = worker
         return transition(job, JobState.RUNNING, now), worker
+
+    async def _start_claimed(
+        self, run: _Run, job: Job, worker: Worker
+    ) -> tuple[Job, Worker] | None:
+        """A job claimed from a shared store is running already: run it, or give it back."""
+        now = self._clock()
+        if run.cancel_requested:  # canceled between its claim and now
+            self._pool.release(worker)
+            await self._db.update(job.id, _fenced(_ending(JobState.CANCELED, now), job))
+            return None
+        if self._closing or self._draining or run.interrupted or not worker.alive:
+            self._pool.release(worker)
+            change = _fenced(_ending(JobState.QUEUED, now, outcome="interrupted"), job)
+            await self._db.update(job.id, change)
+            return None
+        run.worker = worker
+        return job, worker
 
     def _arm_timeout(self, run: _Run, timeout_s: float | None) -> asyncio.TimerHandle | None:
         """Kill the run's process tree once it has run ``timeout_s``; None without a limit."""
@@ -471,6 +665,8 @@ class Scheduler:
         else:
             assert outcome.error is not None
             change = functools.partial(_failing, error=outcome.error, at=now, rand=self._rand)
+        if run.claimed is not None:  # only if it is still this run's (see _fenced)
+            change = _fenced(change, run.claimed)
         settled = await self._db.update(run.job_id, change)
         if settled is not None and settled.state is JobState.SCHEDULED:  # to retry, later
             self._scheduled.add(settled.scheduled_at or now, settled.id)
@@ -491,6 +687,9 @@ class Scheduler:
 
     def _make_ready(self, job: Job) -> None:
         """Queue a due job for a worker (committed as queued before this is called)."""
+        if self._shared is not None:  # it is in the store for any service to claim
+            self._shared.work.set()
+            return
         options = job.options
         self._ready.put(job.id, job.task, options.queue or DEFAULT_QUEUE, options.priority or 0)
 
@@ -578,6 +777,22 @@ def _ending(state: JobState, at: float, **changes: Any) -> Callable[[Job], Job |
         return transition(job, state, at, **changes)
 
     return change
+
+
+_TERMINAL_VALUES = frozenset(state.value for state in TERMINAL)
+
+
+def _fenced(change: Callable[[Job], Job | None], run: Job) -> Callable[[Job], Job | None]:
+    """``change``, applied only while the job is still the running attempt ``run`` claimed:
+    a service the others took for dead (its jobs requeued, maybe running elsewhere now) must
+    not record over what came after."""
+
+    def fenced(job: Job) -> Job | None:
+        if job.state is not JobState.RUNNING or job.attempt != run.attempt:
+            return None
+        return change(job)
+
+    return fenced
 
 
 def _log_failure(future: asyncio.Future[Any]) -> None:

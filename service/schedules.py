@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -208,6 +209,20 @@ class Schedules:
     def next_run_at(self, schedule: Schedule) -> float | None:
         return schedule.next_run_at(self.zone)
 
+    async def refresh(self) -> None:
+        """On a shared store, take up what other services did to the schedules (made,
+        deleted, paused, fired): the store is the truth. A no-op on a store of this service's
+        alone, where every change went through here."""
+        if self._db.sharing() is None:
+            return
+        stored = {s.id: s for s in await self._db.schedules()}
+        for schedule_id in set(self._schedules) - set(stored):
+            self._schedules.pop(schedule_id, None)
+            self._look_at.pop(schedule_id, None)
+        for schedule in stored.values():
+            if self._schedules.get(schedule.id) != schedule:
+                self._keep(schedule)
+
     # -- firing -------------------------------------------------------------------------------
 
     async def fire_due(self) -> int:
@@ -221,15 +236,19 @@ class Schedules:
         while True:
             self._changed.clear()
             try:
+                await self.refresh()
                 await self.fire_due()
                 next_at = min(self._look_at.values(), default=None)
             except Exception:  # a bug, not the store (_fire handles that): keep going
                 log.exception("the schedules loop failed; trying again")
                 next_at = self._clock() + MAX_WAIT_S
-            if next_at is None:
+            shared = self._db.sharing() is not None
+            if next_at is None and not shared:
                 await self._changed.wait()  # no schedule: until one is made
                 continue
-            wait_s = min(next_at - self._clock(), MAX_WAIT_S)
+            # on a shared store, another service may make, pause or resume one meanwhile: the
+            # loop reads them again at least each MAX_WAIT_S
+            wait_s = min((next_at or math.inf) - self._clock(), MAX_WAIT_S)
             if wait_s > 0:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait_s):

@@ -160,6 +160,7 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "queues": (_queue_limits, "queue=limit pairs, e.g. 'default=4,reports=1'"),
     "retention_s": (_non_negative_float, "a number of seconds >= 0 (0: keep for good)"),
     "shutdown_grace_s": (_non_negative_float, "a number of seconds >= 0"),
+    "lease_s": (_positive_float, "a number of seconds > 0"),
     "timezone": (_timezone, "a time zone name such as 'UTC' or 'Europe/Berlin'"),
     "max_log_lines": (
         _int_between(1, MAX_LOG_LINES),
@@ -201,6 +202,9 @@ class Settings:
     # the 30 s a container platform waits before it kills
     shutdown_grace_s: float = 20.0
     timezone: str = "UTC"  # the zone that cron expressions of schedules are read in
+    # on PostgreSQL, services sharing the database: one whose heartbeat is this much older is
+    # taken for dead, and its running jobs run elsewhere
+    lease_s: float = 15.0
     max_log_lines: int = DEFAULT_MAX_LOG_LINES  # output lines kept per job: the newest
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES  # a larger result (as JSON) fails the job
     max_jobs_per_worker: int = 0  # a worker is replaced after this many jobs; 0: never

@@ -73,6 +73,11 @@ def http_server(handler: Callable[..., http.server.BaseHTTPRequestHandler]) -> I
             server.shutdown()
 
 
+def lines_in(path: Path) -> int:
+    """The lines written to ``path`` so far (0 while it does not exist)."""
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
 def process_gone(pid: int) -> bool:
     """True once ``pid`` has exited (a zombie nobody reaps counts as gone)."""
     try:

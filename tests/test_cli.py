@@ -263,12 +263,19 @@ def test_watch_one_job_prints_its_changes_and_ends_with_it(
     assert f"{short} stdout watched print" in done.stdout  # its log lines, as they came
 
 
+def _interruptible() -> None:
+    """Ctrl-C reaches the child as at a terminal, also when the tests run as a background job
+    (a shell starts those with SIGINT ignored, and the ignoring is inherited)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_watch_everything_as_json_lines(shared_service: SharedService, client: Client) -> None:
     assert COMMAND is not None
     env = {**os.environ, "CONVEYOR_URL": shared_service.url}
     with subprocess.Popen(
-        [COMMAND, "watch", "--json"], env=env, stdout=subprocess.PIPE, text=True
-    ) as watching:
+        [COMMAND, "watch", "--json"], env=env, stdout=subprocess.PIPE, text=True,
+        preexec_fn=_interruptible,
+    ) as watching:  # fmt: skip
         assert watching.stdout is not None
         # read by a thread: select() cannot see lines already in the pipe's read buffer
         lines: queue.Queue[str] = queue.Queue()

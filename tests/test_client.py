@@ -50,7 +50,7 @@ from service.client import (
 from service.jobs import JobState
 
 from . import sample_tasks
-from .conftest import TASKS, ServiceProcess, SharedService, http_server, wait_for
+from .conftest import TASKS, ServiceProcess, SharedService, http_server, lines_in, wait_for
 from .relay import relay_thread
 
 T = f"{TASKS}."
@@ -526,7 +526,8 @@ def test_a_wait_outlives_a_restart_of_the_service(
         job = client.submit(T + "sleep", 2, str(runs))
         sent = sent_requests(client)
         waited = waiter.submit(job.result, 60)
-        wait_for(lambda: runs.exists() and bool(sent), "the job to run and the wait to ask")
+        # the pid written, not the file just made: its run must count
+        wait_for(lambda: lines_in(runs) == 1 and bool(sent), "the job to run and the wait to ask")
         assert service.terminate() == 0  # stops the job and requeues it, as a deploy does
         service.start()
         asyncio.run(service.wait_ready())

@@ -35,7 +35,7 @@ from service.jobs import JobState
 from service.settings import Settings
 
 from . import sample_tasks
-from .conftest import ROOT, TASKS, ServiceProcess, live_server, wait_until
+from .conftest import ROOT, TASKS, ServiceProcess, lines_in, live_server, wait_until
 from .relay import Relay
 
 T = f"{TASKS}."
@@ -130,7 +130,8 @@ async def test_a_wait_outlives_a_kill_9_and_restart_of_the_service(
         job = await client.submit(T + "sleep", 2, str(runs))
         sent = sent_requests(client)
         waited = asyncio.ensure_future(job.result(timeout_s=60))
-        await wait_until(lambda: runs.exists() and bool(sent), what="the job and the wait")
+        # the pid written, not the file just made: its run must count
+        await wait_until(lambda: lines_in(runs) == 1 and bool(sent), what="the job and the wait")
         service.kill()  # the long poll in flight is dropped
         service.start()
         await service.wait_ready()

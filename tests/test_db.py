@@ -30,6 +30,7 @@ from service.logs import LogEntry
 from service.store.postgres import PostgresStore
 from service.store.sqlite import SqliteStore, check_database
 
+from .conftest import wait_until
 from .postgres import needs_postgres
 
 Q, R, S, F, C = (
@@ -654,12 +655,31 @@ async def test_update_all_sees_writes_staged_earlier_in_the_same_transaction(
         assert seen == []
 
 
-async def test_one_service_per_database(store: Store) -> None:
-    async with store.open():
+async def test_one_service_per_database_file(sqlite_store: Store) -> None:
+    async with sqlite_store.open():
         with pytest.raises(StoreUnavailable, match="another Conveyor service"):
-            await store.open().open()
-    async with store.open():  # released on close
+            await sqlite_store.open().open()
+    async with sqlite_store.open():  # released on close
         pass
+
+
+@needs_postgres
+async def test_services_share_a_postgres_database_and_see_each_others_events(
+    postgres_database: str,
+) -> None:
+    one, other = Store("postgres", postgres_database), Store("postgres", postgres_database)
+    async with one.open() as first, other.open() as second:
+        await first.insert(new_job(1))
+        await second.insert(new_job(2))
+        await first.update("job-2", start)  # a job the other service made
+
+        async def everything_seen() -> bool:
+            return len(one.published) == len(other.published) == 3
+
+        await wait_until(everything_seen, what="each service to publish all three events")
+        # both in the same order, the one the ids say, however each learnt of them
+        assert [e.id for e in one.published] == [e.id for e in other.published] == [1, 2, 3]
+        assert second.last_event_id == first.last_event_id == 3
 
 
 async def test_a_database_file_in_use_is_refused_before_the_service_starts(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from .conftest import ROOT, ServiceProcess, finished, submit_job, wait_state
+from .conftest import ROOT, ServiceProcess, finished, submit_job, wait_state, wait_until
 from .postgres import needs_postgres
 
 pytestmark = needs_postgres
@@ -36,14 +36,18 @@ async def test_a_service_on_postgres_runs_streams_and_cancels(
         await wait_state(client, sleeping, "running")
         canceled = await client.post(f"/jobs/{sleeping}/cancel")
         assert canceled.status_code == 200 and canceled.json()["state"] == "canceled"
-        ready = await client.get("/ready")
-        assert ready.status_code == 200, ready.text
+
+        async def ready() -> bool:  # the store writable, and the canceled job's worker replaced
+            return (await client.get("/ready")).status_code == 200
+
+        await wait_until(ready, what="the service ready")
 
 
 async def test_after_a_kill_9_on_postgres_nothing_acknowledged_is_lost(
     service_process: Callable[..., ServiceProcess], postgres_database: str
 ) -> None:
-    service = service_process(CONVEYOR_DATABASE=postgres_database)
+    # the job it ran is requeued once its lease runs out, by the service started after it
+    service = service_process(CONVEYOR_DATABASE=postgres_database, CONVEYOR_LEASE_S="1.5")
     service.start()
     await service.wait_ready()
     async with httpx.AsyncClient(base_url=service.url, timeout=10) as client:

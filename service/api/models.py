@@ -209,6 +209,10 @@ class Worker(Model):
     state: Literal["busy", "idle", "starting"]
     started_at: Time | None
     jobs_run: int
+    service: str | None = Field(
+        description="with PostgreSQL, the service whose worker it is (services share the "
+        "database); null with SQLite"
+    )
     job: WorkerJob | None
 
 

@@ -42,6 +42,7 @@ async def create_schedule() -> Response:
 async def list_schedules() -> Response:
     """List the schedules, oldest first."""
     rt = runtime()
+    await rt.schedules.refresh()
     return json_response({"schedules": [_as_json(rt, s) for s in rt.schedules.list_schedules()]})
 
 
@@ -51,6 +52,7 @@ async def list_schedules() -> Response:
 async def get_schedule(schedule_id: str) -> Response:
     """Read a schedule, with its next and last tick."""
     rt = runtime()
+    await rt.schedules.refresh()
     return json_response(_as_json(rt, rt.schedules.get(schedule_id)))
 
 

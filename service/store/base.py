@@ -8,9 +8,9 @@ schedule's tick, say). The SQLite backend (``sqlite.py``) implements both.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 from ..cron import Schedule
 from ..jobs import Event, Job, JobState
@@ -66,6 +66,10 @@ class Store(Protocol):
     its ``on_commit`` listener with each transaction's events, in id order."""
 
     stats: JobStats  # the jobs' counts as of the last commit
+
+    def sharing(self) -> SharedStore | None:
+        """The store as other services share it (PostgreSQL), or None: this service's alone."""
+        ...
 
     async def open(self) -> None: ...
 
@@ -184,3 +188,33 @@ class Store(Protocol):
     async def schedules(self) -> list[Schedule]: ...
 
     async def ping(self) -> None: ...
+
+
+class SharedStore(Store, Protocol):
+    """A store that several services share: they claim its jobs, and lease the ones they run
+    (a service that stops beating loses them to the others)."""
+
+    instance_id: str  # this service, as the others know it
+    work: asyncio.Event  # set when a job may have become claimable (by any service)
+    # called with the id of a job another service was asked to cancel
+    on_cancel_requested: Callable[[str], None] | None
+
+    async def claim(
+        self, at: float, queue_limits: Mapping[str, int], task_limits: Mapping[str, int]
+    ) -> Job | None:
+        """Move the best claimable job to running, held by this service; None if none."""
+        ...
+
+    async def heartbeat(self, workers: dict[str, Any]) -> bool:
+        """Say this service lives; False if the others had taken it for dead."""
+        ...
+
+    async def expire_leases(self, lease_s: float, change: Callable[[Job], Job]) -> list[Job]:
+        """Apply ``change`` to the running jobs of services silent for ``lease_s``."""
+        ...
+
+    async def instances(self) -> list[dict[str, Any]]: ...
+
+    async def request_cancel(self, job_id: str) -> None:
+        """Ask the service running ``job_id`` to cancel it."""
+        ...

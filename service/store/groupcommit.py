@@ -33,7 +33,7 @@ from ..jobs import ACTIVE, Event, Job, JobState, state_event_data
 from ..logs import LogEntry
 from ..settings import DEFAULT_MAX_LOG_LINES
 from ..stats import JobStats
-from .base import Change, Guard, IdempotencyClaim, Transaction
+from .base import Change, Guard, IdempotencyClaim, SharedStore, Transaction
 
 T = TypeVar("T")
 
@@ -240,6 +240,9 @@ class GroupCommitStore(abc.ABC, Generic[Tx]):
         self._pending: asyncio.Queue[Pending[Tx]] = asyncio.Queue()
         self._loop_task: asyncio.Task[None] | None = None
         self.stats = JobStats()  # as of the last commit, like last_event_id
+
+    def sharing(self) -> SharedStore | None:
+        return None
 
     # -- the writer -------------------------------------------------------------------------
 

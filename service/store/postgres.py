@@ -20,8 +20,12 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
+import socket
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -30,7 +34,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..cron import Schedule
 from ..errors import JobNotFound, StoreFailed, StoreUnavailable
-from ..jobs import Event, Job, JobState
+from ..jobs import Event, Job, JobState, transition
 from ..logs import LogEntry
 from ..settings import DEFAULT_MAX_LOG_LINES
 from ..stats import BUCKET_S, window_start
@@ -66,9 +70,6 @@ CONNECTION_OPTIONS: dict[str, Any] = {
 log = logging.getLogger("conveyor.db")
 
 READERS = 4  # connections of the read pool, beside the writer's
-# held by the writer's session while the service runs: one service per database, as on SQLite,
-# until services share the running of its jobs
-SERVICE_LOCK = 0x636F6E77
 
 SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s"
 LOCK_JOB = SELECT_JOB + " FOR UPDATE"
@@ -77,11 +78,46 @@ INSERT_JOB = (
     "error, created_at, started_at, finished_at, options, scheduled_at, retries, attempts, key, "
     "schedule_id) VALUES (" + ", ".join(["%s"] * 19) + ")"
 )
+# a running job is this service's (instance_id), any other belongs to none
 UPDATE_JOB = (
     "UPDATE jobs SET state = %s, attempt = %s, interruptions = %s, progress = %s, result = %s, "
     "error = %s, started_at = %s, finished_at = %s, scheduled_at = %s, retries = %s, "
-    "attempts = %s WHERE id = %s"
+    "attempts = %s, instance_id = CASE WHEN %s = 'running' THEN %s END WHERE id = %s"
 )
+# the best queued job no other service is claiming, past the queues and tasks at their limits
+SELECT_CLAIMABLE = (
+    f"SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'queued' "
+    "AND queue <> ALL(%(full_queues)s) AND task <> ALL(%(full_tasks)s) "
+    "ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED"
+)
+# claims take turns while limits are set, so that two services never both take the last place
+LOCK_CLAIMS = "SELECT pg_advisory_xact_lock(hashtext('conveyor claims'))"
+COUNT_RUNNING = "SELECT queue, task, count(*) FROM jobs WHERE state = 'running' GROUP BY 1, 2"
+SELECT_NEXT_DUE = "SELECT min(scheduled_at) FROM jobs WHERE state = 'scheduled'"
+NOW = "extract(epoch from clock_timestamp())"  # the database's clock: the hosts' need not agree
+HEARTBEAT = (
+    "INSERT INTO instances (id, host, pid, started_at, heartbeat_at, workers) "
+    f"VALUES (%(id)s, %(host)s, %(pid)s, %(started)s, {NOW}, %(workers)s) "
+    f"ON CONFLICT (id) DO UPDATE SET heartbeat_at = {NOW}, workers = excluded.workers "
+    "RETURNING (xmax = 0)"  # true: the row was made now (first beat, or declared dead)
+)
+SELECT_INSTANCES = (
+    f"SELECT id, host, pid, started_at, heartbeat_at, workers, {NOW} - heartbeat_at "
+    "FROM instances ORDER BY started_at, id"
+)
+SELECT_STALE_INSTANCES = (
+    f"SELECT id FROM instances WHERE heartbeat_at < {NOW} - %(lease)s FOR UPDATE SKIP LOCKED"
+)
+# running jobs whose service is gone: its heartbeat older than the lease, or no row at all
+SELECT_ORPHANS = (
+    f"SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' AND (instance_id IS NULL OR "
+    f"instance_id NOT IN (SELECT id FROM instances WHERE heartbeat_at >= {NOW} - %(lease)s)) "
+    "FOR UPDATE SKIP LOCKED"
+)
+DELETE_INSTANCES = "DELETE FROM instances WHERE id = ANY(%s)"
+LEAVE = "DELETE FROM instances WHERE id = %s"
+EVENTS_CHANNEL = "conveyor_events"  # NOTIFY: events up to the id in the payload are committed
+CANCEL_CHANNEL = "conveyor_cancel"  # NOTIFY: cancel the job whose id is the payload
 SELECT_IDS_IN_STATE = "SELECT id FROM jobs WHERE state = %s ORDER BY seq"
 # an advisory lock per key: two services looking for the key's holder at once take turns
 LOCK_NAME = "SELECT pg_advisory_xact_lock(hashtext(%s))"
@@ -94,7 +130,11 @@ UPSERT_IDEMPOTENCY = (
     "ON CONFLICT (key) DO UPDATE SET request = excluded.request, job_ids = excluded.job_ids, "
     "created_at = excluded.created_at"
 )
-TAKE_EVENT_IDS = "UPDATE event_ids SET last = last + %s RETURNING last"
+# the ids, and word to the other services once committed, in one trip
+TAKE_EVENT_IDS = (
+    "UPDATE event_ids SET last = last + %s "
+    f"RETURNING last, pg_notify('{EVENTS_CHANNEL}', last::text)"
+)
 LAST_EVENT_ID = "SELECT last FROM event_ids"
 INSERT_EVENT = "INSERT INTO events (id, job_id, kind, at, data) VALUES (%s, %s, %s, %s, %s)"
 SELECT_EVENTS_AFTER = (
@@ -200,9 +240,12 @@ class _Logged:
 class PostgresTransaction(StagedTransaction):
     """A transaction on the writer's connection (psycopg begins it at the first statement)."""
 
-    def __init__(self, conn: psycopg.AsyncConnection[Any], clock: Callable[[], float]) -> None:
+    def __init__(
+        self, conn: psycopg.AsyncConnection[Any], clock: Callable[[], float], instance_id: str
+    ) -> None:
         super().__init__(1, clock)  # the commit numbers them from event_ids
         self._conn = conn
+        self._instance_id = instance_id
         self._logged: list[_Logged] = []
         self.committing = False  # COMMIT sent: a connection lost now leaves it unknown
 
@@ -288,17 +331,56 @@ class PostgresTransaction(StagedTransaction):
     async def write_readiness(self, at: float) -> None:
         await self._conn.execute(WRITE_READINESS, (at,))
 
+    async def claimable(
+        self, queue_limits: Mapping[str, int], task_limits: Mapping[str, int]
+    ) -> Job | None:
+        """The queued job to start next here, locked: the highest priority, then the oldest,
+        of the queues and tasks under their limits across every service."""
+        full_queues: list[str] = []
+        full_tasks: list[str] = []
+        if queue_limits or task_limits:
+            await self._conn.execute(LOCK_CLAIMS)
+            by_queue: Counter[str] = Counter()
+            by_task: Counter[str] = Counter()
+            for queue, task, running in await self._rows(COUNT_RUNNING):
+                by_queue[queue] += running
+                by_task[task] += running
+            full_queues = [q for q, limit in queue_limits.items() if by_queue[q] >= limit]
+            full_tasks = [t for t, limit in task_limits.items() if by_task[t] >= limit]
+        params = {"full_queues": full_queues, "full_tasks": full_tasks}
+        rows = await self._rows(SELECT_CLAIMABLE, params)
+        if not rows:
+            return None
+        job = row_to_job(rows[0])
+        self.loaded.setdefault(job.id, job)
+        return job
+
+    async def orphans(self, lease_s: float) -> tuple[list[str], list[Job]]:
+        """The services whose heartbeat is older than ``lease_s``, and the running jobs that
+        no live service holds, locked; the stale services' rows go with this transaction."""
+        stale = [row[0] for row in await self._rows(SELECT_STALE_INSTANCES, {"lease": lease_s})]
+        jobs = [row_to_job(row) for row in await self._rows(SELECT_ORPHANS, {"lease": lease_s})]
+        for job in jobs:
+            self.loaded.setdefault(job.id, job)
+        if stale:
+            await self._conn.execute(DELETE_INSTANCES, (stale,))
+        return stale, jobs
+
     async def commit(self) -> None:
         """Number the events, write what is staged, and commit."""
         if self.events:
-            (last,) = (await self._rows(TAKE_EVENT_IDS, (len(self.events),)))[0]
+            last = (await self._rows(TAKE_EVENT_IDS, (len(self.events),)))[0][0]
             base = last - len(self.events)  # the staged ids run from 1
             self.events = [dataclasses.replace(e, id=base + e.id) for e in self.events]
             self.next_event_id = last + 1
         else:
             base = 0
         inserts = [job_to_row(j) for i, j in self.rows.items() if i in self.inserted]
-        updates = [update_params(j) for i, j in self.rows.items() if i not in self.inserted]
+        updates = [
+            (*update_params(j)[:-1], j.state.value, self._instance_id, j.id)
+            for i, j in self.rows.items()
+            if i not in self.inserted
+        ]
         async with self._conn.cursor() as cursor:
             # updates first: a job that finishes frees its key for a job inserted in the same
             # batch
@@ -328,8 +410,15 @@ class PostgresTransaction(StagedTransaction):
 
 
 class PostgresStore(GroupCommitStore[PostgresTransaction]):
-    """The job store on a PostgreSQL database, which other services may share. ``on_commit``
-    receives the events of each of this service's transactions, in id order."""
+    """The job store on a PostgreSQL database, which other services share.
+
+    ``on_commit`` receives every committed event, this service's and the others', once each
+    and in id order: this service's as it commits them (when nothing of another's came
+    between), the others' as their word comes (LISTEN), read from the database.
+    """
+
+    def sharing(self) -> PostgresStore:
+        return self
 
     def __init__(
         self,
@@ -343,7 +432,17 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
         self.url = url
         self._writer: psycopg.AsyncConnection[Any] | None = None
         self._readers: AsyncConnectionPool | None = None
-        self._last_event_id = 0
+        self._last_event_id = 0  # the newest event published to on_commit
+        self.instance_id = uuid.uuid4().hex[:16]
+        self._started_at = clock()
+        self._listener: asyncio.Task[None] | None = None
+        self._listening_conn: psycopg.AsyncConnection[Any] | None = None
+        self._catching_up: asyncio.Task[None] | None = None
+        self._behind = False  # word of events came while catching up: read again after
+        self._beaten = False  # its row written once at least
+        self.work = asyncio.Event()  # set when a job may have become claimable
+        # called with a job id another service asked to cancel
+        self.on_cancel_requested: Callable[[str], None] | None = None
 
     async def __aenter__(self) -> PostgresStore:
         await self.open()
@@ -359,7 +458,6 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
         """
         try:
             self._writer = await _connect(self.url)
-            await _hold_service_lock(self._writer, self.url)  # before migrating under another
             await _migrate(self._writer)
             self._readers = AsyncConnectionPool(
                 self.url, min_size=1, max_size=READERS, open=False,
@@ -369,6 +467,10 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
                 check=AsyncConnectionPool.check_connection,
             )  # fmt: skip
             await self._readers.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+            listening = self._listening_conn = await _connect(self.url, autocommit=True)
+            await listening.execute(f"LISTEN {EVENTS_CHANNEL}")
+            await listening.execute(f"LISTEN {CANCEL_CHANNEL}")
+            # listening before reading where the events stand: nothing after it slips by
             async with self._readers.connection() as conn:
                 self._last_event_id = int((await _rows(conn, LAST_EVENT_ID))[0][0])
                 await self._seed_stats(conn)
@@ -379,6 +481,7 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
             await self.close()
             raise
         self._start_writer()
+        self._listener = asyncio.get_running_loop().create_task(self._listen(listening))
 
     async def _seed_stats(self, conn: psycopg.AsyncConnection[Any]) -> None:
         counts = await _rows(conn, COUNT_JOBS)
@@ -391,6 +494,18 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
 
     async def close(self) -> None:
         """Finish the writes already asked for, then close the connections; idempotent."""
+        for task in (self._listener, self._catching_up):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._listener = self._catching_up = None
+        if self._listening_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._listening_conn.close()
+            self._listening_conn = None
+        if self._writer is not None and self._loop_task is not None:
+            with contextlib.suppress(Exception):  # its lease ends now, not after lease_s
+                await self._run_now(LEAVE, (self.instance_id,))
         await self._stop_writer()
         if self._readers is not None:
             await self._readers.close()
@@ -401,20 +516,153 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
 
     @property
     def last_event_id(self) -> int:
-        """The id of the newest event this service committed or has read (0: none)."""
+        """The id of the newest event published to ``on_commit`` (0: none)."""
         return self._last_event_id
+
+    # -- events, in id order from every service ---------------------------------------------
+
+    def _published(self, events: list[Event]) -> None:
+        """After this service's commit: its events, unless another's came between (then
+        everything since the last published is read, in order, from the database)."""
+        if not events:
+            return
+        # no gap: nothing of another service's came between (a read of the others' events
+        # under way meanwhile skips what is published by then)
+        if events[0].id == self._last_event_id + 1:
+            self._publish(events)
+        else:
+            self._catch_up()
+
+    def _publish(self, events: list[Event]) -> None:
+        events = [e for e in events if e.id > self._last_event_id]
+        if not events:
+            return
+        self._last_event_id = events[-1].id
+        super()._published(events)
+        if any(_frees_or_fills(event) for event in events):
+            self.work.set()
+
+    def _catch_up(self) -> None:
+        if self._catching_up is not None:
+            self._behind = True
+            return
+        self._catching_up = asyncio.get_running_loop().create_task(self._read_up())
+
+    async def _read_up(self) -> None:
+        try:
+            while True:
+                self._behind = False
+                while rows := await self._read(SELECT_EVENTS_AFTER, (self._last_event_id, 500)):
+                    self._publish([row_to_event(row) for row in rows])
+                if not self._behind:
+                    return
+        except Exception as exc:  # the next word, or the next commit, reads again
+            log.warning("cannot read the events of the other services: %s", exc)
+        finally:
+            self._catching_up = None
+
+    async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Word from the other services (and this one): new events, cancels asked for. A lost
+        connection is made again, and what came meanwhile read."""
+        pause_s = 0.1
+        while True:
+            try:
+                async for note in conn.notifies():
+                    if note.channel == EVENTS_CHANNEL:
+                        if int(note.payload) > self._last_event_id:
+                            self._catch_up()
+                    elif note.channel == CANCEL_CHANNEL and self.on_cancel_requested:
+                        self.on_cancel_requested(note.payload)
+            except psycopg.Error as exc:
+                log.warning("lost the database's notifications (%s); listening again", exc)
+            with contextlib.suppress(Exception):
+                await conn.close()
+            while True:
+                await asyncio.sleep(pause_s)
+                try:
+                    conn = self._listening_conn = await _connect(self.url, autocommit=True)
+                    await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
+                    await conn.execute(f"LISTEN {CANCEL_CHANNEL}")
+                    break
+                except psycopg.Error:
+                    pause_s = min(pause_s * 2, 5.0)
+            pause_s = 0.1
+            self._catch_up()
+            self.work.set()
+
+    # -- what services share: claims, leases, cancels ---------------------------------------
+
+    async def claim(
+        self, at: float, queue_limits: Mapping[str, int], task_limits: Mapping[str, int]
+    ) -> Job | None:
+        """Move the best claimable job to running, held by this service; None if there is
+        none. Committed on return: no other service can have it."""
+
+        async def operation(batch: PostgresTransaction) -> Job | None:
+            job = await batch.claimable(queue_limits, task_limits)
+            if job is None:
+                return None
+            running = transition(job, JobState.RUNNING, at)
+            batch.put(running)
+            return running
+
+        return await self._transact(operation)
+
+    async def next_due_at(self) -> float | None:
+        """When the first scheduled job is due (epoch seconds), if there is one."""
+        due = (await self._read(SELECT_NEXT_DUE))[0][0]
+        return None if due is None else float(due)
+
+    async def heartbeat(self, workers: dict[str, Any]) -> bool:
+        """Say this service lives, with its workers; False if its row was gone (the others
+        took it for dead, and its running jobs are no longer its own)."""
+        params = {
+            "id": self.instance_id, "host": socket.gethostname(), "pid": os.getpid(),
+            "started": self._started_at, "workers": dumps(workers),
+        }  # fmt: skip
+        made = bool((await self._read(HEARTBEAT, params))[0][0])
+        declared_dead = made and self._beaten
+        self._beaten = True
+        return not declared_dead
+
+    async def expire_leases(self, lease_s: float, change: Callable[[Job], Job]) -> list[Job]:
+        """Apply ``change`` to each running job whose service has not beaten for ``lease_s``
+        (or is gone); forget those services. Several services may do it at once: each job is
+        changed once."""
+
+        async def operation(batch: PostgresTransaction) -> list[Job]:
+            stale, orphans = await batch.orphans(lease_s)
+            changed = [change(job) for job in orphans]
+            for job in changed:
+                batch.put(job)
+            if stale:
+                log.warning("services %s stopped beating; their jobs are requeued", stale)
+            return changed
+
+        return await self._transact(operation)
+
+    async def instances(self) -> list[dict[str, Any]]:
+        """Every service on the database, with its workers and how long since it beat."""
+        keys = ("id", "host", "pid", "started_at", "heartbeat_at", "workers", "silent_s")
+        rows = await self._read(SELECT_INSTANCES)
+        return [
+            dict(zip(keys, (*row[:5], orjson.loads(row[5]), row[6]), strict=True)) for row in rows
+        ]
+
+    async def request_cancel(self, job_id: str) -> None:
+        """Ask the service running ``job_id`` to cancel it."""
+        await self._run_now("SELECT pg_notify(%s, %s)", (CANCEL_CHANNEL, job_id))
 
     # -- the writer -------------------------------------------------------------------------
 
     def _store_failure(self, exc: Exception) -> bool:
-        # StoreUnavailable: reconnected, but the old session still holds the service's lock
-        return isinstance(exc, psycopg.OperationalError | StoreUnavailable)
+        return isinstance(exc, psycopg.OperationalError)
 
     async def _commit(self, pendings: list[Pending[PostgresTransaction]]) -> None:
         for tries_left in (1, 0):
             try:
                 conn = await self._writer_connection()
-            except (psycopg.OperationalError, StoreUnavailable) as exc:
+            except psycopg.OperationalError as exc:
                 # no connection to be had: every write of the batch fails alike, at once,
                 # rather than one by one, each waiting for a connection of its own
                 failed = StoreFailed(str(exc).strip().splitlines()[0])
@@ -422,7 +670,7 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
                     if not pending.future.done():
                         pending.future.set_exception(failed)
                 return
-            batch = PostgresTransaction(conn, self._clock)
+            batch = PostgresTransaction(conn, self._clock, self.instance_id)
             try:
                 outcomes = await run_operations(batch, pendings)
                 await batch.commit()
@@ -439,8 +687,6 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
                 with contextlib.suppress(Exception):
                     await conn.rollback()
                 raise
-            if batch.events:
-                self._last_event_id = max(self._last_event_id, batch.events[-1].id)
             settle(pendings, outcomes)
             self._published(batch.events)
             return
@@ -452,13 +698,7 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
                 with contextlib.suppress(Exception):
                     await self._writer.close()
             self._writer = None
-            conn = await _connect(self.url)
-            try:
-                await _hold_service_lock(conn, self.url)
-            except BaseException:
-                await conn.close()
-                raise
-            self._writer = conn
+            self._writer = await _connect(self.url)
         return self._writer
 
     def start_soon(
@@ -481,6 +721,13 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
             raise RuntimeError("the database is not open")
         async with self._readers.connection() as conn:
             return await _rows(conn, sql, params)
+
+    async def _run_now(self, sql: str, params: Sequence[Any]) -> None:
+        """A statement of its own, beside the writer's transactions (autocommit)."""
+        if self._readers is None:
+            raise RuntimeError("the database is not open")
+        async with self._readers.connection() as conn:
+            await conn.execute(sql, params)
 
     async def get_job(self, job_id: str) -> Job:
         rows = await self._read(SELECT_JOB, (job_id,))
@@ -600,16 +847,16 @@ async def _rows(
     return await cursor.fetchall()
 
 
-async def _connect(url: str) -> psycopg.AsyncConnection[Any]:
-    return await psycopg.AsyncConnection.connect(url, **CONNECTION_OPTIONS)
+async def _connect(url: str, *, autocommit: bool = False) -> psycopg.AsyncConnection[Any]:
+    return await psycopg.AsyncConnection.connect(url, autocommit=autocommit, **CONNECTION_OPTIONS)
 
 
-async def _hold_service_lock(conn: psycopg.AsyncConnection[Any], url: str) -> None:
-    """StoreUnavailable if another service holds the database (its session's lock)."""
-    (held,) = (await _rows(conn, "SELECT pg_try_advisory_lock(%s)", (SERVICE_LOCK,)))[0]
-    await conn.commit()
-    if not held:
-        raise StoreUnavailable(shown(url), "another Conveyor service is using it")
+def _frees_or_fills(event: Event) -> bool:
+    """Whether a claim may now find a job: one queued, or a running one ended (a place
+    under a limit freed)."""
+    return event.kind == "state" and (
+        event.data.get("state") == "queued" or event.data.get("from") == "running"
+    )
 
 
 async def _migrate(conn: psycopg.AsyncConnection[Any]) -> None:

@@ -114,4 +114,21 @@ MIGRATIONS: tuple[str, ...] = (
         checked_at DOUBLE PRECISION NOT NULL    -- epoch seconds
     );
     """,
+    """
+    -- the services sharing the database: each writes its heartbeat here (the database's clock,
+    -- so the hosts' clocks need not agree); a job's instance_id names the service running it
+    CREATE TABLE instances (
+        id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at DOUBLE PRECISION NOT NULL,
+        heartbeat_at DOUBLE PRECISION NOT NULL,
+        workers TEXT NOT NULL DEFAULT '{}'      -- JSON: its pool, as GET /health shows it
+    );
+    ALTER TABLE jobs ADD COLUMN instance_id TEXT;
+    CREATE INDEX jobs_running_instance ON jobs (instance_id) WHERE state = 'running';
+    -- what a claim reads: the best queued job, and the scheduled ones as they come due
+    CREATE INDEX jobs_ready ON jobs (priority DESC, seq) WHERE state = 'queued';
+    CREATE INDEX jobs_due ON jobs (scheduled_at) WHERE state = 'scheduled';
+    """,
 )
