@@ -74,6 +74,9 @@ class Submitted(NamedTuple):
 # waits for the service running the job before it asks again
 CLAIM_RECHECK_S = 5.0
 CANCEL_ASK_AGAIN_S = 1.0
+# a service stops its own runs once this much of its lease has gone by unrenewed: with a
+# check each third of the lease, it stops them between 0.6 and 0.93 of it, kills included
+LEASE_STOP_FRACTION = 0.6
 
 
 @dataclass(eq=False)
@@ -447,15 +450,19 @@ class Scheduler:
                 return
             try:
                 job = await self._claim(shared)
-                while not worker.alive:  # it died while idle, waiting for this job
-                    worker = await self._pool.acquire()
-            except PoolClosed:
-                return
             except asyncio.CancelledError:
                 self._pool.release(worker)
                 raise
+            stale = self._runs.get(job.id)
+            if stale is not None:  # requeued under a lease this service lost, claimed again
+                self._stop_run(stale)
+                self._give_back(job)
+                self._pool.release(worker)
+                continue
+            # before any await: a cancel from now on finds it; a worker that died meanwhile
+            # gives the job back (_start_claimed)
             run = _Run(job.id, None, claimed=job)
-            self._runs[job.id] = run  # before any await: a cancel from now on finds it
+            self._runs[job.id] = run
             self._own(self._run(run, worker))
 
     async def _claim(self, shared: SharedStore) -> Job:
@@ -485,41 +492,58 @@ class Scheduler:
             return
         job = claiming.result()
         if job is not None:
-            change = _fenced(_ending(JobState.QUEUED, self._clock(), outcome="interrupted"), job)
+            self._give_back(job)
+
+    def _give_back(self, job: Job) -> None:
+        """A job claimed and not run: queued again, the attempt not counted against it."""
+        change = _fenced(_ending(JobState.QUEUED, self._clock(), outcome="interrupted"), job)
+        with contextlib.suppress(RuntimeError):  # the store closed: the lease hands it back
             self._db.update_soon(job.id, change).add_done_callback(_log_failure)
 
     async def _lease(self, shared: SharedStore) -> None:
-        """Beat, and requeue the jobs of services gone silent, each third of the lease. A
-        service that cannot beat for most of its lease stops its own runs: the others are
-        about to run them again, and a job must never run in two places at once."""
-        beaten = time.monotonic()
+        """Renew this service's lease each third of it; requeue the jobs of services whose
+        lease ran out, and this service's own running jobs it no longer runs (a settle that
+        could not be written). A job must never run in two places at once: once most of the
+        lease is gone since the last renewal was sent, with none since, this service stops its
+        own runs, before the others may take them."""
+        renewed = time.monotonic()  # when the last renewal that held was sent
         while True:
             await asyncio.sleep(self._lease_s / 3)
+            sent = time.monotonic()
             try:
-                await self._beat(shared)
-                beaten = time.monotonic()
-                change = functools.partial(
-                    interrupt, at=self._clock(), max_interruptions=self._max_interruptions
+                async with asyncio.timeout(self._lease_s / 3):
+                    await self._beat(shared)
+                renewed = sent
+                now = self._clock()
+                expired = functools.partial(
+                    interrupt, at=now, max_interruptions=self._max_interruptions
                 )
-                requeued = await shared.expire_leases(self._lease_s, change)
-                if requeued:
+                requeued = await shared.expire_leases(self._lease_s, expired)
+                stray = _ending(JobState.QUEUED, now, outcome="interrupted")
+                strays = await shared.requeue_strays(
+                    list(self._runs), now - self._lease_s / 3, stray
+                )
+                if requeued or strays:
                     shared.work.set()
             except Exception as exc:
                 log.warning("cannot renew this service's lease: %s", exc)
-                if time.monotonic() - beaten > self._lease_s * 0.8:
-                    self._stop_runs("its lease is running out")
+            if time.monotonic() - renewed > self._lease_s * LEASE_STOP_FRACTION:
+                self._stop_runs("its lease is running out")
 
     async def _beat(self, shared: SharedStore) -> None:
-        if not await shared.heartbeat(self._pool.status()):
-            self._stop_runs("the other services took it for dead")
+        if not await shared.heartbeat(self._pool.status(), self._lease_s):
+            self._stop_runs("its lease ran out: the others run its jobs")
 
     def _stop_runs(self, why: str) -> None:
         if self._runs:
             log.error("stopping the %d running job(s) here: %s", len(self._runs), why)
         for run in list(self._runs.values()):
-            run.interrupted = True
-            if run.worker is not None:
-                self._own(self._pool.kill(run.worker, run.job_id))
+            self._stop_run(run)
+
+    def _stop_run(self, run: _Run) -> None:
+        run.interrupted = True
+        if run.worker is not None:
+            self._own(self._pool.kill(run.worker, run.job_id))
 
     async def _run(self, run: _Run, worker: Worker) -> None:
         try:
@@ -548,7 +572,7 @@ class Scheduler:
                 run.job_id,
                 extra={"job_id": run.job_id},
             )
-            await self._salvage(run.job_id)
+            await self._salvage(run)
         finally:
             if self._runs.get(run.job_id) is run:  # a retry on request may have begun anew
                 del self._runs[run.job_id]
@@ -625,15 +649,18 @@ class Scheduler:
 
         return asyncio.get_running_loop().call_later(timeout_s, expire)
 
-    async def _salvage(self, job_id: str) -> None:
+    async def _salvage(self, run: _Run) -> None:
         """After an unexpected error, leave the job where it can go on: failed, or queued."""
+        job_id = run.job_id
         now = self._clock()
         error = JobError("InternalError", "the service failed while running this job; see its log")
 
-        def change(job: Job) -> Job | None:
+        def failed(job: Job) -> Job | None:
             if job.state is JobState.RUNNING:
                 return transition(job, JobState.FAILED, now, error=error)
             return None
+
+        change = failed if run.claimed is None else _fenced(failed, run.claimed)
 
         try:
             if await self._db.update(job_id, change) is None:
@@ -696,9 +723,12 @@ class Scheduler:
     def on_progress(self, job_id: str, progress: Progress) -> None:
         """Called by the pool, in order with the job's other messages."""
 
+        run = self._runs.get(job_id)
+        attempt = None if run is None or run.claimed is None else run.claimed.attempt
+
         def change(job: Job) -> Job | None:
-            if job.state is not JobState.RUNNING:
-                return None
+            if job.state is not JobState.RUNNING or attempt not in (None, job.attempt):
+                return None  # ended meanwhile; or, on a shared store, no longer this run's
             return dataclasses.replace(job, progress=progress)
 
         future = self._db.update_soon(job_id, change, kind="progress")

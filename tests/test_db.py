@@ -758,3 +758,39 @@ async def test_a_lost_connection_is_made_again_and_the_write_lands(
         assert [job.id for job in (await db.list_jobs())[0]] == ["job-2", "job-1"]
         assert [e.job_id for e in store.published] == ["job-1", "job-2"]
     assert "connection was lost" in caplog.text  # the write met the dead one first
+
+
+@needs_postgres
+async def test_a_job_canceled_in_the_same_transaction_is_not_claimed(
+    postgres_database: str,
+) -> None:
+    store = Store("postgres", postgres_database)
+    async with store.open() as db:
+        assert isinstance(db, PostgresStore)
+        await db.insert(new_job(1))
+        canceled, claimed = await asyncio.gather(
+            db.update("job-1", lambda job: transition(job, C, 5.0)), db.claim(5.0, {}, {})
+        )
+        assert canceled is not None and canceled.state is C
+        assert claimed is None
+        assert (await db.get_job("job-1")).state is C
+
+
+@needs_postgres
+async def test_a_lease_that_ran_out_is_not_renewed_and_its_jobs_go_to_the_others(
+    postgres_database: str,
+) -> None:
+    store = Store("postgres", postgres_database)
+    async with store.open() as late, store.open() as other:
+        assert isinstance(late, PostgresStore) and isinstance(other, PostgresStore)
+        assert await late.heartbeat({}, 10.0) and await other.heartbeat({}, 10.0)
+        await late.insert(new_job(1))
+        claimed = await late.claim(5.0, {}, {})
+        assert claimed is not None and claimed.state is R
+        # the late service was paused for longer than its lease
+        store.execute("UPDATE instances SET heartbeat_at = heartbeat_at - 60 WHERE id = ?",
+                      (late.instance_id,))  # fmt: skip
+        assert not await late.heartbeat({}, 10.0)  # not renewed: its jobs are not its own
+        requeued = await other.expire_leases(10.0, lambda job: interrupt(job, 6.0, 3))
+        assert [(job.id, job.state) for job in requeued] == [("job-1", Q)]
+        assert await other.claim(7.0, {}, {}) is not None  # and another service runs it

@@ -205,8 +205,14 @@ class SharedStore(Store, Protocol):
         """Move the best claimable job to running, held by this service; None if none."""
         ...
 
-    async def heartbeat(self, workers: dict[str, Any]) -> bool:
-        """Say this service lives; False if the others had taken it for dead."""
+    async def heartbeat(self, workers: dict[str, Any], lease_s: float) -> bool:
+        """Renew this service's lease; False if it had run out (its jobs are not its own)."""
+        ...
+
+    async def requeue_strays(
+        self, running: list[str], started_before: float, change: Callable[[Job], Job | None]
+    ) -> list[Job]:
+        """Apply ``change`` to this service's running jobs it does not run (``running``)."""
         ...
 
     async def expire_leases(self, lease_s: float, change: Callable[[Job], Job]) -> list[Job]:

@@ -78,16 +78,20 @@ INSERT_JOB = (
     "error, created_at, started_at, finished_at, options, scheduled_at, retries, attempts, key, "
     "schedule_id) VALUES (" + ", ".join(["%s"] * 19) + ")"
 )
-# a running job is this service's (instance_id), any other belongs to none
+# a job that starts running is this service's (instance_id); a running job keeps its service
+# whoever writes it (its progress, say); a job in any other state belongs to none
 UPDATE_JOB = (
     "UPDATE jobs SET state = %s, attempt = %s, interruptions = %s, progress = %s, result = %s, "
     "error = %s, started_at = %s, finished_at = %s, scheduled_at = %s, retries = %s, "
-    "attempts = %s, instance_id = CASE WHEN %s = 'running' THEN %s END WHERE id = %s"
+    "attempts = %s, instance_id = CASE WHEN %s <> 'running' THEN NULL "
+    "WHEN state = 'running' THEN instance_id ELSE %s END WHERE id = %s"
 )
 # the best queued job no other service is claiming, past the queues and tasks at their limits
+# (one this transaction has changed already, a cancel say, is not: it is not queued any more)
 SELECT_CLAIMABLE = (
     f"SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'queued' "
     "AND queue <> ALL(%(full_queues)s) AND task <> ALL(%(full_tasks)s) "
+    "AND id <> ALL(%(staged)s) "
     "ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED"
 )
 # claims take turns while limits are set, so that two services never both take the last place
@@ -95,26 +99,34 @@ LOCK_CLAIMS = "SELECT pg_advisory_xact_lock(hashtext('conveyor claims'))"
 COUNT_RUNNING = "SELECT queue, task, count(*) FROM jobs WHERE state = 'running' GROUP BY 1, 2"
 SELECT_NEXT_DUE = "SELECT min(scheduled_at) FROM jobs WHERE state = 'scheduled'"
 NOW = "extract(epoch from clock_timestamp())"  # the database's clock: the hosts' need not agree
+# a lease is renewed only while it holds: one run out is lost, even before another service
+# has come to take its jobs (no row comes back then); true: the row was made now (the first
+# beat, or after the others took this service for dead and removed it)
 HEARTBEAT = (
     "INSERT INTO instances (id, host, pid, started_at, heartbeat_at, workers) "
     f"VALUES (%(id)s, %(host)s, %(pid)s, %(started)s, {NOW}, %(workers)s) "
     f"ON CONFLICT (id) DO UPDATE SET heartbeat_at = {NOW}, workers = excluded.workers "
-    "RETURNING (xmax = 0)"  # true: the row was made now (first beat, or declared dead)
+    f"WHERE instances.heartbeat_at >= {NOW} - %(lease)s "
+    "RETURNING (xmax = 0)"
 )
 SELECT_INSTANCES = (
     f"SELECT id, host, pid, started_at, heartbeat_at, workers, {NOW} - heartbeat_at "
     "FROM instances ORDER BY started_at, id"
 )
-SELECT_STALE_INSTANCES = (
-    f"SELECT id FROM instances WHERE heartbeat_at < {NOW} - %(lease)s FOR UPDATE SKIP LOCKED"
+# waits for a heartbeat under way, then reads its row again: a lease renewed meanwhile holds
+DELETE_STALE_INSTANCES = (
+    f"DELETE FROM instances WHERE heartbeat_at < {NOW} - %(lease)s RETURNING id"
 )
-# running jobs whose service is gone: its heartbeat older than the lease, or no row at all
+# running jobs whose service is gone (its row deleted above, or never there)
 SELECT_ORPHANS = (
     f"SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' AND (instance_id IS NULL OR "
-    f"instance_id NOT IN (SELECT id FROM instances WHERE heartbeat_at >= {NOW} - %(lease)s)) "
-    "FOR UPDATE SKIP LOCKED"
+    "instance_id NOT IN (SELECT id FROM instances)) FOR UPDATE SKIP LOCKED"
 )
-DELETE_INSTANCES = "DELETE FROM instances WHERE id = ANY(%s)"
+# this service's running jobs that it no longer runs (a settle that could not be written)
+SELECT_OWN_RUNNING = (
+    f"SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' AND instance_id = %(me)s "
+    "AND id <> ALL(%(running)s) AND started_at < %(before)s FOR UPDATE SKIP LOCKED"
+)
 LEAVE = "DELETE FROM instances WHERE id = %s"
 EVENTS_CHANNEL = "conveyor_events"  # NOTIFY: events up to the id in the payload are committed
 CANCEL_CHANNEL = "conveyor_cancel"  # NOTIFY: cancel the job whose id is the payload
@@ -347,7 +359,7 @@ class PostgresTransaction(StagedTransaction):
                 by_task[task] += running
             full_queues = [q for q, limit in queue_limits.items() if by_queue[q] >= limit]
             full_tasks = [t for t, limit in task_limits.items() if by_task[t] >= limit]
-        params = {"full_queues": full_queues, "full_tasks": full_tasks}
+        params = {"full_queues": full_queues, "full_tasks": full_tasks, "staged": list(self.rows)}
         rows = await self._rows(SELECT_CLAIMABLE, params)
         if not rows:
             return None
@@ -358,13 +370,22 @@ class PostgresTransaction(StagedTransaction):
     async def orphans(self, lease_s: float) -> tuple[list[str], list[Job]]:
         """The services whose heartbeat is older than ``lease_s``, and the running jobs that
         no live service holds, locked; the stale services' rows go with this transaction."""
-        stale = [row[0] for row in await self._rows(SELECT_STALE_INSTANCES, {"lease": lease_s})]
-        jobs = [row_to_job(row) for row in await self._rows(SELECT_ORPHANS, {"lease": lease_s})]
+        stale = [row[0] for row in await self._rows(DELETE_STALE_INSTANCES, {"lease": lease_s})]
+        return stale, await self._locked(SELECT_ORPHANS, {})
+
+    async def own_strays(
+        self, instance_id: str, running: list[str], started_before: float
+    ) -> list[Job]:
+        """This service's running jobs, started before ``started_before``, that it does not
+        run (``running``: those it does), locked."""
+        params = {"me": instance_id, "running": running, "before": started_before}
+        return await self._locked(SELECT_OWN_RUNNING, params)
+
+    async def _locked(self, sql: str, params: dict[str, Any]) -> list[Job]:
+        jobs = [row_to_job(row) for row in await self._rows(sql, params)]
         for job in jobs:
             self.loaded.setdefault(job.id, job)
-        if stale:
-            await self._conn.execute(DELETE_INSTANCES, (stale,))
-        return stale, jobs
+        return jobs
 
     async def commit(self) -> None:
         """Number the events, write what is staged, and commit."""
@@ -613,17 +634,17 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
         due = (await self._read(SELECT_NEXT_DUE))[0][0]
         return None if due is None else float(due)
 
-    async def heartbeat(self, workers: dict[str, Any]) -> bool:
-        """Say this service lives, with its workers; False if its row was gone (the others
-        took it for dead, and its running jobs are no longer its own)."""
+    async def heartbeat(self, workers: dict[str, Any], lease_s: float) -> bool:
+        """Renew this service's lease, with its workers; False if it had run out (its running
+        jobs are no longer its own: the others requeue them, or have already)."""
         params = {
             "id": self.instance_id, "host": socket.gethostname(), "pid": os.getpid(),
-            "started": self._started_at, "workers": dumps(workers),
+            "started": self._started_at, "workers": dumps(workers), "lease": lease_s,
         }  # fmt: skip
-        made = bool((await self._read(HEARTBEAT, params))[0][0])
-        declared_dead = made and self._beaten
-        self._beaten = True
-        return not declared_dead
+        rows = await self._read(HEARTBEAT, params)
+        lost = not rows or (bool(rows[0][0]) and self._beaten)
+        self._beaten = bool(rows)
+        return not lost
 
     async def expire_leases(self, lease_s: float, change: Callable[[Job], Job]) -> list[Job]:
         """Apply ``change`` to each running job whose service has not beaten for ``lease_s``
@@ -637,6 +658,21 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
                 batch.put(job)
             if stale:
                 log.warning("services %s stopped beating; their jobs are requeued", stale)
+            return changed
+
+        return await self._transact(operation)
+
+    async def requeue_strays(
+        self, running: list[str], started_before: float, change: Callable[[Job], Job | None]
+    ) -> list[Job]:
+        """Apply ``change`` to this service's running jobs started before ``started_before``
+        that are not in ``running`` (those it runs now)."""
+
+        async def operation(batch: PostgresTransaction) -> list[Job]:
+            strays = await batch.own_strays(self.instance_id, running, started_before)
+            changed = [job for job in map(change, strays) if job is not None]
+            for job in changed:
+                batch.put(job)
             return changed
 
         return await self._transact(operation)
