@@ -403,6 +403,12 @@ class Scheduler:
                 self._scheduled.add(job.scheduled_at, job.id)
 
     def status(self) -> dict[str, Any]:
+        """The jobs waiting for a worker (on a shared store: for any service's), and the jobs
+        this service runs."""
+        if self._shared is not None:
+            waiting = self._db.stats.queued_by_queue()
+            return {"queued": sum(waiting.values()), "running": len(self._runs),
+                    "queued_by_queue": waiting}  # fmt: skip
         return {
             "queued": self._ready.qsize(),
             "running": len(self._runs),

@@ -73,6 +73,10 @@ class JobStats:
         else:
             self._counts.pop(key, None)
 
+    def queued_by_queue(self) -> dict[str, int]:
+        """The queued jobs of each queue that has some."""
+        return {queue: n for (queue, state), n in sorted(self._counts.items()) if state == "queued"}
+
     def as_json(self, now: float) -> dict[str, Any]:
         """``GET /stats``: totals by state, by queue and state, and the recent throughput."""
         by_state = dict.fromkeys(_STATES, 0)

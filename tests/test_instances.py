@@ -162,3 +162,24 @@ async def test_a_schedule_made_on_one_service_is_known_to_the_others(services: S
         assert (await on_b.delete("/schedules/nightly")).status_code == 204
         assert (await on_a.get("/schedules/nightly")).status_code == 404
         assert (await on_a.get("/schedules")).json()["schedules"] == []
+
+
+async def test_each_service_counts_the_jobs_waiting_for_any_of_them(services: Services) -> None:
+    a, b = await services(2, CONVEYOR_CONCURRENCY="1")
+    async with (
+        httpx.AsyncClient(base_url=a.url, timeout=10) as on_a,
+        httpx.AsyncClient(base_url=b.url, timeout=10) as on_b,
+    ):
+        sleeps = [await submit_job(on_a, "sleep", 30) for _ in range(3)]
+
+        async def one_waits() -> bool:  # each service's one worker holds a sleep
+            stats = (await on_b.get("/stats")).json()["by_state"]
+            return bool(stats["running"] == 2 and stats["queued"] == 1)
+
+        await wait_until(one_waits, what="two sleeps running and one queued")
+        for client in (on_a, on_b):
+            jobs = (await client.get("/health")).json()["jobs"]
+            assert (jobs["queued"], jobs["running"]) == (1, 1)
+            assert jobs["queued_by_queue"] == {"default": 1}
+        for job_id in sleeps:
+            assert (await on_b.post(f"/jobs/{job_id}/cancel")).status_code == 200
