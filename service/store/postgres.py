@@ -492,9 +492,13 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
             await listening.execute(f"LISTEN {EVENTS_CHANNEL}")
             await listening.execute(f"LISTEN {CANCEL_CHANNEL}")
             # listening before reading where the events stand: nothing after it slips by
-            async with self._readers.connection() as conn:
-                self._last_event_id = int((await _rows(conn, LAST_EVENT_ID))[0][0])
-                await self._seed_stats(conn)
+            # where the events stand and the counts they lead to, from one snapshot: an event
+            # committed between two reads would be counted twice, in the seed and as it comes
+            writer = self._writer
+            await writer.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            self._last_event_id = int((await _rows(writer, LAST_EVENT_ID))[0][0])
+            await self._seed_stats(writer)
+            await writer.commit()
         except (psycopg.Error, PoolTimeout) as exc:
             await self.close()
             raise StoreUnavailable(shown(self.url), str(exc).strip().splitlines()[0]) from None
