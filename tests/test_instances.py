@@ -178,8 +178,13 @@ async def test_each_service_counts_the_jobs_waiting_for_any_of_them(services: Se
 
         await wait_until(one_waits, what="two sleeps running and one queued")
         for client in (on_a, on_b):
-            jobs = (await client.get("/health")).json()["jobs"]
-            assert (jobs["queued"], jobs["running"]) == (1, 1)
+
+            async def counted(client: httpx.AsyncClient = client) -> Any:
+                # each service hears of the others' events a moment after they commit
+                jobs = (await client.get("/health")).json()["jobs"]
+                return jobs if (jobs["queued"], jobs["running"]) == (1, 1) else None
+
+            jobs = await wait_until(counted, what=f"{client.base_url} to count them")
             assert jobs["queued_by_queue"] == {"default": 1}
         for job_id in sleeps:
             assert (await on_b.post(f"/jobs/{job_id}/cancel")).status_code == 200
