@@ -97,7 +97,6 @@ SELECT_CLAIMABLE = (
 # claims take turns while limits are set, so that two services never both take the last place
 LOCK_CLAIMS = "SELECT pg_advisory_xact_lock(hashtext('conveyor claims'))"
 COUNT_RUNNING = "SELECT queue, task, count(*) FROM jobs WHERE state = 'running' GROUP BY 1, 2"
-SELECT_NEXT_DUE = "SELECT min(scheduled_at) FROM jobs WHERE state = 'scheduled'"
 NOW = "extract(epoch from clock_timestamp())"  # the database's clock: the hosts' need not agree
 # a lease is renewed only while it holds: one run out is lost, even before another service
 # has come to take its jobs (no row comes back then); true: the row was made now (the first
@@ -632,11 +631,6 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
             return running
 
         return await self._transact(operation)
-
-    async def next_due_at(self) -> float | None:
-        """When the first scheduled job is due (epoch seconds), if there is one."""
-        due = (await self._read(SELECT_NEXT_DUE))[0][0]
-        return None if due is None else float(due)
 
     async def heartbeat(self, workers: dict[str, Any], lease_s: float) -> bool:
         """Renew this service's lease, with its workers; False if it had run out (its running
