@@ -121,8 +121,7 @@ class Scheduler:
         self._max_interruptions = max_interruptions
         self._clock = clock
         self._rand = rand  # the jitter of retry back-offs
-        task_limits = {name: task.concurrency for name, task in tasks.items()}
-        self._ready = ReadyQueue(queue_limits or {}, task_limits)
+        self._ready = ReadyQueue(self._queue_limits, self._task_limits)
         self._scheduled = DueQueue(clock)
         self._canceling: set[str] = set()  # queued jobs being canceled: never start them
         self._runs: dict[str, _Run] = {}
@@ -421,13 +420,18 @@ class Scheduler:
 
     # -- dispatch ---------------------------------------------------------------------------
 
+    async def _free_worker(self) -> Worker:
+        """The next free worker, once the runs not yet settled are few enough; raises
+        PoolClosed."""
+        while len(self._runs) >= self._pool.size + MAX_UNSETTLED_RUNS:
+            self._run_ended.clear()
+            await self._run_ended.wait()
+        return await self._pool.acquire()
+
     async def _dispatch(self) -> None:
         while True:
-            while len(self._runs) >= self._pool.size + MAX_UNSETTLED_RUNS:
-                self._run_ended.clear()
-                await self._run_ended.wait()
             try:
-                worker = await self._pool.acquire()
+                worker = await self._free_worker()
             except PoolClosed:
                 return
             try:
@@ -447,11 +451,8 @@ class Scheduler:
         """On a shared store: for each free worker, claim the best job any service may start
         (no prefetch); with none, wait for word of one."""
         while True:
-            while len(self._runs) >= self._pool.size + MAX_UNSETTLED_RUNS:
-                self._run_ended.clear()
-                await self._run_ended.wait()
             try:
-                worker = await self._pool.acquire()
+                worker = await self._free_worker()
             except PoolClosed:
                 return
             try:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +36,16 @@ def services(service_process: Callable[..., ServiceProcess], postgres_database: 
     return start
 
 
+@asynccontextmanager
+async def clients(*services: ServiceProcess) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """An HTTP client of each service, in their order."""
+    async with AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(httpx.AsyncClient(base_url=s.url, timeout=10))
+            for s in services
+        ]
+
+
 async def _running_pid(client: httpx.AsyncClient, job_id: str) -> int:
     """The pid of the worker running ``job_id``, as its service's /health shows it."""
     for worker in (await client.get("/health")).json()["workers"]["workers"]:
@@ -47,10 +58,7 @@ async def test_a_job_submitted_to_one_runs_on_another_with_a_free_worker(
     services: Services,
 ) -> None:
     a, b = await services(2, CONVEYOR_CONCURRENCY="1")
-    async with (
-        httpx.AsyncClient(base_url=a.url, timeout=10) as on_a,
-        httpx.AsyncClient(base_url=b.url, timeout=10) as on_b,
-    ):
+    async with clients(a, b) as (on_a, on_b):
         busy = await submit_job(on_a, "sleep", 30)
         await wait_state(on_a, busy, "running")
         # to the service whose one worker holds the sleep: the other's worker takes it
@@ -72,10 +80,7 @@ async def _runs_here(client: httpx.AsyncClient, job_id: str) -> bool:
 
 async def test_a_job_s_events_reach_the_streams_of_every_service(services: Services) -> None:
     a, b = await services(2)
-    async with (
-        httpx.AsyncClient(base_url=a.url, timeout=10) as on_a,
-        httpx.AsyncClient(base_url=b.url, timeout=10) as on_b,
-    ):
+    async with clients(a, b) as (on_a, on_b):
         job_id = await submit_job(on_a, "steps", 3, 0.2)  # a progress event each step
         seen: dict[str, list[str]] = {}
 
@@ -93,10 +98,7 @@ async def test_a_job_s_events_reach_the_streams_of_every_service(services: Servi
 
 async def test_a_cancel_sent_to_one_service_kills_the_job_on_another(services: Services) -> None:
     a, b = await services(2, CONVEYOR_CONCURRENCY="1")
-    async with (
-        httpx.AsyncClient(base_url=a.url, timeout=10) as on_a,
-        httpx.AsyncClient(base_url=b.url, timeout=10) as on_b,
-    ):
+    async with clients(a, b) as (on_a, on_b):
         job_id = await submit_job(on_a, "sleep", 30)
         await wait_state(on_a, job_id, "running")
         runner, other = (on_a, on_b) if await _runs_here(on_a, job_id) else (on_b, on_a)
@@ -111,10 +113,7 @@ async def test_a_cancel_sent_to_one_service_kills_the_job_on_another(services: S
 
 async def test_a_kill_9_under_load_loses_nothing_acknowledged(services: Services) -> None:
     a, b = await services(2, CONVEYOR_LEASE_S="1.5")
-    async with (
-        httpx.AsyncClient(base_url=a.url, timeout=10) as on_a,
-        httpx.AsyncClient(base_url=b.url, timeout=10) as on_b,
-    ):
+    async with clients(a, b) as (on_a, on_b):
         jobs: list[tuple[str, Any]] = []
         for n in range(40):
             client = on_a if n % 2 else on_b
@@ -148,10 +147,7 @@ async def test_three_services_make_one_job_per_cron_tick(services: Services) -> 
 
 async def test_a_schedule_made_on_one_service_is_known_to_the_others(services: Services) -> None:
     a, b = await services(2)
-    async with (
-        httpx.AsyncClient(base_url=a.url, timeout=10) as on_a,
-        httpx.AsyncClient(base_url=b.url, timeout=10) as on_b,
-    ):
+    async with clients(a, b) as (on_a, on_b):
         body = {"id": "nightly", "task": "tests.sample_tasks.add", "cron": "0 3 * * *",
                 "args": [1, 1]}  # fmt: skip
         assert (await on_a.post("/schedules", json=body)).status_code == 201
@@ -166,10 +162,7 @@ async def test_a_schedule_made_on_one_service_is_known_to_the_others(services: S
 
 async def test_each_service_counts_the_jobs_waiting_for_any_of_them(services: Services) -> None:
     a, b = await services(2, CONVEYOR_CONCURRENCY="1")
-    async with (
-        httpx.AsyncClient(base_url=a.url, timeout=10) as on_a,
-        httpx.AsyncClient(base_url=b.url, timeout=10) as on_b,
-    ):
+    async with clients(a, b) as (on_a, on_b):
         sleeps = [await submit_job(on_a, "sleep", 30) for _ in range(3)]
 
         async def one_waits() -> bool:  # each service's one worker holds a sleep

@@ -22,6 +22,21 @@ T = TypeVar("T")
 MAX_PAGE_BYTES = 8 * 1024 * 1024  # of a list page's stored JSON: the jobs past it wait for "next"
 
 
+def fit_page(sizes: Sequence[Sequence[int]], limit: int, max_bytes: int) -> tuple[list[int], bool]:
+    """The ``seq`` of the jobs a list page takes, from (seq, stored bytes) of up to ``limit``
+    + 1 jobs in page order: at most ``limit``, fewer when their JSON would pass ``max_bytes``
+    (one at least); and whether more jobs follow. A page of jobs with megabytes of arguments
+    or errors each is cut short, not held in memory."""
+    taken: list[int] = []
+    total = 0
+    for seq, size in sizes[:limit]:
+        if taken and total + size > max_bytes:
+            break
+        taken.append(seq)
+        total += size
+    return taken, len(taken) < len(sizes)
+
+
 @dataclass(frozen=True, slots=True)
 class IdempotencyClaim:
     """An ``Idempotency-Key`` header and a digest of the request it came with."""

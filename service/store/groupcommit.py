@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 from ..cron import Schedule
 from ..errors import (
@@ -240,6 +240,19 @@ class GroupCommitStore(abc.ABC, Generic[Tx]):
         self._pending: asyncio.Queue[Pending[Tx]] = asyncio.Queue()
         self._loop_task: asyncio.Task[None] | None = None
         self.stats = JobStats()  # as of the last commit, like last_event_id
+
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
     def sharing(self) -> SharedStore | None:
         return None

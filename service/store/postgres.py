@@ -38,7 +38,7 @@ from ..jobs import Event, Job, JobState, transition
 from ..logs import LogEntry
 from ..settings import DEFAULT_MAX_LOG_LINES
 from ..stats import BUCKET_S, window_start
-from .base import MAX_PAGE_BYTES, IdempotencyClaim
+from .base import MAX_PAGE_BYTES, IdempotencyClaim, fit_page
 from .groupcommit import (
     NO_JOB,
     GroupCommitStore,
@@ -464,13 +464,6 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
         # called with a job id another service asked to cancel
         self.on_cancel_requested: Callable[[str], None] | None = None
 
-    async def __aenter__(self) -> PostgresStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
     async def open(self) -> None:
         """Connect, migrate the schema (one service at a time), start the writer.
 
@@ -511,10 +504,7 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
         counts = await _rows(conn, COUNT_JOBS)
         since = window_start(self._clock())
         finished = await _rows(conn, COUNT_FINISHED, {"bucket": BUCKET_S, "since": since})
-        self.stats.seed(
-            [(row[0], row[1], row[2]) for row in counts],
-            [(row[0], row[1], row[2]) for row in finished],
-        )
+        self.stats.seed(counts, finished)  # rows of (queue, state, jobs), (bucket, state, jobs)
 
     async def close(self) -> None:
         """Finish the writes already asked for, then close the connections; idempotent."""
@@ -811,14 +801,7 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
             f"SELECT seq, {_JOB_BYTES} FROM jobs{matching} ORDER BY seq DESC LIMIT %s",
             (*params, limit + 1),
         )
-        taken: list[int] = []
-        total = 0
-        for seq, size in sizes[:limit]:
-            if taken and total + size > max_bytes:
-                break
-            taken.append(seq)
-            total += size
-        more = len(taken) < len(sizes)
+        taken, more = fit_page(sizes, limit, max_bytes)
         if not taken:
             return [], None
         rows = await self._read(

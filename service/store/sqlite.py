@@ -33,7 +33,7 @@ from ..logs import LogEntry
 from ..settings import DEFAULT_MAX_LOG_LINES
 from ..stats import BUCKET_S, window_start
 from ..storefiles import StartJournal, lock_database
-from .base import MAX_PAGE_BYTES, IdempotencyClaim
+from .base import MAX_PAGE_BYTES, IdempotencyClaim, fit_page
 from .groupcommit import (
     NO_JOB,
     GroupCommitStore,
@@ -361,13 +361,6 @@ class SqliteStore(GroupCommitStore[SqliteTransaction]):
         self._file_stat: os.stat_result | None = None
         self._journal = StartJournal(path + ".started")
 
-    async def __aenter__(self) -> SqliteStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
     async def open(self) -> None:
         """Take the database for this service alone, migrate it, start the writer.
 
@@ -562,14 +555,7 @@ class SqliteStore(GroupCommitStore[SqliteTransaction]):
                 (*params, limit + 1),
             )
         )
-        taken: list[int] = []
-        total = 0
-        for seq, size in sizes[:limit]:
-            if taken and total + size > max_bytes:
-                break
-            taken.append(seq)
-            total += size
-        more = len(taken) < len(sizes)
+        taken, more = fit_page(sizes, limit, max_bytes)
         if not taken:
             return [], None
         marks = ", ".join("?" * len(taken))
