@@ -192,13 +192,13 @@ async def _start(stack: AsyncExitStack, settings: Settings, tasks: dict[str, Tas
             on_log=on_log, limits=worker_limits(settings),
         )
     )  # fmt: skip
-    scheduler = await stack.enter_async_context(
-        Scheduler(
-            db, pool, tasks,
-            max_interruptions=settings.max_interruptions, queue_limits=settings.queues,
-            lease_s=settings.lease_s,
-        )
+    # made before it starts, so that it hears the other services' events while it starts
+    scheduler = Scheduler(
+        db, pool, tasks,
+        max_interruptions=settings.max_interruptions, queue_limits=settings.queues,
+        lease_s=settings.lease_s,
     )  # fmt: skip
+    await stack.enter_async_context(scheduler)
     await stack.enter_async_context(
         RetentionSweep(db, retention_s=settings.retention_s, idempotency_ttl_s=IDEMPOTENCY_TTL_S)
     )

@@ -6,6 +6,8 @@ past either into the store or the pool.
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -121,26 +123,29 @@ class Reads:
         every live service's too (as of its last heartbeat), each marked with its service."""
         here = self._pool.status()
         shared = self._db.sharing()
-        pools: list[tuple[str | None, dict[str, Any]]] = [
-            (None if shared is None else shared.instance_id, here)
+        # each pool with its service's id and where it runs (None with SQLite: one service)
+        pools: list[tuple[tuple[str, str] | None, dict[str, Any]]] = [
+            (None if shared is None else (shared.instance_id, _here()), here)
         ]
         if shared is not None:
             pools += [
-                (service["id"], service["workers"])
+                ((service["id"], f"{service['host']}:{service['pid']}"), service["workers"])
                 for service in await shared.instances()
                 if service["id"] != shared.instance_id and service["workers"]
             ]
         listed = []
-        for service_id, status in pools:
+        for service, status in pools:
             for worker in status["workers"]:
-                listed.append(await self._worker(service_id, worker))
+                listed.append(await self._worker(service, worker))
         return {
             "size": sum(status["size"] for _, status in pools),
             "busy": sum(status["busy"] for _, status in pools),
             "idle": sum(1 for w in listed if w["state"] == "idle"), "workers": listed,
         }  # fmt: skip
 
-    async def _worker(self, service_id: str | None, worker: dict[str, Any]) -> dict[str, Any]:
+    async def _worker(
+        self, service: tuple[str, str] | None, worker: dict[str, Any]
+    ) -> dict[str, Any]:
         job = None
         if worker["job_id"] is not None:
             with contextlib.suppress(JobNotFound):  # pruned or never stored
@@ -148,7 +153,8 @@ class Reads:
         state = "busy" if worker["job_id"] else "idle" if worker["ready"] else "starting"
         return {
             "pid": worker["pid"], "state": state, "started_at": worker["started_at"],
-            "jobs_run": worker["jobs_run"], "service": service_id, "job": None if job is None else {
+            "jobs_run": worker["jobs_run"], "service": None if service is None else service[0],
+            "service_at": None if service is None else service[1], "job": None if job is None else {
                 "id": job.id, "task": job.task, "started_at": isoformat(job.started_at),
                 "progress": None if job.progress is None else job.progress.as_dict(),
             },
@@ -195,3 +201,8 @@ class Reads:
             "jobs": self._scheduler.status(),
         }
         return Health(ok, body)
+
+
+def _here() -> str:
+    """Where this service runs, as the others list it: host and process id."""
+    return f"{socket.gethostname()}:{os.getpid()}"

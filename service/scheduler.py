@@ -77,6 +77,8 @@ CANCEL_ASK_AGAIN_S = 1.0
 # a service stops its own runs once this much of its lease has gone by unrenewed: with a
 # check each third of the lease, it stops them between 0.6 and 0.93 of it, kills included
 LEASE_STOP_FRACTION = 0.6
+# how far behind the others may see this service's workers (a job started or ended)
+WORKERS_SHOWN_S = 0.5
 
 
 @dataclass(eq=False)
@@ -115,6 +117,7 @@ class Scheduler:
         self._queue_limits = dict(queue_limits or {})
         self._task_limits = {n: t.concurrency for n, t in tasks.items() if t.concurrency}
         self._leases: asyncio.Task[None] | None = None
+        self._shown: asyncio.Task[None] | None = None
         self._ended: dict[str, asyncio.Event] = {}  # shared: jobs a cancel waits to see end
         self._pool = pool
         self._tasks = tasks
@@ -174,6 +177,7 @@ class Scheduler:
         self._dispatcher = loop.create_task(self._dispatch_claims(shared))
         self._waker = loop.create_task(self._wake_scheduled())
         self._leases = loop.create_task(self._lease(shared))
+        self._shown = loop.create_task(self._show_workers(shared))
 
     async def drain(self, grace_s: float, hurry: asyncio.Event | None = None) -> int:
         """Start no more jobs and refuse new ones (ShuttingDown); give the running jobs up to
@@ -207,7 +211,7 @@ class Scheduler:
         if self._closing:
             return
         self._closing = True
-        for loop_task in (self._dispatcher, self._waker, self._leases):
+        for loop_task in (self._dispatcher, self._waker, self._leases, self._shown):
             if loop_task is not None:
                 loop_task.cancel()
                 await asyncio.gather(loop_task, return_exceptions=True)
@@ -345,6 +349,10 @@ class Scheduler:
             await self._pool.kill(run.worker, job_id)
         await run.done.wait()
         job = await self._db.get_job(job_id)
+        if not job.is_terminal:
+            # the run here ended without its outcome: requeued (the service stopping), or,
+            # its lease lost, already run again elsewhere; cancel it where it is now
+            return await self.cancel(job_id)
         if job.state is not JobState.CANCELED:  # it finished before the cancel could land
             raise InvalidTransition(job_id, job.state, JobState.CANCELED, job)
         return job
@@ -536,6 +544,21 @@ class Scheduler:
                 log.warning("cannot renew this service's lease: %s", exc)
             if time.monotonic() - renewed > self._lease_s * LEASE_STOP_FRACTION:
                 self._stop_runs("its lease is running out")
+
+    async def _show_workers(self, shared: SharedStore) -> None:
+        """Keep this service's workers, as the others' /workers list them, at most
+        WORKERS_SHOWN_S behind: a write only when they changed (the pool's state is in memory,
+        so looking costs nothing), rather than waiting for the next heartbeat."""
+        shown = self._pool.status()
+        while True:
+            await asyncio.sleep(WORKERS_SHOWN_S)
+            workers = self._pool.status()
+            if workers != shown:
+                try:
+                    await shared.show_workers(workers)
+                    shown = workers
+                except Exception as exc:  # the next heartbeat carries them anyway
+                    log.debug("cannot show this service's workers: %s", exc)
 
     async def _beat(self, shared: SharedStore) -> None:
         if not await shared.heartbeat(self._pool.status(), self._lease_s):

@@ -199,6 +199,11 @@ class ServiceProcess:
                 cwd=self.workdir, env=self.env, pass_fds=(fd,), stdout=log, stderr=log,
             )  # fmt: skip
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "not started"
+        return self.proc.pid
+
     async def wait_ready(self) -> None:
         async with httpx.AsyncClient(base_url=self.url) as client:
             await wait_until(

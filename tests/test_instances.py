@@ -5,6 +5,7 @@ it on another, a ``kill -9`` loses nothing acknowledged, and a cron tick makes o
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -13,7 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import expect
 
+from .browsers import HAVE_CHROMIUM, chromium
 from .conftest import ServiceProcess, finished, process_gone, submit_job, wait_state, wait_until
 from .postgres import needs_postgres
 
@@ -67,9 +70,39 @@ async def test_a_job_submitted_to_one_runs_on_another_with_a_free_worker(
         assert (await finished(on_a, added))["result"] == 5
         assert (await on_b.get(f"/jobs/{added}")).json()["state"] == "succeeded"
         assert await _runs_here(runner, busy)  # still busy with it all along
-        # each service lists the workers of both, each marked with its service
+        # each service lists the workers of both, each marked with its service and where it runs
+        # (the other's as it last showed them: within half a second of a change)
         workers = (await on_b.get("/workers")).json()
         assert workers["size"] == 2 and len({w["service"] for w in workers["workers"]}) == 2
+        at = f"{socket.gethostname()}:{(a if runner is on_a else b).pid}"
+
+        async def busy_where() -> bool:
+            workers = (await on_b.get("/workers")).json()["workers"]
+            return {w["service_at"] for w in workers if w["job"]} == {at}
+
+        await wait_until(busy_where, what=f"/workers to show the sleep running at {at}")
+        await on_a.post(f"/jobs/{busy}/cancel")
+
+
+@pytest.mark.skipif(not HAVE_CHROMIUM, reason="needs Debian's chromium; CI installs it")
+async def test_the_dashboard_of_one_shows_the_workers_of_every_service(
+    services: Services,
+) -> None:
+    a, b = await services(2, CONVEYOR_CONCURRENCY="1")
+    async with clients(a, b) as (on_a, _), chromium() as browser:
+        busy = await submit_job(on_a, "sleep", 30)
+        await wait_state(on_a, busy, "running")
+        runner = a if await _runs_here(on_a, busy) else b
+        page = await browser.new_page()
+        await page.goto(b.url + "/#/")
+        workers = page.locator("table.workers tbody tr")
+        await expect(workers).to_have_count(2, timeout=10_000)
+        # the busy worker is shown with its job and the service that runs it
+        row = page.locator(f'table.workers tr[data-job-id="{busy}"]')
+        await expect(row.locator('td[data-label="service"]')).to_have_text(
+            f"{socket.gethostname()}:{runner.pid}", timeout=10_000
+        )
+        await expect(page.locator('table.workers td[data-label="service"]')).to_have_count(2)
         await on_a.post(f"/jobs/{busy}/cancel")
 
 

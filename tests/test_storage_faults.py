@@ -65,7 +65,7 @@ async def test_a_database_held_by_another_process(
 async def test_a_full_disk(service_process: Callable[..., ServiceProcess]) -> None:
     service = await started(service_process)
     assert service.proc is not None
-    pid = service.proc.pid
+    pid = service.pid
     async with httpx.AsyncClient(base_url=service.url, timeout=30) as client:
         kept = (await client.post("/jobs?wait_s=10", json=ADD)).json()
         before = resource.prlimit(pid, resource.RLIMIT_FSIZE)

@@ -213,6 +213,10 @@ class Worker(Model):
         description="with PostgreSQL, the service whose worker it is (services share the "
         "database); null with SQLite"
     )
+    service_at: str | None = Field(
+        description="with PostgreSQL, where that service runs: its host and process id "
+        "(`host:pid`); null with SQLite"
+    )
     job: WorkerJob | None
 
 

@@ -234,6 +234,10 @@ class SharedStore(Store, Protocol):
         """Apply ``change`` to the running jobs of services silent for ``lease_s``."""
         ...
 
+    async def show_workers(self, workers: dict[str, Any]) -> None:
+        """Let the others see this service's workers as they are now (between heartbeats)."""
+        ...
+
     async def instances(self) -> list[dict[str, Any]]: ...
 
     async def request_cancel(self, job_id: str) -> None:

@@ -108,6 +108,7 @@ HEARTBEAT = (
     f"WHERE instances.heartbeat_at >= {NOW} - %(lease)s "
     "RETURNING (xmax = 0)"
 )
+SHOW_WORKERS = "UPDATE instances SET workers = %s WHERE id = %s"
 SELECT_INSTANCES = (
     f"SELECT id, host, pid, started_at, heartbeat_at, workers, {NOW} - heartbeat_at "
     "FROM instances ORDER BY started_at, id"
@@ -563,15 +564,21 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
         self._catching_up = asyncio.get_running_loop().create_task(self._read_up())
 
     async def _read_up(self) -> None:
+        pause_s = 0.1
         try:
             while True:
-                self._behind = False
-                while rows := await self._read(SELECT_EVENTS_AFTER, (self._last_event_id, 500)):
-                    self._publish([row_to_event(row) for row in rows])
-                if not self._behind:
-                    return
-        except Exception as exc:  # the next word, or the next commit, reads again
-            log.warning("cannot read the events of the other services: %s", exc)
+                try:
+                    self._behind = False
+                    while rows := await self._read(SELECT_EVENTS_AFTER, (self._last_event_id, 500)):
+                        self._publish([row_to_event(row) for row in rows])
+                    if not self._behind:
+                        return
+                except psycopg.Error as exc:
+                    # read again, later: no further word need come to prompt it, and streams
+                    # must not stay behind until some other commit happens
+                    log.warning("cannot read the events of the other services: %s", exc)
+                    await asyncio.sleep(pause_s)
+                    pause_s = min(pause_s * 2, 5.0)
         finally:
             self._catching_up = None
 
@@ -664,6 +671,10 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
             return changed
 
         return await self._transact(operation)
+
+    async def show_workers(self, workers: dict[str, Any]) -> None:
+        """Let the others see this service's workers as they are now (between heartbeats)."""
+        await self._run_now(SHOW_WORKERS, (dumps(workers), self.instance_id))
 
     async def instances(self) -> list[dict[str, Any]]:
         """Every service on the database, with its workers and how long since it beat."""

@@ -190,13 +190,16 @@ export function overview(root) {
   }, 500);
 
   function renderWorkers(body) {
+    // several services share the database: say whose each worker is (a pid alone is not unique)
+    const shared = body.workers.some((w) => w.service);
+    const heads = ["worker", ...(shared ? ["service"] : []), "state", "job", "progress", "running for", "jobs run"];
     fill(
       workersList,
       h("p", { class: "muted" }, `${body.busy} busy, ${body.idle} idle of ${body.size}`),
       h(
         "table",
         { class: "workers cards" },
-        h("thead", {}, h("tr", {}, ["worker", "state", "job", "progress", "running for", "jobs run"].map((t) => h("th", { scope: "col" }, t)))),
+        h("thead", {}, h("tr", {}, heads.map((t) => h("th", { scope: "col" }, t)))),
         h(
           "tbody",
           {},
@@ -205,6 +208,7 @@ export function overview(root) {
               "tr",
               { "data-pid": w.pid, "data-job-id": w.job ? w.job.id : null },
               h("td", { title: w.started_at ? `started ${timeTitle(new Date(w.started_at))}` : null }, `pid ${w.pid}`),
+              shared ? h("td", { "data-label": "service", title: w.service ? `service ${w.service}` : null }, w.service_at || "—") : null,
               h("td", {}, h("span", { class: `badge worker-${w.state}` }, w.state)),
               h("td", { class: "wide" }, w.job ? h("a", { href: `#/jobs/${encodeURIComponent(w.job.id)}` }, dotted(w.job.task), " ", h("code", {}, w.job.id.slice(0, 8))) : "—"),
               h("td", { class: "progress-cell" }, w.job ? progressBar(w.job.progress) : null),
@@ -246,8 +250,14 @@ export function overview(root) {
     renderChart(); // the window slides with time
     if (workers) renderWorkers(workers); // and "running for" grows
   }, 5000);
+  // other services' workers change without an event of theirs reaching this page at that
+  // moment (each service shows its workers to the others within half a second): read again
+  const others = setInterval(() => {
+    if (workers && workers.workers.some((w) => w.service)) refreshWorkers();
+  }, 1000);
   return () => {
     clearInterval(clock);
+    clearInterval(others);
     refreshWorkers.cancel();
     stream.close();
   };
