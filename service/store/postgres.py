@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import select
 import socket
 import time
 import uuid
@@ -142,10 +143,11 @@ UPSERT_IDEMPOTENCY = (
     "ON CONFLICT (key) DO UPDATE SET request = excluded.request, job_ids = excluded.job_ids, "
     "created_at = excluded.created_at"
 )
-# the ids, and word to the other services once committed, in one trip
+# the ids, and word to the other services once committed, in one trip: the last id and the
+# service that committed it (which publishes its own events without the word)
 TAKE_EVENT_IDS = (
     "UPDATE event_ids SET last = last + %s "
-    f"RETURNING last, pg_notify('{EVENTS_CHANNEL}', last::text)"
+    f"RETURNING last, pg_notify('{EVENTS_CHANNEL}', last::text || ' ' || %s)"
 )
 LAST_EVENT_ID = "SELECT last FROM event_ids"
 INSERT_EVENT = "INSERT INTO events (id, job_id, kind, at, data) VALUES (%s, %s, %s, %s, %s)"
@@ -390,7 +392,8 @@ class PostgresTransaction(StagedTransaction):
     async def commit(self) -> None:
         """Number the events, write what is staged, and commit."""
         if self.events:
-            last = (await self._rows(TAKE_EVENT_IDS, (len(self.events),)))[0][0]
+            taken = await self._rows(TAKE_EVENT_IDS, (len(self.events), self._instance_id))
+            last = taken[0][0]
             base = last - len(self.events)  # the staged ids run from 1
             self.events = [dataclasses.replace(e, id=base + e.id) for e in self.events]
             self.next_event_id = last + 1
@@ -402,7 +405,10 @@ class PostgresTransaction(StagedTransaction):
             for i, j in self.rows.items()
             if i not in self.inserted
         ]
-        async with self._conn.cursor() as cursor:
+        # the writes in one pipeline, a single trip to the server rather than one each, with
+        # the commit too unless log lines come between (they read counts as they go)
+        self.committing = not self._logged
+        async with self._conn.pipeline(), self._conn.cursor() as cursor:
             # updates first: a job that finishes frees its key for a job inserted in the same
             # batch
             if updates:
@@ -412,10 +418,13 @@ class PostgresTransaction(StagedTransaction):
             if self.events:
                 rows = [(e.id, e.job_id, e.kind, e.at, dumps(e.data)) for e in self.events]
                 await cursor.executemany(INSERT_EVENT, rows)
-        for logged in self._logged:
-            await self._write_logs(logged, base + logged.event_id)
-        self.committing = True
-        await self._conn.commit()
+            if self.committing:
+                await self._conn.commit()
+        if not self.committing:
+            for logged in self._logged:
+                await self._write_logs(logged, base + logged.event_id)
+            self.committing = True
+            await self._conn.commit()
 
     async def _write_logs(self, logged: _Logged, event_id: int) -> None:
         job_id = logged.job_id
@@ -476,9 +485,9 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
             self._readers = AsyncConnectionPool(
                 self.url, min_size=1, max_size=READERS, open=False,
                 kwargs={"autocommit": True, **CONNECTION_OPTIONS},
-                # an idle connection is checked as it is taken: after a server restart, a read
-                # gets a new one instead of failing on the old
-                check=AsyncConnectionPool.check_connection,
+                # an idle connection the server closed is checked as it is taken: after a
+                # server restart, a read gets a new one instead of failing on the old
+                check=_check_if_told,
             )  # fmt: skip
             await self._readers.open(wait=True, timeout=CONNECT_TIMEOUT_S)
             listening = self._listening_conn = await _connect(self.url, autocommit=True)
@@ -590,7 +599,8 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
             try:
                 async for note in conn.notifies():
                     if note.channel == EVENTS_CHANNEL:
-                        if int(note.payload) > self._last_event_id:
+                        last, _, by = note.payload.partition(" ")
+                        if by != self.instance_id and int(last) > self._last_event_id:
                             self._catch_up()
                     elif note.channel == CANCEL_CHANNEL and self.on_cancel_requested:
                         self.on_cancel_requested(note.payload)
@@ -717,6 +727,8 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
                 if tries_left and conn.broken and not batch.committing:
                     log.warning("the database connection was lost (%s); reconnecting", exc)
                     continue
+                if batch.committing:  # its events may be stored: read whatever is there
+                    self._catch_up()
                 raise
             except BaseException:
                 with contextlib.suppress(Exception):
@@ -873,6 +885,14 @@ async def _rows(
 ) -> list[Any]:
     cursor = await conn.execute(sql, params)
     return await cursor.fetchall()
+
+
+async def _check_if_told(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The pool's check of an idle connection as it is handed out, without a trip to the
+    server each time: a connection the server ended (a restart, a terminated backend) has
+    its word, or its end, waiting on the socket; a sound idle one has nothing to read."""
+    if conn.closed or select.select([conn.fileno()], [], [], 0)[0]:
+        await AsyncConnectionPool.check_connection(conn)
 
 
 async def _connect(url: str, *, autocommit: bool = False) -> psycopg.AsyncConnection[Any]:
