@@ -146,6 +146,16 @@ class KeyTaken(ServiceError):
         super().__init__(f"job {holder_id} holds the key {key!r} until it finishes")
 
 
+class UnknownDependencies(ServiceError):
+    """A job would depend on jobs that do not exist (``index``: its place in a batch)."""
+
+    def __init__(self, job_ids: list[str], index: int | None = None) -> None:
+        self.job_ids = job_ids
+        self.index = index
+        where = "" if index is None else f"job {index} of the batch: "
+        super().__init__(f"{where}depends_on names jobs that do not exist: {', '.join(job_ids)}")
+
+
 class IdempotencyKeyReused(ServiceError):
     """An ``Idempotency-Key`` came back with a different request."""
 

@@ -8,13 +8,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from .errors import InvalidTransition
 from .options import DEFAULT_OPTIONS, DEFAULT_QUEUE, JobOptions
 
+DependencyFailure = Literal["cancel", "run"]
+DEPENDENCY_FAILED = "DependencyFailed"  # the error type of a job canceled for its dependency
+MAX_DEPENDENCIES = 1000  # jobs one job may depend on
+
 
 class JobState(StrEnum):
+    WAITING = "waiting"  # for the jobs it depends on (depends_on) to finish
     SCHEDULED = "scheduled"  # waiting for its time (scheduled_at)
     QUEUED = "queued"  # due, waiting for a free worker
     RUNNING = "running"  # a worker process is executing it
@@ -23,11 +28,15 @@ class JobState(StrEnum):
     CANCELED = "canceled"  # stopped on request, before or while running
 
 
-ACTIVE: frozenset[JobState] = frozenset({JobState.SCHEDULED, JobState.QUEUED, JobState.RUNNING})
+ACTIVE: frozenset[JobState] = frozenset(
+    {JobState.WAITING, JobState.SCHEDULED, JobState.QUEUED, JobState.RUNNING}
+)
 TERMINAL: frozenset[JobState] = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED})
 
 # Every allowed move; anything else is a bug or a race lost, and raises InvalidTransition.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    # released when the jobs it depends on have finished: due (or later), or canceled
+    JobState.WAITING: frozenset({JobState.SCHEDULED, JobState.QUEUED, JobState.CANCELED}),
     JobState.SCHEDULED: frozenset({JobState.QUEUED, JobState.CANCELED}),
     JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELED}),
     # back to QUEUED: the service stopped or died under the job, which runs again;
@@ -107,6 +116,8 @@ class JobSpec:
     run_at: float | None = None  # epoch seconds; None or past: due now
     key: str | None = None  # unique among unfinished jobs
     schedule_id: str | None = None  # the schedule whose tick asks for it
+    depends_on: tuple[str, ...] = ()  # jobs that must succeed first (waiting until then)
+    on_dependency_failure: DependencyFailure = "cancel"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +141,9 @@ class Job:
     attempts: tuple[Attempt, ...] = ()  # every run that ended, oldest first
     key: str | None = None  # no two unfinished jobs share one
     schedule_id: str | None = None  # the schedule whose tick made it; None: submitted
+    depends_on: tuple[str, ...] = ()  # the jobs it waits for, as submitted
+    # a job it depends on failed or was canceled: cancel this one too, or run it anyway
+    on_dependency_failure: DependencyFailure = "cancel"
 
     @property
     def is_terminal(self) -> bool:
@@ -250,3 +264,27 @@ def interrupt(job: Job, at: float, max_interruptions: int) -> Job:
         )
         return transition(job, JobState.FAILED, at, error=error, interruptions=interruptions)
     return transition(job, JobState.QUEUED, at, interruptions=interruptions, outcome="interrupted")
+
+
+def released(job: Job, dependencies: dict[str, Job | None], at: float) -> Job | None:
+    """The waiting ``job`` once what it depends on allows, given each of those jobs as it
+    stands now (None: no longer stored, so finished long ago); None while it must wait on.
+
+    It is canceled as soon as one of them fails or is canceled (unless it runs anyway:
+    ``on_dependency_failure``, once all have finished), and due (or scheduled, for a later
+    ``scheduled_at``) once all have succeeded.
+    """
+    if job.state is not JobState.WAITING:
+        return None
+    failed = next((d for d in dependencies.values() if d is not None and d.state in _FAILED), None)
+    if failed is not None and job.on_dependency_failure == "cancel":
+        error = JobError(DEPENDENCY_FAILED, f"job {failed.id} it depends on {failed.state.value}")
+        return transition(job, JobState.CANCELED, at, error=error)
+    if any(d is not None and d.state not in TERMINAL for d in dependencies.values()):
+        return None
+    if job.scheduled_at is not None and job.scheduled_at > at:
+        return transition(job, JobState.SCHEDULED, at)
+    return transition(job, JobState.QUEUED, at, scheduled_at=None)
+
+
+_FAILED = frozenset({JobState.FAILED, JobState.CANCELED})

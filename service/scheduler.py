@@ -275,11 +275,16 @@ class Scheduler:
         options = self.check(spec)
         now = self._clock()
         later = spec.run_at is not None and spec.run_at > now
+        if spec.depends_on:  # the store lets it go once they have finished
+            state = JobState.WAITING
+        else:
+            state = JobState.SCHEDULED if later else JobState.QUEUED
         return Job(
             id=str(uuid.uuid4()), task=spec.task, args=spec.args, kwargs=spec.kwargs,
-            state=JobState.SCHEDULED if later else JobState.QUEUED, created_at=now,
-            options=options, scheduled_at=spec.run_at if later else None, key=spec.key,
-            schedule_id=spec.schedule_id,
+            state=state, created_at=now, options=options,
+            scheduled_at=spec.run_at if later else None, key=spec.key,
+            schedule_id=spec.schedule_id, depends_on=tuple(dict.fromkeys(spec.depends_on)),
+            on_dependency_failure=spec.on_dependency_failure,
         )  # fmt: skip
 
     async def _enqueue(
@@ -303,8 +308,9 @@ class Scheduler:
                 continue
             if job.state is JobState.SCHEDULED and job.scheduled_at is not None:
                 self._scheduled.add(job.scheduled_at, job.id)
-            else:
+            elif job.state is JobState.QUEUED:
                 self._make_ready(job)
+            # waiting: the commit that finishes what it waits for lets it go (observe)
 
     async def _wake_scheduled(self) -> None:
         """Queue scheduled jobs as they come due: never before their time."""
@@ -390,18 +396,27 @@ class Scheduler:
             await self.cancel(job_id)
 
     def observe(self, events: Sequence[Event]) -> None:
-        """Every committed event, of every service: on a shared store, a job another service
-        scheduled is due here too, and a cancel waiting on another's job sees it end."""
-        if self._shared is None:
-            return
+        """Every committed event, of every service: a waiting job the commit let go is due
+        or scheduled now; on a shared store, a job another service scheduled is due here
+        too, and a cancel waiting on another's job sees it end."""
+        shared = self._shared is not None
         for event in events:
             if event.kind != "state":
                 continue
             state = event.data.get("state")
-            if state == JobState.SCHEDULED.value:
+            released = event.data.get("from") == JobState.WAITING.value
+            if state == JobState.SCHEDULED.value and (shared or released):
                 self._own(self._learn_due(event.job_id))
-            elif state in _TERMINAL_VALUES and event.job_id in self._ended:
+            elif state == JobState.QUEUED.value and released and not shared:
+                self._own(self._learn_queued(event.job_id))
+            elif shared and state in _TERMINAL_VALUES and event.job_id in self._ended:
                 self._ended[event.job_id].set()
+
+    async def _learn_queued(self, job_id: str) -> None:
+        with contextlib.suppress(JobNotFound):
+            job = await self._db.get_job(job_id)
+            if job.state is JobState.QUEUED:
+                self._make_ready(job)
 
     async def _learn_due(self, job_id: str) -> None:
         with contextlib.suppress(JobNotFound):
@@ -823,7 +838,7 @@ def _make_due(job: Job, at: float) -> Job | None:
 
 
 def _cancel_waiting(job: Job, at: float) -> Job | None:
-    if job.state in (JobState.SCHEDULED, JobState.QUEUED):
+    if job.state in (JobState.WAITING, JobState.SCHEDULED, JobState.QUEUED):
         return transition(job, JobState.CANCELED, at)
     return None
 

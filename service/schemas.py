@@ -20,7 +20,7 @@ from pydantic import (
 
 from .cron import MAX_CRON_LENGTH, Schedule, check_cron
 from .errors import UnsafeText
-from .jobs import Job, JobSpec, JobState, isoformat
+from .jobs import MAX_DEPENDENCIES, DependencyFailure, Job, JobSpec, JobState, isoformat
 from .options import MAX_ERROR_TYPE_CHARS, RULES, JobOptions
 from .settings import MAX_LOG_LINES
 from .wire import job_json
@@ -121,6 +121,16 @@ class SubmitJob(TaskCall):
         max_length=MAX_KEY_CHARS,
         description="while a job with this key is unfinished, submitting it again returns it",
     )
+    depends_on: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list,
+        max_length=MAX_DEPENDENCIES,
+        description="ids of jobs that must succeed first: until then the job is waiting",
+    )
+    on_dependency_failure: DependencyFailure = Field(
+        "cancel",
+        description="one of them failed or was canceled: cancel this job too (dependency_failed), "
+        "or run it anyway once they have all finished",
+    )
 
     @field_validator("key")
     @classmethod
@@ -148,7 +158,10 @@ class SubmitJob(TaskCall):
             run_at: float | None = now + self.delay_s
         else:
             run_at = None if self.run_at is None else parse_time(self.run_at)
-        return JobSpec(self.task, self.args, self.kwargs, self.job_options(), run_at, self.key)
+        return JobSpec(
+            self.task, self.args, self.kwargs, self.job_options(), run_at, self.key,
+            depends_on=tuple(self.depends_on), on_dependency_failure=self.on_dependency_failure,
+        )  # fmt: skip
 
 
 class CreateSchedule(TaskCall):

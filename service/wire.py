@@ -40,6 +40,8 @@ def job_json(job: Job) -> dict[str, Any]:
             }
             for attempt in job.attempts
         ],
+        "depends_on": list(job.depends_on),
+        "on_dependency_failure": job.on_dependency_failure,
     }
 
 
@@ -64,6 +66,8 @@ def job_from_json(body: dict[str, Any]) -> Job:
         attempts=tuple(_attempt_from_json(a) for a in body["attempts"]),
         key=body["key"],
         schedule_id=body.get("schedule_id"),  # absent from a service older than schedule ids
+        depends_on=tuple(body.get("depends_on", ())),  # and than dependencies
+        on_dependency_failure=body.get("on_dependency_failure", "cancel"),
     )
 
 

@@ -116,6 +116,20 @@ def test_every_job_option_reaches_the_job(client: Client) -> None:
         client.with_options(colour="red")  # type: ignore[call-arg]
 
 
+def test_a_job_that_depends_on_handles_waits_for_them(client: Client, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    first = client.submit(T + "gate", str(go))
+    second = client.submit(T + "add", 1, 1)
+    after = client.with_options(depends_on=[first, second.id]).submit(T + "add", 2, 2)
+    record = after.status()
+    assert record.state is JobState.WAITING and record.depends_on == (first.id, second.id)
+    go.touch()
+    assert after.result(timeout_s=10) == 4
+    failing = client.submit(T + "fail", "no")
+    anyway = client.with_options(depends_on=[failing], on_dependency_failure="run")
+    assert anyway.submit(T + "add", 3, 3).result(timeout_s=10) == 6
+
+
 def test_delay_and_run_at_schedule_the_job(client: Client) -> None:
     delayed = client.with_options(delay_s=3600).submit(T + "add", 1, 2).status()
     assert delayed.state is JobState.SCHEDULED

@@ -61,7 +61,7 @@ async def test_stats_count_jobs_by_state_and_queue_and_survive_a_restart(
         empty = await stats(client)
         assert empty["total"] == 0
         assert set(empty["by_state"]) == {
-            "scheduled", "queued", "running", "succeeded", "failed", "canceled",
+            "waiting", "scheduled", "queued", "running", "succeeded", "failed", "canceled",
         }  # fmt: skip
         ok = [await submit_job(client, "add", 1, i) for i in range(3)]
         bad = await submit_job(client, "fail", "boom", queue="reports")
@@ -73,7 +73,7 @@ async def test_stats_count_jobs_by_state_and_queue_and_survive_a_restart(
         assert (await client.post(f"/jobs/{later}/cancel")).status_code == 200
         body = await stats(client)
         assert body["by_state"] == {
-            "scheduled": 0, "queued": 0, "running": 1,
+            "waiting": 0, "scheduled": 0, "queued": 0, "running": 1,
             "succeeded": 3, "failed": 1, "canceled": 1,
         }  # fmt: skip
         assert body["by_queue"]["reports"]["failed"] == 1

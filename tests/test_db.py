@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from service.db import Transaction
-from service.errors import InvalidTransition, JobNotFound, StoreUnavailable
+from service.errors import InvalidTransition, JobNotFound, StoreUnavailable, UnknownDependencies
 from service.jobs import (
     Event,
     Job,
@@ -794,3 +794,97 @@ async def test_a_lease_that_ran_out_is_not_renewed_and_its_jobs_go_to_the_others
         requeued = await other.expire_leases(10.0, lambda job: interrupt(job, 6.0, 3))
         assert [(job.id, job.state) for job in requeued] == [("job-1", Q)]
         assert await other.claim(7.0, {}, {}) is not None  # and another service runs it
+
+
+# -- dependencies ----------------------------------------------------------------------------
+
+
+def waiting(n: int, *on: str, **changes: Any) -> Job:
+    return new_job(n, state=JobState.WAITING, depends_on=on, **changes)
+
+
+async def test_a_finished_job_lets_its_dependents_go_in_its_own_commit(
+    db: AnyStore, store: Store
+) -> None:
+    await db.insert(new_job(1), new_job(2))
+    await db.insert(waiting(3, "job-1", "job-2"))
+    await db.update("job-1", start)
+    await db.update("job-1", succeed)
+    assert (await db.get_job("job-3")).state is JobState.WAITING  # job-2 has not finished
+    await db.update("job-2", start)
+    store.batches.clear()
+    await db.update("job-2", succeed)
+    # one commit: job-2 succeeded and job-3 became due, after it
+    [batch] = store.batches
+    assert [(e.job_id, e.data["from"], e.data["state"]) for e in batch] == [
+        ("job-2", "running", "succeeded"),
+        ("job-3", "waiting", "queued"),
+    ]
+    assert (await db.get_job("job-3")).state is Q
+
+
+async def test_a_failed_dependency_cancels_the_chain_behind_it(db: AnyStore, store: Store) -> None:
+    await db.insert(new_job(1))
+    await db.insert(waiting(2, "job-1"))
+    await db.insert(waiting(3, "job-2"))
+    await db.insert(waiting(4, "job-2", on_dependency_failure="run"))
+    await db.update("job-1", start)
+    store.batches.clear()
+    failed = await db.update("job-1", lambda j: transition(j, F, 1_700_000_200.0))
+    assert failed is not None
+    [batch] = store.batches
+    moved = {(e.job_id, e.data["state"]) for e in batch}
+    # job-2 is canceled for job-1; job-3 for job-2; job-4 runs anyway
+    assert moved == {("job-1", "failed"), ("job-2", "canceled"), ("job-3", "canceled"),
+                     ("job-4", "queued")}  # fmt: skip
+    two = await db.get_job("job-2")
+    assert two.error is not None and two.error.type == "DependencyFailed"
+    assert "job-1" in two.error.message
+
+
+async def test_a_new_job_whose_dependencies_finished_starts_out_as_they_allow(
+    db: AnyStore,
+) -> None:
+    done = succeed(start(new_job(1)))
+    failed = transition(start(new_job(2)), F, 1_700_000_200.0)
+    await db.insert(done, failed)
+    [(due, _)] = await db.submit([waiting(3, "job-1")])
+    [(canceled, _)] = await db.submit([waiting(4, "job-1", "job-2")])
+    assert due.state is Q and canceled.state is C
+    assert (await db.get_job("job-3")).state is Q and (await db.get_job("job-4")).state is C
+
+
+async def test_unknown_dependencies_refuse_the_whole_submit(db: AnyStore) -> None:
+    await db.insert(new_job(1))
+    with pytest.raises(UnknownDependencies) as caught:
+        await db.submit([waiting(2, "job-1"), waiting(3, "job-1", "nope", "gone")])
+    assert caught.value.job_ids == ["nope", "gone"] and caught.value.index == 1
+    with pytest.raises(JobNotFound):
+        await db.get_job("job-2")  # nothing of the batch was stored
+
+
+async def test_a_pruned_dependent_leaves_no_trace(db: AnyStore, store: Store) -> None:
+    await db.insert(new_job(1))
+    await db.insert(waiting(2, "job-1"))
+    await db.update("job-2", lambda j: transition(j, C, 1_700_000_100.0))
+    await db.update("job-1", start)
+    await db.update("job-1", succeed)
+    assert await db.prune(1_800_000_000.0, 100) == 2
+    assert store.execute("SELECT count(*) FROM dependencies") == [(0,)]
+
+
+@needs_postgres
+async def test_two_services_finishing_the_two_dependencies_at_once_let_the_job_go(
+    postgres_database: str,
+) -> None:
+    """Each finish reads the other's dependency; the dependent's lock orders them, so the
+    second sees the first committed and never leaves the job waiting for good."""
+    one, other = Store("postgres", postgres_database), Store("postgres", postgres_database)
+    async with one.open() as first, other.open() as second:
+        for n in range(0, 60, 3):
+            await first.insert(start(new_job(n)), start(new_job(n + 1)))
+            await first.insert(waiting(n + 2, f"job-{n}", f"job-{n + 1}"))
+            await asyncio.gather(
+                first.update(f"job-{n}", succeed), second.update(f"job-{n + 1}", succeed)
+            )
+            assert (await first.get_job(f"job-{n + 2}")).state is Q

@@ -21,6 +21,7 @@ from service.jobs import (
     Progress,
     interrupt,
     isoformat,
+    released,
     state_event_data,
     transition,
 )
@@ -34,7 +35,9 @@ Q, R, S, F, C = (
 )
 
 SCH = JobState.SCHEDULED
+W = JobState.WAITING
 ALLOWED = {
+    (W, SCH), (W, Q), (W, C),  # its dependencies let it go, or one failed
     (SCH, Q), (SCH, C), (Q, R), (Q, C), (R, S), (R, F), (R, C), (R, Q), (R, SCH),
     (F, Q), (C, Q),  # a retry on request
 }  # fmt: skip
@@ -55,7 +58,7 @@ def make_job(state: JobState = Q, **changes: Any) -> Job:
 
 
 def test_states_split_into_active_and_terminal() -> None:
-    assert {SCH, Q, R} == ACTIVE
+    assert {W, SCH, Q, R} == ACTIVE
     assert {S, F, C} == TERMINAL
     assert not ACTIVE & TERMINAL
     assert set(JobState) == ACTIVE | TERMINAL
@@ -229,3 +232,41 @@ def test_progress_and_error_as_dict() -> None:
     assert Progress(1.5).as_dict() == {"done": 1.5, "total": None, "message": None}
     assert Progress(2, 4, "half").as_dict() == {"done": 2, "total": 4, "message": "half"}
     assert JobError("E", "m").as_dict() == {"type": "E", "message": "m", "traceback": None}
+
+
+# -- a waiting job let go by its dependencies ---------------------------------------------------
+
+
+def _waiting(**changes: Any) -> Job:
+    return make_job(W, depends_on=("a", "b"), **changes)
+
+
+def test_a_waiting_job_waits_until_every_dependency_succeeded() -> None:
+    job = _waiting()
+    a, b = make_job(S, id="a"), make_job(R, id="b")
+    assert released(job, {"a": a, "b": b}, 200.0) is None
+    due = released(job, {"a": a, "b": make_job(S, id="b")}, 200.0)
+    assert due is not None and due.state is Q and due.error is None
+
+
+def test_one_failed_dependency_cancels_it_at_once_naming_that_job() -> None:
+    canceled = released(_waiting(), {"a": make_job(F, id="a"), "b": make_job(R, id="b")}, 200.0)
+    assert canceled is not None and canceled.state is C and canceled.finished_at == 200.0
+    assert canceled.error is not None and canceled.error.type == "DependencyFailed"
+    assert "job a" in canceled.error.message and "failed" in canceled.error.message
+
+
+def test_run_anyway_waits_for_all_then_runs_after_a_failure() -> None:
+    job = _waiting(on_dependency_failure="run")
+    a, b = make_job(C, id="a"), make_job(R, id="b")
+    assert released(job, {"a": a, "b": b}, 200.0) is None
+    due = released(job, {"a": a, "b": make_job(S, id="b")}, 200.0)
+    assert due is not None and due.state is Q
+
+
+def test_a_later_start_is_kept_and_a_pruned_dependency_counts_as_finished() -> None:
+    later = released(_waiting(scheduled_at=500.0), {"a": None, "b": make_job(S, id="b")}, 200.0)
+    assert later is not None and later.state is SCH and later.scheduled_at == 500.0
+    past = released(_waiting(scheduled_at=150.0), {"a": None, "b": make_job(S, id="b")}, 200.0)
+    assert past is not None and past.state is Q and past.scheduled_at is None
+    assert released(make_job(Q), {}, 200.0) is None  # only a waiting job is let go

@@ -27,6 +27,7 @@ from ..errors import (
     ShuttingDown,
     StoreFailed,
     TooManyStreams,
+    UnknownDependencies,
     UnknownTask,
     UnsafeText,
 )
@@ -65,6 +66,11 @@ ERRORS: dict[type[BaseException], Answer] = {
     ),
     InvalidOptions: Answer(422, "invalid_options", lambda e: {"task": e.task}),
     IdempotencyKeyReused: Answer(422, "idempotency_key_reused"),
+    UnknownDependencies: Answer(
+        422,
+        "unknown_dependencies",
+        lambda e: {"unknown": e.job_ids, **({} if e.index is None else {"index": e.index})},
+    ),
     JobNotFound: Answer(404, "not_found"),
     ScheduleNotFound: Answer(404, "not_found"),
     InvalidTransition: Answer(409, "conflict", _transition),

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart_schema import document_response
 
 Time = str  # ISO-8601 in UTC with milliseconds, e.g. 2026-11-21T10:49:00.123Z
-State = Literal["scheduled", "queued", "running", "succeeded", "failed", "canceled"]
+State = Literal["waiting", "scheduled", "queued", "running", "succeeded", "failed", "canceled"]
 
 
 class Model(BaseModel):
@@ -86,6 +86,10 @@ class Job(Model):
     scheduled_at: Time | None
     retries: int
     attempts: list[Attempt] = Field(description="every run that ended, oldest first")
+    depends_on: list[str] = Field(description="the jobs it waits for (waiting) until they succeed")
+    on_dependency_failure: Literal["cancel", "run"] = Field(
+        description="what it does when one of them fails or is canceled"
+    )
 
 
 class JobFields(Model):
@@ -109,6 +113,8 @@ class JobFields(Model):
     scheduled_at: Time | None = None
     retries: int | None = None
     attempts: list[Attempt] | None = None
+    depends_on: list[str] | None = None
+    on_dependency_failure: Literal["cancel", "run"] | None = None
 
 
 class JobPage(Model):

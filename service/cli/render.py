@@ -21,6 +21,7 @@ from ..jobs import Job, JobState
 from ..logs import LogEntry
 
 STATE_STYLES = {
+    JobState.WAITING: "blue",
     JobState.SCHEDULED: "magenta",
     JobState.QUEUED: "cyan",
     JobState.RUNNING: "yellow",

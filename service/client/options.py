@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypedDict
+from typing import Any, Literal, Protocol, TypedDict
 
 from typing_extensions import Unpack
 
@@ -35,6 +35,8 @@ class SubmitOptions:
     run_at: datetime | str | None = None  # run no sooner than this; naive: local time
     key: str | None = None  # while a job with this key is unfinished, a submit returns it
     idempotency_key: str | None = None  # a retried request returns the first one's job(s)
+    depends_on: tuple[str, ...] | None = None  # jobs that must succeed first
+    on_dependency_failure: Literal["cancel", "run"] | None = None  # one of them did not
 
     def merged(self, other: SubmitOptions) -> SubmitOptions:
         """These options with every value ``other`` sets put in their place."""
@@ -62,6 +64,10 @@ class SubmitOptions:
             fields["run_at"] = _iso(self.run_at)
         if self.key is not None:
             fields["key"] = self.key
+        if self.depends_on is not None:
+            fields["depends_on"] = list(self.depends_on)
+        if self.on_dependency_failure is not None:
+            fields["on_dependency_failure"] = self.on_dependency_failure
         return fields
 
 
@@ -85,9 +91,18 @@ class OptionFields(TypedDict, total=False):
     memory_limit_mb: int
     key: str
     idempotency_key: str
+    depends_on: Iterable[str | HasId]  # job ids, or the handles submit returned
+    on_dependency_failure: Literal["cancel", "run"]
 
 
-SUBMIT_ONLY = ("delay_s", "run_at", "key", "idempotency_key")
+class HasId(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+SUBMIT_ONLY = (
+    "delay_s", "run_at", "key", "idempotency_key", "depends_on", "on_dependency_failure"
+)  # fmt: skip
 
 
 def submit_options(**options: Unpack[OptionFields]) -> SubmitOptions:
@@ -103,6 +118,10 @@ def submit_options(**options: Unpack[OptionFields]) -> SubmitOptions:
     key = submit.get("idempotency_key")
     if key is not None and not (key.isascii() and key.isprintable()):
         raise RequestError(f"idempotency_key must be printable ASCII (a header), got {key!r}")
+    if "depends_on" in submit:
+        submit["depends_on"] = tuple(
+            job if isinstance(job, str) else job.id for job in submit["depends_on"]
+        )
     job = JobOptions(**values)
     for name, expects in job.invalid():  # the service's own rule, so refused before sending
         raise RequestError(f"{name} must be {expects}, got {values[name]!r}")

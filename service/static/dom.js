@@ -151,7 +151,7 @@ export function loading() {
   return h("p", { class: "muted loading", role: "status" }, "Loading…");
 }
 
-export const STATES = ["scheduled", "queued", "running", "succeeded", "failed", "canceled"];
+export const STATES = ["waiting", "scheduled", "queued", "running", "succeeded", "failed", "canceled"];
 export const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
 
 /**

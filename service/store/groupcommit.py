@@ -28,8 +28,9 @@ from ..errors import (
     ScheduleNotFound,
     ServiceError,
     StoreFailed,
+    UnknownDependencies,
 )
-from ..jobs import ACTIVE, Event, Job, JobState, state_event_data
+from ..jobs import ACTIVE, TERMINAL, Event, Job, JobState, released, state_event_data
 from ..logs import LogEntry
 from ..settings import DEFAULT_MAX_LOG_LINES
 from ..stats import JobStats
@@ -57,12 +58,22 @@ class StagedTransaction(abc.ABC):
         self.inserted: set[str] = set()
         self.events: list[Event] = []
         self.next_event_id = next_id
+        self._finished: list[str] = []  # jobs finished here whose dependents are to be seen to
 
     # -- what a backend reads and writes ----------------------------------------------------
 
     @abc.abstractmethod
     async def _read_job(self, job_id: str) -> Job | None:
         """The job as stored (locked for this transaction where others could change it)."""
+
+    async def _peek_job(self, job_id: str) -> Job | None:
+        """The job as stored, not locked (a backend whose ``_read_job`` locks overrides it:
+        a job's dependencies are looked at, never held)."""
+        return await self._read_job(job_id)
+
+    @abc.abstractmethod
+    async def _stored_dependents(self, job_id: str) -> list[str]:
+        """Ids of the stored jobs that depend on ``job_id``."""
 
     @abc.abstractmethod
     async def _stored_ids_in_state(self, state: JobState) -> list[str]: ...
@@ -160,11 +171,34 @@ class StagedTransaction(abc.ABC):
         self.rows[job.id] = job
         if new:
             self.inserted.add(job.id)
+        if job.state in TERMINAL and (before is None or before.state not in TERMINAL):
+            self._finished.append(job.id)
         if kind == "state":
             self._event(job, kind, state_event_data(job, None if before is None else before.state))
         elif kind == "progress":
             progress = None if job.progress is None else job.progress.as_dict()
             self._event(job, kind, {"job_id": job.id, "task": job.task, "progress": progress})
+
+    async def dependencies_of(self, job: Job) -> dict[str, Job | None]:
+        """Each job ``job`` depends on, as this transaction sees it (None: not stored)."""
+        return {
+            other: self.rows[other] if other in self.rows else await self._peek_job(other)
+            for other in job.depends_on
+        }
+
+    async def release_dependents(self) -> None:
+        """Let the waiting jobs go whose dependencies the jobs finished in this transaction
+        were (and so on, for jobs canceled by it): in the same commit that records them."""
+        while self._finished:
+            finished = self._finished.pop(0)
+            staged = [i for i in self.inserted if finished in self.rows[i].depends_on]
+            for job_id in [*await self._stored_dependents(finished), *staged]:
+                job = await self.get(job_id)
+                if job is None or job.state is not JobState.WAITING:
+                    continue
+                changed = released(job, await self.dependencies_of(job), self._clock())
+                if changed is not None:
+                    self.put(changed)
 
     def note(self, kind: str, data: dict[str, Any]) -> None:
         """An event about the store rather than one job (its ``job_id`` is empty)."""
@@ -210,6 +244,7 @@ async def run_operations(batch: Tx, pendings: list[Pending[Tx]]) -> list[Outcome
             outcomes.append((True, await pending.operation(batch)))
         except ServiceError as exc:
             outcomes.append((False, exc))
+    await batch.release_dependents()  # whatever the operations finished
     return outcomes
 
 
@@ -370,6 +405,9 @@ class GroupCommitStore(abc.ABC, Generic[Tx]):
         """
 
         async def operation(batch: Tx) -> list[tuple[Job, bool]]:
+            # refused before anything is written: all of the jobs, or none
+            for index, job in enumerate(jobs):
+                await _check_dependencies(batch, job, None if len(jobs) == 1 else index)
             if guard is not None:
                 await guard(batch)
             if idempotency is not None:
@@ -380,6 +418,7 @@ class GroupCommitStore(abc.ABC, Generic[Tx]):
             for job in jobs:
                 holder = None if job.key is None else await batch.holder_of(job.key)
                 if holder is None:
+                    job = await _waiting_or_not(batch, job)
                     batch.put(job, new=True)
                 outcome.append((job, True) if holder is None else (holder, False))
             if idempotency is not None:
@@ -532,6 +571,23 @@ class GroupCommitStore(abc.ABC, Generic[Tx]):
             await batch.write_readiness(self._clock())
 
         await self._transact(operation)
+
+
+async def _check_dependencies(batch: StagedTransaction, job: Job, index: int | None) -> None:
+    """UnknownDependencies if jobs ``job`` depends on do not exist (``index``: its place in
+    a batch)."""
+    dependencies = await batch.dependencies_of(job)
+    unknown = [other for other, found in dependencies.items() if found is None]
+    if unknown:
+        raise UnknownDependencies(unknown, index)
+
+
+async def _waiting_or_not(batch: StagedTransaction, job: Job) -> Job:
+    """A new job that depends on others as it starts out: waiting for them, or, if they
+    have all finished already, what they let it be."""
+    if job.state is not JobState.WAITING:
+        return job
+    return released(job, await batch.dependencies_of(job), job.created_at) or job
 
 
 async def _idempotent_replay(batch: StagedTransaction, claim: IdempotencyClaim) -> list[Job] | None:

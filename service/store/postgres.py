@@ -52,6 +52,7 @@ from .postgres_schema import CREATE_VERSION_TABLE, MIGRATION_LOCK, MIGRATIONS
 from .rows import (
     JOB_COLUMNS,
     SCHEDULE_COLUMNS,
+    dependency_rows,
     dumps,
     job_to_row,
     row_to_event,
@@ -77,8 +78,10 @@ LOCK_JOB = SELECT_JOB + " FOR UPDATE"
 INSERT_JOB = (
     "INSERT INTO jobs (id, task, args, kwargs, state, attempt, interruptions, progress, result, "
     "error, created_at, started_at, finished_at, options, scheduled_at, retries, attempts, key, "
-    "schedule_id) VALUES (" + ", ".join(["%s"] * 19) + ")"
+    "schedule_id, depends_on, on_dependency_failure) VALUES (" + ", ".join(["%s"] * 21) + ")"
 )
+INSERT_DEPENDENCY = "INSERT INTO dependencies (job_id, depends_on) VALUES (%s, %s)"
+SELECT_DEPENDENTS = "SELECT job_id FROM dependencies WHERE depends_on = %s"
 # a job that starts running is this service's (instance_id); a running job keeps its service
 # whoever writes it (its progress, say); a job in any other state belongs to none
 UPDATE_JOB = (
@@ -135,7 +138,7 @@ SELECT_IDS_IN_STATE = "SELECT id FROM jobs WHERE state = %s ORDER BY seq"
 # an advisory lock per key: two services looking for the key's holder at once take turns
 LOCK_NAME = "SELECT pg_advisory_xact_lock(hashtext(%s))"
 SELECT_ACTIVE_WITH_KEY = (
-    "SELECT id FROM jobs WHERE key = %s AND state IN ('scheduled', 'queued', 'running')"
+    "SELECT id FROM jobs WHERE key = %s AND state IN ('waiting', 'scheduled', 'queued', 'running')"
 )
 SELECT_IDEMPOTENCY = "SELECT request, job_ids, created_at FROM idempotency WHERE key = %s"
 UPSERT_IDEMPOTENCY = (
@@ -168,6 +171,7 @@ SELECT_EXPIRED = (
 )
 DELETE_JOB_EVENTS = "DELETE FROM events WHERE job_id = ANY(%s)"
 DELETE_JOBS = "DELETE FROM jobs WHERE id = ANY(%s)"
+DELETE_DEPENDENCIES = "DELETE FROM dependencies WHERE job_id = ANY(%s)"
 DELETE_OLD_NOTES = "DELETE FROM events WHERE job_id = %s AND at < %s"
 DELETE_EXPIRED_IDEMPOTENCY = "DELETE FROM idempotency WHERE created_at < %s"
 WRITE_READINESS = (
@@ -274,6 +278,15 @@ class PostgresTransaction(StagedTransaction):
         rows = await self._rows(LOCK_JOB, (job_id,))
         return row_to_job(rows[0]) if rows else None
 
+    async def _peek_job(self, job_id: str) -> Job | None:
+        # not locked: two services finishing two jobs of one dependent would deadlock, each
+        # holding its own and asking for the other's; the dependent's lock orders them
+        rows = await self._rows(SELECT_JOB, (job_id,))
+        return row_to_job(rows[0]) if rows else None
+
+    async def _stored_dependents(self, job_id: str) -> list[str]:
+        return [row[0] for row in await self._rows(SELECT_DEPENDENTS, (job_id,))]
+
     async def _stored_ids_in_state(self, state: JobState) -> list[str]:
         return [row[0] for row in await self._rows(SELECT_IDS_IN_STATE, (state.value,))]
 
@@ -334,6 +347,7 @@ class PostgresTransaction(StagedTransaction):
 
     async def delete_jobs(self, job_ids: Sequence[str]) -> None:
         await self._conn.execute(DELETE_JOB_EVENTS, (list(job_ids),))
+        await self._conn.execute(DELETE_DEPENDENCIES, (list(job_ids),))
         await self._conn.execute(DELETE_JOBS, (list(job_ids),))
 
     async def delete_notes(self, before: float) -> None:
@@ -399,7 +413,9 @@ class PostgresTransaction(StagedTransaction):
             self.next_event_id = last + 1
         else:
             base = 0
-        inserts = [job_to_row(j) for i, j in self.rows.items() if i in self.inserted]
+        inserted = [j for i, j in self.rows.items() if i in self.inserted]
+        inserts = [job_to_row(j) for j in inserted]
+        dependencies = dependency_rows(inserted)
         updates = [
             (*update_params(j)[:-1], j.state.value, self._instance_id, j.id)
             for i, j in self.rows.items()
@@ -415,6 +431,8 @@ class PostgresTransaction(StagedTransaction):
                 await cursor.executemany(UPDATE_JOB, updates)
             if inserts:
                 await cursor.executemany(INSERT_JOB, inserts)
+            if dependencies:
+                await cursor.executemany(INSERT_DEPENDENCY, dependencies)
             if self.events:
                 rows = [(e.id, e.job_id, e.kind, e.at, dumps(e.data)) for e in self.events]
                 await cursor.executemany(INSERT_EVENT, rows)

@@ -131,4 +131,19 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_ready ON jobs (priority DESC, seq) WHERE state = 'queued';
     CREATE INDEX jobs_due ON jobs (scheduled_at) WHERE state = 'scheduled';
     """,
+    """
+    ALTER TABLE jobs ADD COLUMN depends_on TEXT NOT NULL DEFAULT '[]';  -- JSON: ids, as submitted
+    ALTER TABLE jobs ADD COLUMN on_dependency_failure TEXT NOT NULL DEFAULT 'cancel';
+    -- each job a job waits for: a finished job finds its dependents here, in its own commit
+    CREATE TABLE dependencies (
+        depends_on TEXT NOT NULL,
+        job_id TEXT NOT NULL,
+        PRIMARY KEY (depends_on, job_id)
+    );
+    CREATE INDEX dependencies_job_id ON dependencies (job_id);
+    -- a waiting job is unfinished too: it holds its key
+    DROP INDEX jobs_active_key;
+    CREATE UNIQUE INDEX jobs_active_key ON jobs (key)
+        WHERE key IS NOT NULL AND state IN ('waiting', 'scheduled', 'queued', 'running');
+    """,
 )

@@ -3,7 +3,7 @@ seconds. A row's columns come in the order of ``JOB_COLUMNS`` / ``SCHEDULE_COLUM
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -15,7 +15,7 @@ from ..options import JobOptions
 JOB_COLUMNS = (
     "id, task, args, kwargs, state, attempt, interruptions, progress, result, error, "
     "created_at, started_at, finished_at, seq, options, scheduled_at, retries, attempts, key, "
-    "schedule_id"
+    "schedule_id, depends_on, on_dependency_failure"
 )
 SCHEDULE_COLUMNS = (
     "id, task, cron, args, kwargs, options, source, created_at, last_tick_at, paused, resumed_at"
@@ -35,13 +35,19 @@ def job_to_row(job: Job) -> tuple[Any, ...]:
         None if job.error is None else dumps(job.error.as_dict()),
         job.created_at, job.started_at, job.finished_at, dumps(job.options.as_dict()),
         job.scheduled_at, job.retries, dumps([a.as_dict() for a in job.attempts]), job.key,
-        job.schedule_id,
+        job.schedule_id, dumps(job.depends_on), job.on_dependency_failure,
     )  # fmt: skip
+
+
+def dependency_rows(jobs: Iterable[Job]) -> list[tuple[str, str]]:
+    """(job, a job it depends on) of each of ``jobs``: what finds a job's dependents."""
+    return [(job.id, other) for job in jobs for other in job.depends_on]
 
 
 def update_params(job: Job) -> tuple[Any, ...]:
     row = job_to_row(job)
-    return (*row[4:10], *row[11:13], *row[14:17], job.id)  # the key and schedule never change
+    # the key, schedule and dependencies never change
+    return (*row[4:10], *row[11:13], *row[14:17], job.id)
 
 
 def row_to_job(row: Sequence[Any]) -> Job:
@@ -54,7 +60,8 @@ def row_to_job(row: Sequence[Any]) -> Job:
         created_at=row[10], started_at=row[11], finished_at=row[12],
         options=JobOptions.from_dict(orjson.loads(row[14])), scheduled_at=row[15],
         retries=row[16], attempts=tuple(Attempt.from_dict(a) for a in orjson.loads(row[17])),
-        key=row[18], schedule_id=row[19],
+        key=row[18], schedule_id=row[19], depends_on=tuple(orjson.loads(row[20])),
+        on_dependency_failure=row[21],
     )  # fmt: skip
 
 

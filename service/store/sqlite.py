@@ -45,6 +45,7 @@ from .groupcommit import (
 from .rows import (
     JOB_COLUMNS,
     SCHEDULE_COLUMNS,
+    dependency_rows,
     dumps,
     job_to_row,
     row_to_event,
@@ -73,8 +74,10 @@ SELECT_IDS_IN_STATE = "SELECT id FROM jobs WHERE state = ? ORDER BY seq"
 INSERT_JOB = (
     "INSERT INTO jobs (id, task, args, kwargs, state, attempt, interruptions, progress, result, "
     "error, created_at, started_at, finished_at, options, scheduled_at, retries, attempts, key, "
-    "schedule_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "schedule_id, depends_on, on_dependency_failure) VALUES (" + ", ".join(["?"] * 21) + ")"
 )
+INSERT_DEPENDENCY = "INSERT INTO dependencies (job_id, depends_on) VALUES (?, ?)"
+SELECT_DEPENDENTS = "SELECT job_id FROM dependencies WHERE depends_on = ?"
 UPDATE_JOB = (
     "UPDATE jobs SET state = ?, attempt = ?, interruptions = ?, progress = ?, result = ?, "
     "error = ?, started_at = ?, finished_at = ?, scheduled_at = ?, retries = ?, attempts = ? "
@@ -88,7 +91,7 @@ SELECT_QUEUED = (
     "coalesce(json_extract(options, '$.priority'), 0) FROM jobs WHERE state = 'queued' ORDER BY seq"
 )
 SELECT_ACTIVE_WITH_KEY = (
-    "SELECT id FROM jobs WHERE key = ? AND state IN ('scheduled', 'queued', 'running')"
+    "SELECT id FROM jobs WHERE key = ? AND state IN ('waiting', 'scheduled', 'queued', 'running')"
 )
 SELECT_IDEMPOTENCY = "SELECT request, job_ids, created_at FROM idempotency WHERE key = ?"
 UPSERT_IDEMPOTENCY = (
@@ -215,6 +218,9 @@ class SqliteTransaction(StagedTransaction):
     async def _stored_ids_in_state(self, state: JobState) -> list[str]:
         return [row[0] for row in await self.execute(SELECT_IDS_IN_STATE, (state.value,))]
 
+    async def _stored_dependents(self, job_id: str) -> list[str]:
+        return [row[0] for row in await self.execute(SELECT_DEPENDENTS, (job_id,))]
+
     async def _stored_holders(self, key: str) -> list[str]:
         return [row[0] for row in await self.execute(SELECT_ACTIVE_WITH_KEY, (key,))]
 
@@ -279,6 +285,7 @@ class SqliteTransaction(StagedTransaction):
     async def delete_jobs(self, job_ids: Sequence[str]) -> None:
         marks = ", ".join("?" * len(job_ids))
         await self.execute(f"DELETE FROM events WHERE job_id IN ({marks})", job_ids)
+        await self.execute(f"DELETE FROM dependencies WHERE job_id IN ({marks})", job_ids)
         await self.execute(f"DELETE FROM jobs WHERE id IN ({marks})", job_ids)
 
     async def delete_notes(self, before: float) -> None:
@@ -293,12 +300,14 @@ class SqliteTransaction(StagedTransaction):
     async def commit(self) -> None:
         """Write what is staged and commit: one trip to SQLite's thread for all of it (each
         of aiosqlite's own calls is a trip: a queue, a thread's wake-up, and the loop's)."""
-        inserts = [job_to_row(j) for i, j in self.rows.items() if i in self.inserted]
+        inserted = [j for i, j in self.rows.items() if i in self.inserted]
+        inserts = [job_to_row(j) for j in inserted]
         updates = [update_params(j) for i, j in self.rows.items() if i not in self.inserted]
         events = [(e.id, e.job_id, e.kind, e.at, dumps(e.data)) for e in self.events]
         await in_connection_thread(
             self._conn, _write_and_commit, begun=self.begun,
             updates=updates, inserts=inserts, events=events,
+            dependencies=dependency_rows(inserted),
         )  # fmt: skip
 
 
@@ -314,6 +323,7 @@ async def in_connection_thread(
 def _write_and_commit(
     conn: sqlite3.Connection, *, begun: bool,
     updates: list[Sequence[Any]], inserts: list[Sequence[Any]], events: list[Sequence[Any]],
+    dependencies: list[tuple[str, str]],
 ) -> None:  # fmt: skip
     """In the connection's thread: a transaction's staged writes, and its commit."""
     try:
@@ -324,6 +334,8 @@ def _write_and_commit(
             conn.executemany(UPDATE_JOB, updates)
         if inserts:
             conn.executemany(INSERT_JOB, inserts)
+        if dependencies:
+            conn.executemany(INSERT_DEPENDENCY, dependencies)
         if events:
             conn.executemany(INSERT_EVENT, events)
         conn.commit()

@@ -103,6 +103,21 @@ MIGRATIONS: tuple[str, ...] = (
         checked_at REAL NOT NULL                -- epoch seconds
     );
     """,
+    """
+    ALTER TABLE jobs ADD COLUMN depends_on TEXT NOT NULL DEFAULT '[]';  -- JSON: ids, as submitted
+    ALTER TABLE jobs ADD COLUMN on_dependency_failure TEXT NOT NULL DEFAULT 'cancel';
+    -- each job a job waits for: a finished job finds its dependents here, in its own commit
+    CREATE TABLE dependencies (
+        depends_on TEXT NOT NULL,
+        job_id TEXT NOT NULL,
+        PRIMARY KEY (depends_on, job_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX dependencies_job_id ON dependencies (job_id);
+    -- a waiting job is unfinished too: it holds its key
+    DROP INDEX jobs_active_key;
+    CREATE UNIQUE INDEX jobs_active_key ON jobs (key)
+        WHERE key IS NOT NULL AND state IN ('waiting', 'scheduled', 'queued', 'running');
+    """,
 )
 
 PRAGMAS = (
