@@ -144,6 +144,11 @@ class Job:
     depends_on: tuple[str, ...] = ()  # the jobs it waits for, as submitted
     # a job it depends on failed or was canceled: cancel this one too, or run it anyway
     on_dependency_failure: DependencyFailure = "cancel"
+    waiting_on: int = 0  # of depends_on, how many have not finished (while waiting)
+    # what it takes from the jobs before it in its workflow, put first in its arguments once
+    # they have succeeded (see workflows.resolve); None: nothing
+    input: dict[str, Any] | None = None
+    workflow_id: str | None = None  # the workflow it is a step of
 
     @property
     def is_terminal(self) -> bool:
@@ -266,25 +271,27 @@ def interrupt(job: Job, at: float, max_interruptions: int) -> Job:
     return transition(job, JobState.QUEUED, at, interruptions=interruptions, outcome="interrupted")
 
 
-def released(job: Job, dependencies: dict[str, Job | None], at: float) -> Job | None:
-    """The waiting ``job`` once what it depends on allows, given each of those jobs as it
-    stands now (None: no longer stored, so finished long ago); None while it must wait on.
+def released(job: Job, failed: Job | None, remaining: int, at: float) -> Job:
+    """The waiting ``job`` once one of its dependencies has finished (``failed``: that one,
+    if it failed or was canceled), with ``remaining`` of them still unfinished.
 
-    It is canceled as soon as one of them fails or is canceled (unless it runs anyway:
-    ``on_dependency_failure``, once all have finished), and due (or scheduled, for a later
-    ``scheduled_at``) once all have succeeded.
+    It is canceled as soon as one fails (unless it runs anyway: ``on_dependency_failure``),
+    waits on while some remain, and is due (or scheduled, for a later ``scheduled_at``) once
+    none does.
     """
-    if job.state is not JobState.WAITING:
-        return None
-    failed = next((d for d in dependencies.values() if d is not None and d.state in _FAILED), None)
     if failed is not None and job.on_dependency_failure == "cancel":
         error = JobError(DEPENDENCY_FAILED, f"job {failed.id} it depends on {failed.state.value}")
-        return transition(job, JobState.CANCELED, at, error=error)
-    if any(d is not None and d.state not in TERMINAL for d in dependencies.values()):
-        return None
+        return transition(job, JobState.CANCELED, at, error=error, waiting_on=0)
+    if remaining > 0:
+        return dataclasses.replace(job, waiting_on=remaining)
     if job.scheduled_at is not None and job.scheduled_at > at:
-        return transition(job, JobState.SCHEDULED, at)
-    return transition(job, JobState.QUEUED, at, scheduled_at=None)
+        return transition(job, JobState.SCHEDULED, at, waiting_on=0)
+    return transition(job, JobState.QUEUED, at, scheduled_at=None, waiting_on=0)
+
+
+def is_failure(job: Job) -> bool:
+    """Whether ``job`` ended without succeeding (what cancels the jobs waiting on it)."""
+    return job.state in _FAILED
 
 
 _FAILED = frozenset({JobState.FAILED, JobState.CANCELED})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -30,10 +31,20 @@ from ..errors import (
     StoreFailed,
     UnknownDependencies,
 )
-from ..jobs import ACTIVE, TERMINAL, Event, Job, JobState, released, state_event_data
+from ..jobs import (
+    ACTIVE,
+    TERMINAL,
+    Event,
+    Job,
+    JobState,
+    is_failure,
+    released,
+    state_event_data,
+)
 from ..logs import LogEntry
 from ..settings import DEFAULT_MAX_LOG_LINES
 from ..stats import JobStats
+from ..workflows import named, resolve
 from .base import Change, Guard, IdempotencyClaim, SharedStore, Transaction
 
 T = TypeVar("T")
@@ -59,6 +70,7 @@ class StagedTransaction(abc.ABC):
         self.events: list[Event] = []
         self.next_event_id = next_id
         self._finished: list[str] = []  # jobs finished here whose dependents are to be seen to
+        self.dependencies: list[tuple[str, str]] = []  # (job, an unfinished job it waits for)
 
     # -- what a backend reads and writes ----------------------------------------------------
 
@@ -68,12 +80,20 @@ class StagedTransaction(abc.ABC):
 
     async def _peek_job(self, job_id: str) -> Job | None:
         """The job as stored, not locked (a backend whose ``_read_job`` locks overrides it:
-        a job's dependencies are looked at, never held)."""
+        the results a step takes are read, never held)."""
         return await self._read_job(job_id)
 
     @abc.abstractmethod
+    def _may_have_dependents(self, job_id: str) -> bool:
+        """False only if no stored job waits for ``job_id`` (then none is looked for)."""
+
+    @abc.abstractmethod
     async def _stored_dependents(self, job_id: str) -> list[str]:
-        """Ids of the stored jobs that depend on ``job_id``."""
+        """Ids of the stored jobs that wait for ``job_id``."""
+
+    @abc.abstractmethod
+    async def _forget_dependents(self, job_id: str) -> None:
+        """Delete the stored rows of the jobs that waited for ``job_id`` (it has finished)."""
 
     @abc.abstractmethod
     async def _stored_ids_in_state(self, state: JobState) -> list[str]: ...
@@ -179,26 +199,53 @@ class StagedTransaction(abc.ABC):
             progress = None if job.progress is None else job.progress.as_dict()
             self._event(job, kind, {"job_id": job.id, "task": job.task, "progress": progress})
 
-    async def dependencies_of(self, job: Job) -> dict[str, Job | None]:
-        """Each job ``job`` depends on, as this transaction sees it (None: not stored)."""
-        return {
-            other: self.rows[other] if other in self.rows else await self._peek_job(other)
-            for other in job.depends_on
-        }
+    async def wait_for(self, job: Job, others: Sequence[str]) -> Job:
+        """A new job that depends on ``others`` (each stored, or staged in this transaction),
+        as it starts out: waiting for those unfinished, or, if none is, what they let it be.
+
+        Those are read locked, in one order: on a shared store, a job finishing meanwhile is
+        either seen finished here, or finds this job's rows once it may go on."""
+        found = {other: await self.get(other) for other in sorted(others)}
+        unfinished = [o for o, j in found.items() if j is not None and j.state not in TERMINAL]
+        failed = next((j for j in found.values() if j is not None and is_failure(j)), None)
+        waiting = dataclasses.replace(job, waiting_on=len(unfinished))
+        changed = released(waiting, failed, len(unfinished), job.created_at)
+        if changed.state is JobState.WAITING:
+            self.dependencies += [(job.id, other) for other in unfinished]
+            return changed
+        return await self._with_input(changed)
 
     async def release_dependents(self) -> None:
         """Let the waiting jobs go whose dependencies the jobs finished in this transaction
         were (and so on, for jobs canceled by it): in the same commit that records them."""
         while self._finished:
-            finished = self._finished.pop(0)
-            staged = [i for i in self.inserted if finished in self.rows[i].depends_on]
-            for job_id in [*await self._stored_dependents(finished), *staged]:
+            finished = self.rows[self._finished.pop(0)]
+            staged = [job_id for job_id, other in self.dependencies if other == finished.id]
+            if not staged and not self._may_have_dependents(finished.id):
+                continue
+            for job_id in [*await self._stored_dependents(finished.id), *staged]:
                 job = await self.get(job_id)
                 if job is None or job.state is not JobState.WAITING:
                     continue
-                changed = released(job, await self.dependencies_of(job), self._clock())
-                if changed is not None:
-                    self.put(changed)
+                failed = finished if is_failure(finished) else None
+                changed = released(job, failed, job.waiting_on - 1, self._clock())
+                if changed.state is JobState.WAITING:
+                    self.put(changed, kind=None)  # one fewer to wait for
+                else:
+                    self.put(await self._with_input(changed))
+            await self._forget_dependents(finished.id)
+            self.dependencies = [d for d in self.dependencies if d[1] != finished.id]
+
+    async def _with_input(self, job: Job) -> Job:
+        """A workflow's step let go: its input, from the results of the jobs before it, put
+        first in its arguments."""
+        if job.input is None or job.state is JobState.CANCELED:
+            return job
+        results = {}
+        for job_id in named(job.input):
+            done = self.rows.get(job_id) or await self._peek_job(job_id)
+            results[job_id] = None if done is None else done.result
+        return dataclasses.replace(job, args=[resolve(job.input, results), *job.args])
 
     def note(self, kind: str, data: dict[str, Any]) -> None:
         """An event about the store rather than one job (its ``job_id`` is empty)."""
@@ -406,8 +453,7 @@ class GroupCommitStore(abc.ABC, Generic[Tx]):
 
         async def operation(batch: Tx) -> list[tuple[Job, bool]]:
             # refused before anything is written: all of the jobs, or none
-            for index, job in enumerate(jobs):
-                await _check_dependencies(batch, job, None if len(jobs) == 1 else index)
+            await _check_dependencies(batch, jobs)
             if guard is not None:
                 await guard(batch)
             if idempotency is not None:
@@ -418,7 +464,8 @@ class GroupCommitStore(abc.ABC, Generic[Tx]):
             for job in jobs:
                 holder = None if job.key is None else await batch.holder_of(job.key)
                 if holder is None:
-                    job = await _waiting_or_not(batch, job)
+                    if job.state is JobState.WAITING:  # its dependencies come first
+                        job = await batch.wait_for(job, job.depends_on)
                     batch.put(job, new=True)
                 outcome.append((job, True) if holder is None else (holder, False))
             if idempotency is not None:
@@ -573,21 +620,17 @@ class GroupCommitStore(abc.ABC, Generic[Tx]):
         await self._transact(operation)
 
 
-async def _check_dependencies(batch: StagedTransaction, job: Job, index: int | None) -> None:
-    """UnknownDependencies if jobs ``job`` depends on do not exist (``index``: its place in
-    a batch)."""
-    dependencies = await batch.dependencies_of(job)
-    unknown = [other for other, found in dependencies.items() if found is None]
-    if unknown:
-        raise UnknownDependencies(unknown, index)
-
-
-async def _waiting_or_not(batch: StagedTransaction, job: Job) -> Job:
-    """A new job that depends on others as it starts out: waiting for them, or, if they
-    have all finished already, what they let it be."""
-    if job.state is not JobState.WAITING:
-        return job
-    return released(job, await batch.dependencies_of(job), job.created_at) or job
+async def _check_dependencies(batch: StagedTransaction, jobs: Sequence[Job]) -> None:
+    """UnknownDependencies if jobs one of ``jobs`` depends on exist neither in the store nor
+    among ``jobs``. Each is read (locked, on a shared store) in one order, whichever job
+    names it: two submits never wait for each other's locks in a circle."""
+    made_here = {job.id for job in jobs}
+    named = sorted({other for job in jobs for other in job.depends_on} - made_here)
+    found = {other: await batch.get(other) for other in named}
+    for index, job in enumerate(jobs):
+        unknown = [o for o in job.depends_on if o not in made_here and found[o] is None]
+        if unknown:
+            raise UnknownDependencies(unknown, None if len(jobs) == 1 else index)
 
 
 async def _idempotent_replay(batch: StagedTransaction, claim: IdempotencyClaim) -> list[Job] | None:

@@ -52,7 +52,6 @@ from .postgres_schema import CREATE_VERSION_TABLE, MIGRATION_LOCK, MIGRATIONS
 from .rows import (
     JOB_COLUMNS,
     SCHEDULE_COLUMNS,
-    dependency_rows,
     dumps,
     job_to_row,
     row_to_event,
@@ -74,20 +73,28 @@ log = logging.getLogger("conveyor.db")
 READERS = 4  # connections of the read pool, beside the writer's
 
 SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s"
-LOCK_JOB = SELECT_JOB + " FOR UPDATE"
+# locked, with whether some job waits for it: exact while it is locked (a job that would wait
+# for it reads it locked first), so a job that finishes looks for its dependents only then
+LOCK_JOB = (
+    f"SELECT {JOB_COLUMNS}, EXISTS (SELECT 1 FROM dependencies WHERE depends_on = jobs.id) "
+    "FROM jobs WHERE id = %s FOR UPDATE"
+)
 INSERT_JOB = (
     "INSERT INTO jobs (id, task, args, kwargs, state, attempt, interruptions, progress, result, "
     "error, created_at, started_at, finished_at, options, scheduled_at, retries, attempts, key, "
-    "schedule_id, depends_on, on_dependency_failure) VALUES (" + ", ".join(["%s"] * 21) + ")"
+    "schedule_id, depends_on, on_dependency_failure, waiting_on, input, workflow_id) "
+    "VALUES (" + ", ".join(["%s"] * 24) + ")"
 )
+DELETE_DEPENDENTS = "DELETE FROM dependencies WHERE depends_on = %s"
 INSERT_DEPENDENCY = "INSERT INTO dependencies (job_id, depends_on) VALUES (%s, %s)"
 SELECT_DEPENDENTS = "SELECT job_id FROM dependencies WHERE depends_on = %s"
 # a job that starts running is this service's (instance_id); a running job keeps its service
 # whoever writes it (its progress, say); a job in any other state belongs to none
 UPDATE_JOB = (
-    "UPDATE jobs SET state = %s, attempt = %s, interruptions = %s, progress = %s, result = %s, "
-    "error = %s, started_at = %s, finished_at = %s, scheduled_at = %s, retries = %s, "
-    "attempts = %s, instance_id = CASE WHEN %s <> 'running' THEN NULL "
+    "UPDATE jobs SET args = %s, state = %s, attempt = %s, interruptions = %s, progress = %s, "
+    "result = %s, error = %s, started_at = %s, finished_at = %s, scheduled_at = %s, "
+    "retries = %s, attempts = %s, waiting_on = %s, "
+    "instance_id = CASE WHEN %s <> 'running' THEN NULL "
     "WHEN state = 'running' THEN instance_id ELSE %s END WHERE id = %s"
 )
 # the best queued job no other service is claiming, past the queues and tasks at their limits
@@ -264,6 +271,7 @@ class PostgresTransaction(StagedTransaction):
         super().__init__(1, clock)  # the commit numbers them from event_ids
         self._conn = conn
         self._instance_id = instance_id
+        self._awaited: dict[str, bool] = {}  # of the jobs read locked: whether any waits for it
         self._logged: list[_Logged] = []
         self.committing = False  # COMMIT sent: a connection lost now leaves it unknown
 
@@ -276,7 +284,16 @@ class PostgresTransaction(StagedTransaction):
 
     async def _read_job(self, job_id: str) -> Job | None:
         rows = await self._rows(LOCK_JOB, (job_id,))
-        return row_to_job(rows[0]) if rows else None
+        if not rows:
+            return None
+        self._awaited[job_id] = bool(rows[0][-1])
+        return row_to_job(rows[0])
+
+    def _may_have_dependents(self, job_id: str) -> bool:
+        return self._awaited.get(job_id, True)  # not read locked here: look
+
+    async def _forget_dependents(self, job_id: str) -> None:
+        await self._conn.execute(DELETE_DEPENDENTS, (job_id,))
 
     async def _peek_job(self, job_id: str) -> Job | None:
         # not locked: two services finishing two jobs of one dependent would deadlock, each
@@ -413,9 +430,8 @@ class PostgresTransaction(StagedTransaction):
             self.next_event_id = last + 1
         else:
             base = 0
-        inserted = [j for i, j in self.rows.items() if i in self.inserted]
-        inserts = [job_to_row(j) for j in inserted]
-        dependencies = dependency_rows(inserted)
+        inserts = [job_to_row(j) for i, j in self.rows.items() if i in self.inserted]
+        dependencies = self.dependencies
         updates = [
             (*update_params(j)[:-1], j.state.value, self._instance_id, j.id)
             for i, j in self.rows.items()

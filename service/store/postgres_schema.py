@@ -134,7 +134,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN depends_on TEXT NOT NULL DEFAULT '[]';  -- JSON: ids, as submitted
     ALTER TABLE jobs ADD COLUMN on_dependency_failure TEXT NOT NULL DEFAULT 'cancel';
-    -- each job a job waits for: a finished job finds its dependents here, in its own commit
+    ALTER TABLE jobs ADD COLUMN waiting_on INTEGER NOT NULL DEFAULT 0;  -- of those, unfinished
+    ALTER TABLE jobs ADD COLUMN input TEXT;  -- JSON: what a workflow's step takes from before it
+    ALTER TABLE jobs ADD COLUMN workflow_id TEXT;
+    CREATE INDEX jobs_workflow ON jobs (workflow_id, seq) WHERE workflow_id IS NOT NULL;
+    CREATE TABLE workflows (
+        id TEXT PRIMARY KEY,
+        created_at DOUBLE PRECISION NOT NULL,             -- epoch seconds
+        output TEXT NOT NULL                    -- JSON: its result, from its jobs' results
+    );
+    -- each unfinished job a job waits for: a job that finishes finds its dependents here
     CREATE TABLE dependencies (
         depends_on TEXT NOT NULL,
         job_id TEXT NOT NULL,

@@ -3,7 +3,7 @@ seconds. A row's columns come in the order of ``JOB_COLUMNS`` / ``SCHEDULE_COLUM
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -15,7 +15,7 @@ from ..options import JobOptions
 JOB_COLUMNS = (
     "id, task, args, kwargs, state, attempt, interruptions, progress, result, error, "
     "created_at, started_at, finished_at, seq, options, scheduled_at, retries, attempts, key, "
-    "schedule_id, depends_on, on_dependency_failure"
+    "schedule_id, depends_on, on_dependency_failure, waiting_on, input, workflow_id"
 )
 SCHEDULE_COLUMNS = (
     "id, task, cron, args, kwargs, options, source, created_at, last_tick_at, paused, resumed_at"
@@ -35,19 +35,16 @@ def job_to_row(job: Job) -> tuple[Any, ...]:
         None if job.error is None else dumps(job.error.as_dict()),
         job.created_at, job.started_at, job.finished_at, dumps(job.options.as_dict()),
         job.scheduled_at, job.retries, dumps([a.as_dict() for a in job.attempts]), job.key,
-        job.schedule_id, dumps(job.depends_on), job.on_dependency_failure,
+        job.schedule_id, dumps(job.depends_on), job.on_dependency_failure, job.waiting_on,
+        None if job.input is None else dumps(job.input), job.workflow_id,
     )  # fmt: skip
-
-
-def dependency_rows(jobs: Iterable[Job]) -> list[tuple[str, str]]:
-    """(job, a job it depends on) of each of ``jobs``: what finds a job's dependents."""
-    return [(job.id, other) for job in jobs for other in job.depends_on]
 
 
 def update_params(job: Job) -> tuple[Any, ...]:
     row = job_to_row(job)
-    # the key, schedule and dependencies never change
-    return (*row[4:10], *row[11:13], *row[14:17], job.id)
+    # the key, schedule, dependencies and workflow never change; the arguments do once, when
+    # a workflow's step takes its input
+    return (row[2], *row[4:10], *row[11:13], *row[14:17], job.waiting_on, job.id)
 
 
 def row_to_job(row: Sequence[Any]) -> Job:
@@ -61,7 +58,8 @@ def row_to_job(row: Sequence[Any]) -> Job:
         options=JobOptions.from_dict(orjson.loads(row[14])), scheduled_at=row[15],
         retries=row[16], attempts=tuple(Attempt.from_dict(a) for a in orjson.loads(row[17])),
         key=row[18], schedule_id=row[19], depends_on=tuple(orjson.loads(row[20])),
-        on_dependency_failure=row[21],
+        on_dependency_failure=row[21], waiting_on=row[22],
+        input=None if row[23] is None else orjson.loads(row[23]), workflow_id=row[24],
     )  # fmt: skip
 
 

@@ -45,7 +45,6 @@ from .groupcommit import (
 from .rows import (
     JOB_COLUMNS,
     SCHEDULE_COLUMNS,
-    dependency_rows,
     dumps,
     job_to_row,
     row_to_event,
@@ -74,14 +73,17 @@ SELECT_IDS_IN_STATE = "SELECT id FROM jobs WHERE state = ? ORDER BY seq"
 INSERT_JOB = (
     "INSERT INTO jobs (id, task, args, kwargs, state, attempt, interruptions, progress, result, "
     "error, created_at, started_at, finished_at, options, scheduled_at, retries, attempts, key, "
-    "schedule_id, depends_on, on_dependency_failure) VALUES (" + ", ".join(["?"] * 21) + ")"
+    "schedule_id, depends_on, on_dependency_failure, waiting_on, input, workflow_id) "
+    "VALUES (" + ", ".join(["?"] * 24) + ")"
 )
+DELETE_DEPENDENTS = "DELETE FROM dependencies WHERE depends_on = ?"
+SELECT_AWAITED = "SELECT DISTINCT depends_on FROM dependencies"
 INSERT_DEPENDENCY = "INSERT INTO dependencies (job_id, depends_on) VALUES (?, ?)"
 SELECT_DEPENDENTS = "SELECT job_id FROM dependencies WHERE depends_on = ?"
 UPDATE_JOB = (
-    "UPDATE jobs SET state = ?, attempt = ?, interruptions = ?, progress = ?, result = ?, "
-    "error = ?, started_at = ?, finished_at = ?, scheduled_at = ?, retries = ?, attempts = ? "
-    "WHERE id = ?"
+    "UPDATE jobs SET args = ?, state = ?, attempt = ?, interruptions = ?, progress = ?, "
+    "result = ?, error = ?, started_at = ?, finished_at = ?, scheduled_at = ?, retries = ?, "
+    "attempts = ?, waiting_on = ? WHERE id = ?"
 )
 # jobs stored before queues and priorities existed have neither in their options
 QUEUE_OF_JOB = "coalesce(json_extract(options, '$.queue'), 'default')"
@@ -180,11 +182,14 @@ class SqliteTransaction(StagedTransaction):
         self,
         conn: aiosqlite.Connection,
         cache: dict[str, Job],
+        awaited: set[str],
         next_id: int,
         clock: Callable[[], float],
     ) -> None:
         super().__init__(next_id, clock)
         self._conn = conn
+        self._awaited = awaited  # the jobs some stored job waits for, as last committed
+        self.forgotten: list[str] = []  # of those, the ones that finished here
         # unfinished jobs as last committed (the writer sees every change, so an entry is
         # exact or absent): starting, updating or finishing one needs no read
         self._cache = cache
@@ -218,8 +223,15 @@ class SqliteTransaction(StagedTransaction):
     async def _stored_ids_in_state(self, state: JobState) -> list[str]:
         return [row[0] for row in await self.execute(SELECT_IDS_IN_STATE, (state.value,))]
 
+    def _may_have_dependents(self, job_id: str) -> bool:
+        return job_id in self._awaited
+
     async def _stored_dependents(self, job_id: str) -> list[str]:
         return [row[0] for row in await self.execute(SELECT_DEPENDENTS, (job_id,))]
+
+    async def _forget_dependents(self, job_id: str) -> None:
+        await self.execute(DELETE_DEPENDENTS, (job_id,))
+        self.forgotten.append(job_id)
 
     async def _stored_holders(self, key: str) -> list[str]:
         return [row[0] for row in await self.execute(SELECT_ACTIVE_WITH_KEY, (key,))]
@@ -307,7 +319,7 @@ class SqliteTransaction(StagedTransaction):
         await in_connection_thread(
             self._conn, _write_and_commit, begun=self.begun,
             updates=updates, inserts=inserts, events=events,
-            dependencies=dependency_rows(inserted),
+            dependencies=self.dependencies,
         )  # fmt: skip
 
 
@@ -365,6 +377,9 @@ class SqliteStore(GroupCommitStore[SqliteTransaction]):
         self._checkpoint_task: asyncio.Task[None] | None = None
         self._written_since_checkpoint = False
         self._cache: dict[str, Job] = {}
+        # the jobs some stored job waits for: this service alone writes, so the set is exact,
+        # and a job that finishes looks for its dependents only if it is in it
+        self._awaited: set[str] = set()
         # the jobs of a commit under way: SQLite may show them to readers before the writer
         # has updated the cache, so reads of them go to the database meanwhile
         self._committing: frozenset[str] = frozenset()
@@ -386,6 +401,8 @@ class SqliteStore(GroupCommitStore[SqliteTransaction]):
             rows = await self._writer.execute_fetchall(LAST_EVENT_ID)
             self._next_event_id = int(next(iter(rows))[0]) + 1
             await self._seed_stats(self._writer)
+            awaited = await self._writer.execute_fetchall(SELECT_AWAITED)
+            self._awaited = {row[0] for row in awaited}
             # the WAL is copied into the database by a connection of its own (see _checkpoints)
             await self._writer.execute("PRAGMA wal_autocheckpoint = 0")
             self._reader = await _connect(self.path)
@@ -481,7 +498,9 @@ class SqliteStore(GroupCommitStore[SqliteTransaction]):
 
     async def _commit(self, pendings: list[Pending[SqliteTransaction]]) -> None:
         conn = self._connection(self._writer)
-        batch = SqliteTransaction(conn, self._cache, self._next_event_id, self._clock)
+        batch = SqliteTransaction(
+            conn, self._cache, self._awaited, self._next_event_id, self._clock
+        )
         self._check_file()  # a stat: microseconds, against acknowledging what would be lost
         try:
             outcomes = await run_operations(batch, pendings)
@@ -494,6 +513,8 @@ class SqliteStore(GroupCommitStore[SqliteTransaction]):
             raise
         self._next_event_id = batch.next_event_id
         self._written_since_checkpoint = True
+        self._awaited.difference_update(batch.forgotten)
+        self._awaited.update(other for _, other in batch.dependencies)
         for job_id, job in batch.rows.items():
             if job.state is JobState.RUNNING or (
                 job.state in ACTIVE and len(self._cache) < CACHE_SIZE
