@@ -34,6 +34,7 @@ from .api.schedules import schedules
 from .api.service import service
 from .api.streams import streams
 from .api.tasks import tasks
+from .api.workflows import workflows
 from .db import check_database, open_store, shown
 from .errors import SettingsError, StoreUnavailable, TaskLoadError
 from .events import Broker
@@ -67,7 +68,7 @@ INFO = {
 # what a page of an allowed origin may send (CONVEYOR_CORS_ORIGINS)
 CORS_METHODS = ["GET", "POST", "DELETE"]
 CORS_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"]
-BLUEPRINTS = (jobs, streams, schedules, tasks, service, metrics, dashboard, docs)
+BLUEPRINTS = (jobs, workflows, streams, schedules, tasks, service, metrics, dashboard, docs)
 
 
 def create_app(settings: Settings | None = None) -> Quart:

@@ -110,6 +110,24 @@ class JobNotFound(ServiceError):
         super().__init__(f"no job with id {job_id!r}")
 
 
+class WorkflowNotFound(ServiceError):
+    """No workflow has this id."""
+
+    def __init__(self, workflow_id: str) -> None:
+        self.workflow_id = workflow_id
+        super().__init__(f"no workflow with id {workflow_id!r}")
+
+
+class StepRejected(ServiceError):
+    """One step of a workflow is invalid (``step``: where, as ``chain[2].group[0]``), so none
+    of its jobs is created."""
+
+    def __init__(self, step: str, cause: UnknownTask | InvalidArguments | InvalidOptions) -> None:
+        self.step = step
+        self.cause = cause
+        super().__init__(f"{step}: {cause}")
+
+
 # what a request that asks a job for a state it cannot take is told, by that state
 _WHY = {
     "canceled": "it cannot be canceled",

@@ -20,7 +20,7 @@ from .jobs import Job, JobState, isoformat
 from .logs import LogEntry
 from .pool import ProcessPool
 from .scheduler import Scheduler
-from .streams import ends_stream, event_stream
+from .streams import ends_stream, event_stream, workflow_event_stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +103,21 @@ class Reads:
 
     async def has_events_after(self, after_id: int, job_id: str) -> bool:
         return bool(await self._db.events_after(after_id, job_id=job_id, limit=1))
+
+    async def workflow(self, workflow_id: str) -> tuple[float, dict[str, Any], list[Job]]:
+        """(created_at, output template, its jobs upstream first); WorkflowNotFound."""
+        return await self._db.workflow(workflow_id)
+
+    async def workflow_has_events_after(self, workflow_id: str, after_id: int) -> bool:
+        return bool(await self._db.workflow_events_after(workflow_id, after_id, limit=1))
+
+    def workflow_stream(
+        self, workflow_id: str, *, after_id: int, keepalive_s: float
+    ) -> AsyncIterator[bytes]:
+        """SSE messages of the workflow's jobs after event ``after_id``, until all are done."""
+        return workflow_event_stream(
+            self._db, self._broker, workflow_id, after_id=after_id, keepalive_s=keepalive_s
+        )
 
     def stream(
         self, *, after_id: int, job_id: str | None = None, keepalive_s: float

@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
-from .db import Guard, IdempotencyClaim, SharedStore, Store
+from .db import Guard, IdempotencyClaim, SharedStore, Store, Transaction
 from .delays import DueQueue
 from .errors import (
     BatchRejected,
@@ -29,6 +29,7 @@ from .errors import (
     JobNotFound,
     PoolClosed,
     ShuttingDown,
+    StepRejected,
     UnknownTask,
 )
 from .jobs import (
@@ -49,6 +50,7 @@ from .options import DEFAULT_OPTIONS, DEFAULT_QUEUE, JobOptions
 from .pool import Outcome, ProcessPool, Worker
 from .ready import Entry, ReadyQueue
 from .tasks import Task, lookup
+from .workflows import Node, Planned, plan
 
 log = logging.getLogger("conveyor.scheduler")
 
@@ -260,32 +262,68 @@ class Scheduler:
         if self._draining or self._closing:
             raise ShuttingDown
 
-    def check(self, spec: JobSpec) -> JobOptions:
+    def check(self, spec: JobSpec, *, takes_input: bool = False) -> JobOptions:
         """The options a job of ``spec`` would run with. Raises UnknownTask, InvalidArguments
-        when the arguments do not bind to the task's signature, or InvalidOptions."""
+        when the arguments do not bind to the task's signature (with a first one still to
+        come, given ``takes_input``), or InvalidOptions."""
         task = lookup(self._tasks, spec.task)
-        task.check_arguments(spec.args, spec.kwargs)
+        task.check_arguments(spec.args, spec.kwargs, takes_input=takes_input)
         options = DEFAULT_OPTIONS.merged(task.options).merged(spec.options)
         problem = options.problem()
         if problem is not None:
             raise InvalidOptions(spec.task, problem)
         return options
 
-    def _new_job(self, spec: JobSpec) -> Job:
-        options = self.check(spec)
+    def _new_job(self, spec: JobSpec, planned: Planned | None = None) -> Job:
+        options = self.check(spec, takes_input=planned is not None and planned.input is not None)
         now = self._clock()
         later = spec.run_at is not None and spec.run_at > now
-        if spec.depends_on:  # the store lets it go once they have finished
+        depends_on = spec.depends_on if planned is None else planned.depends_on
+        # waiting: the store lets it go once what it depends on has finished
+        state = JobState.SCHEDULED if later else JobState.QUEUED
+        if depends_on:
             state = JobState.WAITING
-        else:
-            state = JobState.SCHEDULED if later else JobState.QUEUED
         return Job(
-            id=str(uuid.uuid4()), task=spec.task, args=spec.args, kwargs=spec.kwargs,
-            state=state, created_at=now, options=options,
+            id=str(uuid.uuid4()) if planned is None else planned.job_id, task=spec.task,
+            args=spec.args, kwargs=spec.kwargs, state=state, created_at=now, options=options,
             scheduled_at=spec.run_at if later else None, key=spec.key,
-            schedule_id=spec.schedule_id, depends_on=tuple(dict.fromkeys(spec.depends_on)),
+            schedule_id=spec.schedule_id, depends_on=tuple(dict.fromkeys(depends_on)),
             on_dependency_failure=spec.on_dependency_failure,
+            input=None if planned is None else planned.input,
+            workflow_id=None if planned is None else planned.workflow_id,
         )  # fmt: skip
+
+    async def submit_workflow(self, flow: Node) -> tuple[str, list[Job]]:
+        """Create a workflow's jobs (see ``workflows``) in one transaction: all of them or,
+        StepRejected naming the step, none; return its id and its jobs, upstream first."""
+        self._refuse_while_draining()
+        workflow_id = str(uuid.uuid4())
+        laid_out = plan(flow, workflow_id, lambda: str(uuid.uuid4()))
+        jobs = []
+        for planned in laid_out.jobs:
+            try:
+                jobs.append(self._new_job(planned.spec, planned))
+            except (UnknownTask, InvalidArguments, InvalidOptions) as exc:
+                raise StepRejected(planned.step, exc) from None
+        created_at = jobs[0].created_at
+
+        async def record(batch: Transaction) -> None:
+            await batch.insert_workflow(workflow_id, created_at, laid_out.output)
+
+        submitted = await self._enqueue(jobs, None, record)
+        return workflow_id, [s.job for s in submitted]
+
+    async def cancel_workflow(self, workflow_id: str) -> list[Job]:
+        """Cancel every unfinished job of the workflow (running ones killed as usual, those
+        waiting first, so none is let go meanwhile); its jobs as they are then."""
+        _, _, jobs = await self._db.workflow(workflow_id)
+        unfinished = [job for job in jobs if not job.is_terminal]
+        order = sorted(unfinished, key=lambda job: job.state is JobState.RUNNING)
+        for job in order:
+            with contextlib.suppress(InvalidTransition, JobNotFound):
+                await self.cancel(job.id)
+        _, _, jobs = await self._db.workflow(workflow_id)
+        return jobs
 
     async def _enqueue(
         self,

@@ -12,7 +12,9 @@ from typing import Annotated, Any
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -24,6 +26,7 @@ from .jobs import MAX_DEPENDENCIES, DependencyFailure, Job, JobSpec, JobState, i
 from .options import MAX_ERROR_TYPE_CHARS, RULES, JobOptions
 from .settings import MAX_LOG_LINES
 from .wire import job_json
+from .workflows import Chain, Group, Node, Step
 
 MAX_JOBS_PER_BATCH = 1000
 JOB_FIELDS = frozenset(job_json(Job("", "", [], {}, JobState.QUEUED, 0.0)))  # what a job sends
@@ -162,6 +165,84 @@ class SubmitJob(TaskCall):
             self.task, self.args, self.kwargs, self.job_options(), run_at, self.key,
             depends_on=tuple(self.depends_on), on_dependency_failure=self.on_dependency_failure,
         )  # fmt: skip
+
+
+class WorkflowStep(TaskCall):
+    """One task call of a workflow."""
+
+    pass_result: bool = Field(
+        True,
+        description="take the output of the steps before it as its first argument (false: "
+        "run with its own arguments only)",
+    )
+    delay_s: float | None = Field(
+        None, ge=0, le=MAX_DELAY_S, description="once let go, run no sooner than this after"
+    )
+
+    def step(self, now: float) -> Step:
+        run_at = None if self.delay_s is None else now + self.delay_s
+        spec = JobSpec(self.task, self.args, self.kwargs, self.job_options(), run_at)
+        return Step(spec, self.pass_result)
+
+
+def _kind_of_step(value: Any) -> str:
+    """A step is a flow when it says chain or group, else a task call."""
+    if isinstance(value, dict) and ("chain" in value or "group" in value):
+        return "flow"
+    if isinstance(value, Flow):
+        return "flow"
+    return "task"
+
+
+class Flow(BaseModel):
+    """A chain (each step after the one before, taking its output) or a group (side by side,
+    with an optional callback, ``then``, that takes their outputs as a list)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    chain: Steps | None = Field(None, min_length=1, description="steps run one after another")
+    group: Steps | None = Field(None, min_length=1, description="steps run side by side")
+    then: AnyStep | None = Field(
+        None, description="with a group: the step that takes the list of their outputs"
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Flow:
+        if (self.chain is None) == (self.group is None):
+            raise ValueError("give chain or group, not both")
+        if self.then is not None and self.group is None:
+            raise ValueError("then goes with a group")
+        return self
+
+    def node(self, now: float) -> Node:
+        """The workflow this describes (see ``service.workflows``)."""
+
+        def each(step: Flow | WorkflowStep) -> Node:
+            return step.node(now) if isinstance(step, Flow) else step.step(now)
+
+        if self.chain is not None:
+            return Chain(tuple(each(step) for step in self.chain))
+        assert self.group is not None
+        then = None if self.then is None else each(self.then)
+        return Group(tuple(each(step) for step in self.group), then)
+
+
+# a step: a flow when it says chain or group, else a task call
+AnyStep = Annotated[
+    Annotated[Flow, Tag("flow")] | Annotated[WorkflowStep, Tag("task")],
+    Discriminator(_kind_of_step),
+]
+Steps = list[AnyStep]
+
+
+def count_steps(node: Node) -> int:
+    """How many jobs ``node`` makes."""
+    match node:
+        case Step():
+            return 1
+        case Chain(steps):
+            return sum(count_steps(step) for step in steps)
+        case Group(members, then):
+            return sum(count_steps(m) for m in members) + (0 if then is None else count_steps(then))
 
 
 class CreateSchedule(TaskCall):
@@ -329,3 +410,6 @@ def schedule_json(
         "last_run_at": isoformat(schedule.last_tick_at),
         "next_run_at": isoformat(next_run_at),
     }
+
+
+Flow.model_rebuild()  # it names itself: its steps may be flows

@@ -211,3 +211,63 @@ def _batch(
         if job_id is not None and ends_stream(event):
             return b"".join(out), sent, True
     return b"".join(out), sent, False
+
+
+async def workflow_event_stream(
+    db: Store, broker: Broker, workflow_id: str, *, after_id: int, keepalive_s: float
+) -> AsyncIterator[bytes]:
+    """Yield the SSE messages of a workflow's jobs after event ``after_id``; end once every
+    one of its jobs has finished (a job run again on request runs the stream on too)."""
+    yield RETRY
+    yield position(after_id)
+    sent = after_id
+    while True:
+        subscription = broker.subscribe()  # every job's, filtered to the workflow's own
+        try:
+            # after subscribing: a change from here on is both read and heard
+            _, _, jobs = await db.workflow(workflow_id)
+            states = {job.id: job.state.value for job in jobs}
+            while page := await db.workflow_events_after(workflow_id, sent, limit=REPLAY_PAGE):
+                yield b"".join(encode_event(event) for event in page)
+                sent = page[-1].id
+            if _all_finished(states):
+                return
+            while True:  # live
+                live = await subscription.get_message(keepalive_s)
+                if live is None:
+                    if subscription.closed:
+                        return
+                    if subscription.overflowed:
+                        break  # too slow: catch up from the store
+                    yield KEEPALIVE
+                    continue
+                out, sent = _workflow_batch([live, *subscription.take_ready()], sent, states)
+                if out:
+                    yield out
+                if _all_finished(states):
+                    return
+        finally:
+            broker.unsubscribe(subscription)
+
+
+def _workflow_batch(
+    live: list[tuple[Event, bytes]], sent: int, states: dict[str, str]
+) -> tuple[bytes, int]:
+    """The messages of ``live`` about the workflow's jobs (``states``, kept up to date by
+    them) not sent yet, as one write; the last id sent."""
+    out: list[bytes] = []
+    for event, message in live:
+        if event.id <= sent or event.job_id not in states:
+            continue
+        out.append(message)
+        sent = event.id
+        if event.kind == "state":
+            states[event.job_id] = event.data.get("state", "")
+    return b"".join(out), sent
+
+
+def _all_finished(states: dict[str, str]) -> bool:
+    return all(state in _TERMINAL_VALUES for state in states.values())
+
+
+_TERMINAL_VALUES = frozenset(state.value for state in TERMINAL)

@@ -39,11 +39,16 @@ class Task:
     def is_async(self) -> bool:
         return inspect.iscoroutinefunction(self.fn)
 
-    def check_arguments(self, args: list[Any], kwargs: dict[str, Any]) -> None:
+    def check_arguments(
+        self, args: list[Any], kwargs: dict[str, Any], *, takes_input: bool = False
+    ) -> None:
         """Raise InvalidArguments unless ``fn(*args, **kwargs)`` would bind, with values of the
-        types the parameters are annotated with (see ``service.argtypes``)."""
+        types the parameters are annotated with (see ``service.argtypes``). ``takes_input``:
+        a first argument comes later (a workflow's step, given the results before it), so
+        only its place is checked."""
+        first = [_INPUT] if takes_input else []
         try:
-            bound = self.signature.bind(*args, **kwargs)
+            bound = self.signature.bind(*first, *args, **kwargs)
         except TypeError as exc:
             problems = [str(exc)]
             unexpected = self._unexpected_keywords(kwargs)
@@ -52,12 +57,19 @@ class Task:
                     f"unexpected keyword argument(s) {', '.join(map(repr, unexpected))}"
                 )
             fields = [
-                {"field": name, "message": "required"} for name in self._missing(args, kwargs)
+                {"field": name, "message": "required"}
+                for name in self._missing([*first, *args], kwargs)
             ]
             fields += [{"field": name, "message": "not a parameter"} for name in unexpected]
             raise InvalidArguments(self.name, "; ".join(problems), fields) from None
         from .argtypes import type_problems  # here: workers never need pydantic for this
 
+        if takes_input:  # what the input will be is not known yet: its value goes unchecked
+            name, values = next(iter(bound.arguments.items()))
+            if isinstance(values, tuple):  # gathered by *args
+                bound.arguments[name] = values[1:]
+            else:
+                del bound.arguments[name]
         fields = type_problems(self.fn, bound)
         if fields:
             reason = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
@@ -288,3 +300,6 @@ def lookup(tasks: dict[str, Task], name: str) -> Task:
         return tasks[name]
     except KeyError:
         raise UnknownTask(name) from None
+
+
+_INPUT = object()  # stands in for a workflow step's input while its arguments are checked

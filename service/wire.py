@@ -11,6 +11,7 @@ from typing import Any
 
 from .jobs import Attempt, Job, JobError, JobState, Progress, isoformat
 from .options import JobOptions
+from .workflows import resolve, workflow_state
 
 
 def job_json(job: Job) -> dict[str, Any]:
@@ -42,6 +43,25 @@ def job_json(job: Job) -> dict[str, Any]:
         ],
         "depends_on": list(job.depends_on),
         "on_dependency_failure": job.on_dependency_failure,
+    }
+
+
+def workflow_json(
+    workflow_id: str, created_at: float, output: dict[str, Any], jobs: list[Job]
+) -> dict[str, Any]:
+    """A workflow as the API shows it: its state, its jobs (upstream first), the edges
+    between them (from a job to one that waits for it), and its result once it succeeded."""
+    state = workflow_state(jobs)
+    results = {job.id: job.result for job in jobs}
+    finished = [job.finished_at for job in jobs if job.finished_at is not None]
+    return {
+        "id": workflow_id,
+        "state": state,
+        "created_at": isoformat(created_at),
+        "finished_at": isoformat(max(finished)) if state != "running" and finished else None,
+        "result": resolve(output, results) if state == "succeeded" else None,
+        "jobs": [job_json(job) for job in jobs],
+        "edges": [{"from": other, "to": job.id} for job in jobs for other in job.depends_on],
     }
 
 

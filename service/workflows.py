@@ -12,7 +12,7 @@ false); a group passes its input to each member, and its output is the list of t
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .jobs import Job, JobSpec, JobState
@@ -44,13 +44,15 @@ Node = Step | Chain | Group
 
 @dataclass(frozen=True, slots=True)
 class Planned:
-    """One job of a workflow, before it is made: its id, what it runs, what it waits for and
-    the input it takes from them (None: none)."""
+    """One job of a workflow, before it is made: its id, what it runs, what it waits for, the
+    input it takes from them (None: none), and where its step is (``chain[1].group[0]``)."""
 
     job_id: str
     spec: JobSpec
     depends_on: tuple[str, ...]
     input: Template | None
+    workflow_id: str
+    step: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,43 +61,53 @@ class Plan:
     output: Template  # the workflow's result, from its jobs' results
 
 
-def plan(node: Node, new_id: Callable[[], str]) -> Plan:
-    jobs: list[Planned] = []
-    output, _ = _lay_out(node, None, (), new_id, jobs)
-    return Plan(jobs, output)
+def plan(node: Node, workflow_id: str, new_id: Callable[[], str]) -> Plan:
+    layout = _Layout(workflow_id, new_id)
+    output, _ = layout.add(node, None, (), "")
+    return Plan(layout.jobs, output)
 
 
-def _lay_out(
-    node: Node,
-    upstream: Template | None,
-    after: tuple[str, ...],
-    new_id: Callable[[], str],
-    jobs: list[Planned],
-) -> tuple[Template, tuple[str, ...]]:
-    """Add ``node``'s jobs, each waiting for the jobs ``after`` and taking ``upstream``;
-    return its output and the jobs whose end is its end."""
-    match node:
-        case Step(spec, pass_result):
-            job_id = new_id()
-            jobs.append(Planned(job_id, spec, after, upstream if pass_result else None))
-            return {"job": job_id}, (job_id,)
-        case Chain(steps):
-            output, ends = upstream, after
-            for step in steps:
-                output, ends = _lay_out(step, output, ends, new_id, jobs)
-            assert output is not None  # a chain has steps
-            return output, ends
-        case Group(members, then):
-            outputs: list[Template] = []
-            ends = ()
-            for member in members:
-                member_output, member_ends = _lay_out(member, upstream, after, new_id, jobs)
-                outputs.append(member_output)
-                ends += member_ends
-            output = {"list": outputs}
-            if then is None:
+@dataclass
+class _Layout:
+    workflow_id: str
+    new_id: Callable[[], str]
+    jobs: list[Planned] = field(default_factory=list)
+
+    def add(
+        self, node: Node, upstream: Template | None, after: tuple[str, ...], where: str
+    ) -> tuple[Template, tuple[str, ...]]:
+        """Add ``node``'s jobs, each waiting for the jobs ``after`` and taking ``upstream``;
+        return its output and the jobs whose end is its end."""
+        match node:
+            case Step(spec, pass_result):
+                job_id = self.new_id()
+                taken = upstream if pass_result else None
+                step = where or "step"
+                self.jobs.append(Planned(job_id, spec, after, taken, self.workflow_id, step))
+                return {"job": job_id}, (job_id,)
+            case Chain(steps):
+                output, ends = upstream, after
+                for n, step_node in enumerate(steps):
+                    output, ends = self.add(step_node, output, ends, _at(where, f"chain[{n}]"))
+                assert output is not None  # a chain has steps
                 return output, ends
-            return _lay_out(then, output, ends, new_id, jobs)
+            case Group(members, then):
+                outputs: list[Template] = []
+                ends = ()
+                for n, member in enumerate(members):
+                    member_output, member_ends = self.add(
+                        member, upstream, after, _at(where, f"group[{n}]")
+                    )
+                    outputs.append(member_output)
+                    ends += member_ends
+                output = {"list": outputs}
+                if then is None:
+                    return output, ends
+                return self.add(then, output, ends, _at(where, "then"))
+
+
+def _at(where: str, part: str) -> str:
+    return f"{where}.{part}" if where else part
 
 
 def resolve(template: Template, results: Mapping[str, Any]) -> Any:

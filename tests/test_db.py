@@ -15,7 +15,13 @@ import psycopg
 import pytest
 
 from service.db import Transaction
-from service.errors import InvalidTransition, JobNotFound, StoreUnavailable, UnknownDependencies
+from service.errors import (
+    InvalidTransition,
+    JobNotFound,
+    StoreUnavailable,
+    UnknownDependencies,
+    WorkflowNotFound,
+)
 from service.jobs import (
     Event,
     Job,
@@ -888,3 +894,30 @@ async def test_two_services_finishing_the_two_dependencies_at_once_let_the_job_g
                 first.update(f"job-{n}", succeed), second.update(f"job-{n + 1}", succeed)
             )
             assert (await first.get_job(f"job-{n + 2}")).state is Q
+
+
+async def test_retention_removes_a_workflow_with_all_its_jobs_once_the_last_is_old(
+    db: AnyStore, store: Store
+) -> None:
+    async def record(batch: Transaction) -> None:
+        await batch.insert_workflow("wf", 1_700_000_000.0, {"job": "job-2"})
+
+    first = new_job(1, workflow_id="wf")
+    second = waiting(2, "job-1", workflow_id="wf", input={"job": "job-1"}, args=[10])
+    await db.submit([first, second], guard=record)
+    await db.update("job-1", start)
+    await db.update("job-1", succeed)  # long ago; job-2 has not run
+    assert (await db.get_job("job-2")).args == [{"ok": "job-1"}, 10]  # its input went first
+    assert await db.prune(1_800_000_000.0, 100) == 0  # job-2 is unfinished: all stay
+    await db.update("job-2", start)
+    await db.update("job-2", lambda j: transition(j, S, 1_900_000_000.0, result=1))
+    assert await db.prune(1_800_000_000.0, 100) == 0  # job-2 ended after the cutoff
+    created_at, output, jobs = await db.workflow("wf")
+    assert (created_at, output, ids(jobs)) == (
+        1_700_000_000.0,
+        {"job": "job-2"},
+        ["job-1", "job-2"],
+    )
+    assert await db.prune(2_000_000_000.0, 100) == 2
+    with pytest.raises(WorkflowNotFound):
+        await db.workflow("wf")

@@ -14,8 +14,18 @@ def step(name: str, pass_result: bool = True) -> Step:
 
 def laid_out(node: Chain | Group) -> list[tuple[str, str, tuple[str, ...], object]]:
     counter = itertools.count(1)
-    made = plan(node, lambda: f"j{next(counter)}")
+    made = plan(node, "w", lambda: f"j{next(counter)}")
     return [(p.job_id, p.spec.task, p.depends_on, p.input) for p in made.jobs]
+
+
+def test_each_job_knows_where_its_step_is() -> None:
+    counter = itertools.count(1)
+    nested = Chain((step("a"), Group((step("b"), Chain((step("c"),))), then=step("d"))))
+    made = plan(nested, "w", lambda: f"j{next(counter)}")
+    assert [p.step for p in made.jobs] == [
+        "chain[0]", "chain[1].group[0]", "chain[1].group[1].chain[0]", "chain[1].then",
+    ]  # fmt: skip
+    assert {p.workflow_id for p in made.jobs} == {"w"}
 
 
 def test_a_chain_passes_each_result_to_the_next_unless_a_step_says_not() -> None:
@@ -38,7 +48,7 @@ def test_a_group_s_callback_waits_for_every_member_and_takes_their_results_in_or
 
 def test_a_chain_into_a_group_gives_each_member_the_result_and_the_output_is_theirs() -> None:
     counter = itertools.count(1)
-    made = plan(Chain((step("a"), Group((step("b"), step("c"))))), lambda: f"j{next(counter)}")
+    made = plan(Chain((step("a"), Group((step("b"), step("c"))))), "w", lambda: f"j{next(counter)}")
     assert [(p.depends_on, p.input) for p in made.jobs[1:]] == [
         (("j1",), {"job": "j1"}),
         (("j1",), {"job": "j1"}),

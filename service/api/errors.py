@@ -25,11 +25,13 @@ from ..errors import (
     ScheduleNotFound,
     ServiceError,
     ShuttingDown,
+    StepRejected,
     StoreFailed,
     TooManyStreams,
     UnknownDependencies,
     UnknownTask,
     UnsafeText,
+    WorkflowNotFound,
 )
 from ..wire import job_json
 from .responses import JsonRefused, UnknownParameters, json_response
@@ -73,6 +75,7 @@ ERRORS: dict[type[BaseException], Answer] = {
     ),
     JobNotFound: Answer(404, "not_found"),
     ScheduleNotFound: Answer(404, "not_found"),
+    WorkflowNotFound: Answer(404, "not_found"),
     InvalidTransition: Answer(409, "conflict", _transition),
     KeyTaken: Answer(409, "key_taken", lambda e: {"key": e.key, "holder": e.holder_id}),
     ScheduleConflict: Answer(409, "conflict"),
@@ -96,6 +99,9 @@ def describe(exc: BaseException) -> Described | None:
     if isinstance(exc, BatchRejected):  # answered as its cause is, with the job's place
         status, body, headers = describe(exc.cause) or (422, {}, {})
         return status, {**body, "detail": str(exc), "index": exc.index}, headers
+    if isinstance(exc, StepRejected):  # and a workflow's step, with where it is
+        status, body, headers = describe(exc.cause) or (422, {}, {})
+        return status, {**body, "detail": str(exc), "step": exc.step}, headers
     for kind in type(exc).__mro__:
         known = ERRORS.get(kind)
         if known is not None:

@@ -39,7 +39,7 @@ async def submit(query: WaitQuery) -> Response:
     `?wait_s=`, the answer comes once the job has finished (or after that long).
     """
     body = await json_body()
-    _within_rate(1)
+    within_submit_rate(1)
     now = time.time()
     claim = _idempotency_claim(body, now)
     data = SubmitJob.model_validate(body)
@@ -59,7 +59,7 @@ async def submit_batch() -> Response:
     now = time.time()
     claim = _idempotency_claim(body, now)
     data = SubmitJobs.model_validate(body)
-    _within_rate(len(data.jobs))
+    within_submit_rate(len(data.jobs))
     submitted = await runtime().scheduler.submit_many([j.spec(now) for j in data.jobs], claim)
     status = 202 if any(s.created for s in submitted) else 200
     return json_response({"jobs": [job_json(s.job) for s in submitted]}, status)
@@ -126,7 +126,7 @@ async def _waited(job: Job, query: WaitQuery) -> Job:
     return await rt.reads.finished(job, min(query.wait_s, rt.settings.max_wait_s))
 
 
-def _within_rate(jobs: int) -> None:
+def within_submit_rate(jobs: int) -> None:
     """RateLimited if the client (its token, or its address) submits faster than allowed."""
     rate = runtime().submit_rate
     if rate is None:

@@ -92,6 +92,27 @@ class Job(Model):
     )
 
 
+class Edge(Model):
+    from_: str = Field(alias="from", description="a job")
+    to: str = Field(description="a job that waits for it")
+
+
+class Workflow(Model):
+    id: str
+    state: Literal["running", "succeeded", "failed", "canceled"] = Field(
+        description="running while a job is unfinished; then succeeded if all did, failed if "
+        "one failed (the jobs after it are canceled for it), else canceled"
+    )
+    created_at: Time
+    finished_at: Time | None
+    result: Any = Field(
+        description="once succeeded: the chain's last output, a group's list of outputs, "
+        "or its callback's"
+    )
+    jobs: list[Job] = Field(description="its jobs, each after the jobs it waits for")
+    edges: list[Edge]
+
+
 class JobFields(Model):
     """A job with only the fields ``?fields=`` asked for (and its id)."""
 

@@ -22,7 +22,7 @@ async def job_events(job_id: str, query: StreamQuery) -> Response:
     """Follow one job's events; the stream ends with its end (204 if it is over already)."""
     rt = runtime()
     reads = rt.reads
-    after_id = min(_last_event_id(query) or 0, reads.last_event_id)
+    after_id = min(last_event_id(query) or 0, reads.last_event_id)
     job = await reads.job(job_id)
     if job.is_terminal and not await reads.has_events_after(after_id, job_id):
         return Response("", 204)  # nothing more will come: EventSource stops reconnecting
@@ -38,7 +38,7 @@ async def job_events(job_id: str, query: StreamQuery) -> Response:
 async def all_events(query: StreamQuery) -> Response:
     """Follow every job's events, from now or from `Last-Event-ID`."""
     rt = runtime()
-    after_id = _last_event_id(query)
+    after_id = last_event_id(query)
     if after_id is None or after_id > rt.reads.last_event_id:
         # "now" is this request: what happens from here on is sent. An id the store never
         # gave out (it was replaced) must not make the client skip the events to come.
@@ -64,7 +64,7 @@ async def stream_token() -> Response:
     return json_response(body)
 
 
-def _last_event_id(query: StreamQuery) -> int | None:
+def last_event_id(query: StreamQuery) -> int | None:
     text = request.headers.get("Last-Event-ID") or query.last_event_id
     if not text:
         return None

@@ -69,6 +69,12 @@ class Transaction(Protocol):
         the tick) or is gone."""
         ...
 
+    async def insert_workflow(
+        self, workflow_id: str, created_at: float, output: dict[str, Any]
+    ) -> None:
+        """Store a new workflow (its jobs are stored with it, in the same transaction)."""
+        ...
+
 
 # Runs first in the transaction that stores new jobs: it may write along with them, or refuse by
 # raising a ServiceError, and then no job is stored.
@@ -193,6 +199,16 @@ class Store(Protocol):
     async def job_logs(
         self, job_id: str, *, tail: int | None = None
     ) -> tuple[list[LogEntry], int]: ...
+
+    async def workflow(self, workflow_id: str) -> tuple[float, dict[str, Any], list[Job]]:
+        """(created_at, output template, its jobs in the order made); WorkflowNotFound."""
+        ...
+
+    async def workflow_events_after(
+        self, workflow_id: str, after_id: int, *, limit: int = 500
+    ) -> list[Event]:
+        """The events of the workflow's jobs after ``after_id``, in id order."""
+        ...
 
     async def ids_in_state(self, state: JobState) -> list[str]: ...
 

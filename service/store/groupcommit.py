@@ -124,6 +124,11 @@ class StagedTransaction(abc.ABC):
         """Forget these jobs' logs, also their ``log`` events."""
 
     @abc.abstractmethod
+    async def insert_workflow(
+        self, workflow_id: str, created_at: float, output: dict[str, Any]
+    ) -> None: ...
+
+    @abc.abstractmethod
     async def insert_schedule(self, schedule: Schedule) -> bool:
         """Store a new schedule; False if its id is taken."""
 

@@ -34,7 +34,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..cron import Schedule
-from ..errors import JobNotFound, StoreFailed, StoreUnavailable
+from ..errors import JobNotFound, StoreFailed, StoreUnavailable, WorkflowNotFound
 from ..jobs import Event, Job, JobState, transition
 from ..logs import LogEntry
 from ..settings import DEFAULT_MAX_LOG_LINES
@@ -84,6 +84,16 @@ INSERT_JOB = (
     "error, created_at, started_at, finished_at, options, scheduled_at, retries, attempts, key, "
     "schedule_id, depends_on, on_dependency_failure, waiting_on, input, workflow_id) "
     "VALUES (" + ", ".join(["%s"] * 24) + ")"
+)
+INSERT_WORKFLOW = "INSERT INTO workflows (id, created_at, output) VALUES (%s, %s, %s)"
+SELECT_WORKFLOW = "SELECT created_at, output FROM workflows WHERE id = %s"
+SELECT_WORKFLOW_JOBS = f"SELECT {JOB_COLUMNS} FROM jobs WHERE workflow_id = %s ORDER BY seq"
+SELECT_WORKFLOW_EVENTS_AFTER = (
+    "SELECT e.id, e.job_id, e.kind, e.at, e.data FROM events e JOIN jobs j ON j.id = e.job_id "
+    "WHERE j.workflow_id = %s AND e.id > %s ORDER BY e.id LIMIT %s"
+)
+DELETE_EMPTY_WORKFLOWS = (
+    "DELETE FROM workflows WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE workflow_id = workflows.id)"
 )
 DELETE_DEPENDENTS = "DELETE FROM dependencies WHERE depends_on = %s"
 INSERT_DEPENDENCY = "INSERT INTO dependencies (job_id, depends_on) VALUES (%s, %s)"
@@ -171,10 +181,14 @@ SELECT_JOB_EVENTS_AFTER = (
 SELECT_QUEUED = "SELECT id, task, queue, priority FROM jobs WHERE state = 'queued' ORDER BY seq"
 SELECT_SCHEDULED = "SELECT id, scheduled_at FROM jobs WHERE state = 'scheduled'"
 # the expired jobs no other service is pruning at the same time
+# a workflow's jobs go together, once the last of them has finished before the cutoff
 SELECT_EXPIRED = (
     "SELECT id, queue, state FROM jobs "
-    "WHERE finished_at < %s AND state IN ('succeeded', 'failed', 'canceled') "
-    "ORDER BY finished_at LIMIT %s FOR UPDATE SKIP LOCKED"
+    "WHERE finished_at < %(before)s AND state IN ('succeeded', 'failed', 'canceled') "
+    "AND (workflow_id IS NULL OR NOT EXISTS (SELECT 1 FROM jobs AS w "
+    "WHERE w.workflow_id = jobs.workflow_id "
+    "AND (w.finished_at IS NULL OR w.finished_at >= %(before)s))) "
+    "ORDER BY finished_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
 )
 DELETE_JOB_EVENTS = "DELETE FROM events WHERE job_id = ANY(%s)"
 DELETE_JOBS = "DELETE FROM jobs WHERE id = ANY(%s)"
@@ -343,6 +357,11 @@ class PostgresTransaction(StagedTransaction):
         for sql in DELETE_LOGS:
             await self._conn.execute(sql, (list(job_ids),))
 
+    async def insert_workflow(
+        self, workflow_id: str, created_at: float, output: dict[str, Any]
+    ) -> None:
+        await self._conn.execute(INSERT_WORKFLOW, (workflow_id, created_at, dumps(output)))
+
     async def insert_schedule(self, schedule: Schedule) -> bool:
         return await self._change(INSERT_SCHEDULE, schedule_to_row(schedule)) == 1
 
@@ -359,13 +378,14 @@ class PostgresTransaction(StagedTransaction):
         return await self._change(PAUSE_SCHEDULE, params) == 1
 
     async def expired(self, finished_before: float, limit: int) -> list[tuple[str, str, str]]:
-        rows = await self._rows(SELECT_EXPIRED, (finished_before, limit))
+        rows = await self._rows(SELECT_EXPIRED, {"before": finished_before, "limit": limit})
         return [(row[0], row[1], row[2]) for row in rows]
 
     async def delete_jobs(self, job_ids: Sequence[str]) -> None:
         await self._conn.execute(DELETE_JOB_EVENTS, (list(job_ids),))
         await self._conn.execute(DELETE_DEPENDENCIES, (list(job_ids),))
         await self._conn.execute(DELETE_JOBS, (list(job_ids),))
+        await self._conn.execute(DELETE_EMPTY_WORKFLOWS)
 
     async def delete_notes(self, before: float) -> None:
         await self._conn.execute(DELETE_OLD_NOTES, (NO_JOB, before))
@@ -873,6 +893,19 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
             rows = await self._read(SELECT_EVENTS_AFTER, (after_id, limit))
         else:
             rows = await self._read(SELECT_JOB_EVENTS_AFTER, (job_id, after_id, limit))
+        return [row_to_event(r) for r in rows]
+
+    async def workflow(self, workflow_id: str) -> tuple[float, dict[str, Any], list[Job]]:
+        found = await self._read(SELECT_WORKFLOW, (workflow_id,))
+        if not found:
+            raise WorkflowNotFound(workflow_id)
+        rows = await self._read(SELECT_WORKFLOW_JOBS, (workflow_id,))
+        return found[0][0], orjson.loads(found[0][1]), [row_to_job(row) for row in rows]
+
+    async def workflow_events_after(
+        self, workflow_id: str, after_id: int, *, limit: int = 500
+    ) -> list[Event]:
+        rows = await self._read(SELECT_WORKFLOW_EVENTS_AFTER, (workflow_id, after_id, limit))
         return [row_to_event(r) for r in rows]
 
     async def job_logs(self, job_id: str, *, tail: int | None = None) -> tuple[list[LogEntry], int]:

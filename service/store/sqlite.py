@@ -27,6 +27,7 @@ from ..errors import (
     JobNotFound,
     StoreFailed,
     StoreUnavailable,
+    WorkflowNotFound,
 )
 from ..jobs import ACTIVE, Event, Job, JobState
 from ..logs import LogEntry
@@ -76,6 +77,16 @@ INSERT_JOB = (
     "schedule_id, depends_on, on_dependency_failure, waiting_on, input, workflow_id) "
     "VALUES (" + ", ".join(["?"] * 24) + ")"
 )
+INSERT_WORKFLOW = "INSERT INTO workflows (id, created_at, output) VALUES (?, ?, ?)"
+SELECT_WORKFLOW = "SELECT created_at, output FROM workflows WHERE id = ?"
+SELECT_WORKFLOW_JOBS = f"SELECT {JOB_COLUMNS} FROM jobs WHERE workflow_id = ? ORDER BY seq"
+SELECT_WORKFLOW_EVENTS_AFTER = (
+    "SELECT e.id, e.job_id, e.kind, e.at, e.data FROM events e JOIN jobs j ON j.id = e.job_id "
+    "WHERE j.workflow_id = ? AND e.id > ? ORDER BY e.id LIMIT ?"
+)
+DELETE_EMPTY_WORKFLOWS = (
+    "DELETE FROM workflows WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE workflow_id = workflows.id)"
+)
 DELETE_DEPENDENTS = "DELETE FROM dependencies WHERE depends_on = ?"
 SELECT_AWAITED = "SELECT DISTINCT depends_on FROM dependencies"
 INSERT_DEPENDENCY = "INSERT INTO dependencies (job_id, depends_on) VALUES (?, ?)"
@@ -99,10 +110,13 @@ SELECT_IDEMPOTENCY = "SELECT request, job_ids, created_at FROM idempotency WHERE
 UPSERT_IDEMPOTENCY = (
     "INSERT OR REPLACE INTO idempotency (key, request, job_ids, created_at) VALUES (?, ?, ?, ?)"
 )
+# a workflow's jobs go together, once the last of them has finished before the cutoff
 SELECT_EXPIRED = (
     f"SELECT id, {QUEUE_OF_JOB}, state FROM jobs "
-    "WHERE finished_at < ? AND +state IN ('succeeded', 'failed', 'canceled') "
-    "ORDER BY finished_at LIMIT ?"
+    "WHERE finished_at < ?1 AND +state IN ('succeeded', 'failed', 'canceled') "
+    "AND (workflow_id IS NULL OR NOT EXISTS (SELECT 1 FROM jobs AS w "
+    "WHERE w.workflow_id = jobs.workflow_id AND (w.finished_at IS NULL OR w.finished_at >= ?1))) "
+    "ORDER BY finished_at LIMIT ?2"
 )
 DELETE_OLD_NOTES = "DELETE FROM events WHERE job_id = ? AND at < ?"
 DELETE_EXPIRED_IDEMPOTENCY = "DELETE FROM idempotency WHERE created_at < ?"
@@ -275,6 +289,11 @@ class SqliteTransaction(StagedTransaction):
         for sql in DELETE_LOGS:
             await (await self._open()).executemany(sql, [(job_id,) for job_id in job_ids])
 
+    async def insert_workflow(
+        self, workflow_id: str, created_at: float, output: dict[str, Any]
+    ) -> None:
+        await self.execute(INSERT_WORKFLOW, (workflow_id, created_at, dumps(output)))
+
     async def insert_schedule(self, schedule: Schedule) -> bool:
         return await self.change(INSERT_SCHEDULE, schedule_to_row(schedule)) == 1
 
@@ -299,6 +318,7 @@ class SqliteTransaction(StagedTransaction):
         await self.execute(f"DELETE FROM events WHERE job_id IN ({marks})", job_ids)
         await self.execute(f"DELETE FROM dependencies WHERE job_id IN ({marks})", job_ids)
         await self.execute(f"DELETE FROM jobs WHERE id IN ({marks})", job_ids)
+        await self.execute(DELETE_EMPTY_WORKFLOWS)
 
     async def delete_notes(self, before: float) -> None:
         await self.execute(DELETE_OLD_NOTES, (NO_JOB, before))
@@ -606,6 +626,24 @@ class SqliteStore(GroupCommitStore[SqliteTransaction]):
         else:
             rows = await conn.execute_fetchall(SELECT_JOB_EVENTS_AFTER, (job_id, after_id, limit))
         return [row_to_event(r) for r in rows]
+
+    async def workflow(self, workflow_id: str) -> tuple[float, dict[str, Any], list[Job]]:
+        conn = self._connection(self._reader)
+        found = list(await conn.execute_fetchall(SELECT_WORKFLOW, (workflow_id,)))
+        if not found:
+            raise WorkflowNotFound(workflow_id)
+        rows = await conn.execute_fetchall(SELECT_WORKFLOW_JOBS, (workflow_id,))
+        return found[0][0], orjson.loads(found[0][1]), [row_to_job(row) for row in rows]
+
+    async def workflow_events_after(
+        self, workflow_id: str, after_id: int, *, limit: int = 500
+    ) -> list[Event]:
+        conn = self._connection(self._reader)
+        params = (workflow_id, after_id, limit)
+        return [
+            row_to_event(r)
+            for r in await conn.execute_fetchall(SELECT_WORKFLOW_EVENTS_AFTER, params)
+        ]
 
     async def job_logs(self, job_id: str, *, tail: int | None = None) -> tuple[list[LogEntry], int]:
         """The job's kept log entries, oldest first (only the last ``tail`` of them if given),
