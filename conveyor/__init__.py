@@ -90,4 +90,9 @@ __all__ = [  # noqa: RUF022  (task authors' names, then the client's: service.cl
     "WaitTimeout",
     "call",
     "default_client",
+    "WorkflowHandle",
+    "WorkflowInfo",
+    "chain",
+    "group",
+    "AsyncWorkflowHandle",
 ]

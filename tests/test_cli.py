@@ -20,7 +20,7 @@ import httpx
 import orjson
 import pytest
 
-from service.client import Client, StateEvent
+from service.client import Client, StateEvent, call
 from service.jobs import JobState
 
 from .conftest import ROOT, TASKS, SharedService, listening_socket, wait_for
@@ -135,6 +135,23 @@ def test_option_flags_reach_the_job(conveyor: Callable[..., Any], client: Client
 
 
 # -- one job ------------------------------------------------------------------------------------
+
+
+def test_workflow_status_waits_and_cancel_stops_it(
+    conveyor: Callable[..., Any], client: Client
+) -> None:
+    flow = client.chain(call(T + "add", 1, 2), call(T + "add", 4))
+    done = conveyor("workflow", "status", flow.id, "--wait", "--json")
+    assert done.returncode == 0 and json_of(done)["result"] == 7
+    human = conveyor("workflow", "status", flow.id)
+    assert f"workflow {flow.id}: succeeded" in human.stdout and "result: 7" in human.stdout
+    sleeping = client.chain(call(T + "sleep", 30), call(T + "echo"))
+    stopped = conveyor("workflow", "cancel", sleeping.id, "--json")
+    assert stopped.returncode == 0 and json_of(stopped)["state"] == "canceled"
+    failed = conveyor("workflow", "status", sleeping.id, "--wait")
+    assert failed.returncode == 1 and "canceled" in failed.stdout
+    missing = conveyor("workflow", "status", "nope")
+    assert missing.returncode == 3 and len(missing.stderr.strip().splitlines()) == 1
 
 
 def test_status_and_result(

@@ -45,6 +45,7 @@ from service.client import (
     UnknownTask,
     WaitTimeout,
     call,
+    group,
     stream,
 )
 from service.jobs import JobState
@@ -128,6 +129,35 @@ def test_a_job_that_depends_on_handles_waits_for_them(client: Client, tmp_path: 
     failing = client.submit(T + "fail", "no")
     anyway = client.with_options(depends_on=[failing], on_dependency_failure="run")
     assert anyway.submit(T + "add", 3, 3).result(timeout_s=10) == 6
+
+
+def test_chains_and_groups_run_as_one_workflow_with_its_result(client: Client) -> None:
+    flow = client.chain(
+        call(T + "add", 1, 2),
+        group(call(T + "add", 10), call(T + "add", 20), then=call(T + "echo")),
+    )
+    assert [job.status().task for job in flow.jobs] == [T + "add"] * 3 + [T + "echo"]
+    assert flow.result(timeout_s=20) == {"args": [[13, 23]], "kwargs": {}}
+    assert flow.status().state == "succeeded" and len(flow.status().edges) == 4
+    alone = client.group(call(T + "add", 1, 1), call(T + "add", 2, 2).without_input())
+    assert alone.result(timeout_s=20) == [2, 4]
+
+
+def test_a_failed_workflow_raises_for_its_failed_step_and_cancel_stops_it(
+    client: Client,
+) -> None:
+    failing = client.chain(call(T + "fail", "no"), call(T + "echo"))
+    with pytest.raises(JobFailed) as caught:
+        failing.result(timeout_s=20)
+    assert caught.value.job.task == T + "fail"
+    sleeping = client.chain(call(T + "sleep", 30), call(T + "echo"))
+    canceled = sleeping.cancel()
+    assert canceled.state == "canceled"
+    assert {job.state for job in canceled.jobs} == {JobState.CANCELED}
+    with pytest.raises(JobCanceled):
+        sleeping.result(timeout_s=10)
+    with pytest.raises(RequestError, match="key"):
+        client.chain(call(T + "add", 1, 1).with_options(key="k"))
 
 
 def test_delay_and_run_at_schedule_the_job(client: Client) -> None:

@@ -66,6 +66,18 @@ async def test_options_batches_and_handles(aclient: AsyncClient) -> None:
     await keyed.result(timeout_s=10)
 
 
+async def test_a_workflow_awaited(aclient: AsyncClient) -> None:
+    flow = await aclient.group(call(T + "add", 1, 1), call(T + "add", 2, 2), then=call(T + "echo"))
+    assert await flow.result(timeout_s=20) == {"args": [[2, 4]], "kwargs": {}}
+    states = [event.state for event in [e async for e in flow.events(timeout_s=10)]
+              if isinstance(event, StateEvent)]  # fmt: skip
+    assert states.count(JobState.SUCCEEDED) == 3
+    failing = await aclient.chain(call(T + "fail", "no"), call(T + "echo"))
+    with pytest.raises(JobFailed):
+        await failing.result(timeout_s=20)
+    assert (await failing.cancel()).state == "failed"  # nothing left to cancel
+
+
 async def test_outcomes_raise(aclient: AsyncClient) -> None:
     failed = await aclient.submit(T + "fail", "async boom")
     with pytest.raises(JobFailed) as caught:

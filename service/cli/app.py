@@ -24,6 +24,7 @@ from .common import client, job_option_flags, json_option, options_from, seconds
 from .live import JobBars
 from .schedules import schedules
 from .values import keywords, value
+from .workflows import workflow
 
 EXIT_JOB_FAILED = 1
 EXIT_TIMEOUT = 124
@@ -249,6 +250,7 @@ def watch(job_id: str | None, as_json: bool) -> None:
 
 
 cli.add_command(schedules)
+cli.add_command(workflow)
 
 
 # -- the service --------------------------------------------------------------------------------

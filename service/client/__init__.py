@@ -13,7 +13,7 @@ import atexit
 import os
 import threading
 
-from .aio import AsyncClient, AsyncJobHandle, AsyncSchedules, AsyncSubmitter
+from .aio import AsyncClient, AsyncJobHandle, AsyncSchedules, AsyncSubmitter, AsyncWorkflowHandle
 from .errors import (
     ApiError,
     BadRequest,
@@ -38,8 +38,9 @@ from .errors import (
 )
 from .events import Event, LogEvent, OtherEvent, ProgressEvent, PrunedEvent, StateEvent
 from .options import SubmitOptions, TaskCall, call
-from .records import JobsPage, Logs, ScheduleInfo, Submitted, TaskInfo, TaskParam
-from .sync import Client, JobHandle, Schedules, Submitter
+from .records import JobsPage, Logs, ScheduleInfo, Submitted, TaskInfo, TaskParam, WorkflowInfo
+from .sync import Client, JobHandle, Schedules, Submitter, WorkflowHandle
+from .workflows import chain, group
 
 
 def default_client() -> Client:
@@ -77,6 +78,7 @@ __all__ = [
     "AsyncJobHandle",
     "AsyncSchedules",
     "AsyncSubmitter",
+    "AsyncWorkflowHandle",
     "BadRequest",
     "Client",
     "Conflict",
@@ -114,6 +116,10 @@ __all__ = [
     "UnknownTask",
     "Unprocessable",
     "WaitTimeout",
+    "WorkflowHandle",
+    "WorkflowInfo",
     "call",
+    "chain",
     "default_client",
+    "group",
 ]

@@ -14,13 +14,14 @@ from typing_extensions import Unpack
 
 from ..jobs import Job
 from ..taskfn import TaskFunction
-from . import aio_transport, api, stream
+from . import aio_transport, api, stream, workflows
 from .errors import WaitTimeout
 from .events import Event
 from .options import OptionFields, SubmitOptions, TaskCall, submit_options
-from .outcome import outcome
-from .records import Logs, ScheduleInfo, TaskInfo
+from .outcome import outcome, workflow_outcome
+from .records import Logs, ScheduleInfo, TaskInfo, WorkflowInfo
 from .settings import ClientSettings
+from .workflows import Step
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -79,6 +80,17 @@ class AsyncClient:
 
     def with_options(self, **options: Unpack[OptionFields]) -> AsyncSubmitter:
         return AsyncSubmitter(self, submit_options(**options))
+
+    async def chain(self, *steps: Step) -> AsyncWorkflowHandle:
+        """See ``Client.chain``."""
+        return await AsyncSubmitter(self, SubmitOptions()).chain(*steps)
+
+    async def group(self, *members: Step, then: Step | None = None) -> AsyncWorkflowHandle:
+        """See ``Client.group``."""
+        return await AsyncSubmitter(self, SubmitOptions()).group(*members, then=then)
+
+    def workflow(self, workflow_id: str) -> AsyncWorkflowHandle:
+        return AsyncWorkflowHandle(self, workflow_id)
 
     # -- jobs -----------------------------------------------------------------------------------
 
@@ -239,6 +251,17 @@ class AsyncSubmitter:
             for done in await self._client._send(exchange)
         ]
 
+    async def chain(self, *steps: Step) -> AsyncWorkflowHandle:
+        return await self._workflow(workflows.chain(*steps))
+
+    async def group(self, *members: Step, then: Step | None = None) -> AsyncWorkflowHandle:
+        return await self._workflow(workflows.group(*members, then=then))
+
+    async def _workflow(self, flow: workflows.Chain | workflows.Group) -> AsyncWorkflowHandle:
+        exchange = api.create_workflow(workflows.body(flow, self.options))
+        made = await self._client._send(exchange)
+        return AsyncWorkflowHandle(self._client, made.id, made)
+
 
 class AsyncJobHandle(Generic[R]):
     """Like ``JobHandle``, awaited: ``await job.result()``, ``async for e in job.events()``."""
@@ -280,6 +303,48 @@ class AsyncJobHandle(Generic[R]):
         """See ``JobHandle.events``."""
         cursor = stream.StreamCursor(self.id, after_id)
         return self._client.follow(cursor, stream.Deadline(timeout_s))
+
+
+class AsyncWorkflowHandle:
+    """Like ``WorkflowHandle``, awaited: ``await flow.result()``."""
+
+    def __init__(
+        self, client: AsyncClient, workflow_id: str, made: WorkflowInfo | None = None
+    ) -> None:
+        self._client = client
+        self.id = workflow_id
+        self.submitted = made
+
+    def __repr__(self) -> str:
+        return f"<AsyncWorkflowHandle {self.id}>"
+
+    async def status(self) -> WorkflowInfo:
+        return await self._client._send(api.get_workflow(self.id))
+
+    async def wait(self, timeout_s: float | None = None) -> WorkflowInfo:
+        """See ``WorkflowHandle.wait``."""
+        deadline = stream.Deadline(timeout_s)
+        cursor = stream.WorkflowCursor(self.id)
+        while True:
+            cursor.ended = False
+            async for _ in self._client.follow(cursor, deadline):
+                pass
+            info = await self.status()
+            if info.is_finished:
+                return info
+            if deadline.expired:
+                raise WaitTimeout(self.id, deadline.timeout_s or 0.0)
+
+    async def result(self, timeout_s: float | None = None) -> Any:
+        """See ``WorkflowHandle.result``."""
+        return workflow_outcome(await self.wait(timeout_s))
+
+    async def cancel(self) -> WorkflowInfo:
+        return await self._client._send(api.cancel_workflow(self.id))
+
+    def events(self, *, timeout_s: float | None = None) -> AsyncGenerator[Event, None]:
+        """See ``WorkflowHandle.events``."""
+        return self._client.follow(stream.WorkflowCursor(self.id), stream.Deadline(timeout_s))
 
 
 class AsyncSchedules:

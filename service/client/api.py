@@ -179,6 +179,20 @@ def cancel(job_id: str) -> Exchange[Job]:
     return Exchange("POST", f"/jobs/{segment(job_id)}/cancel", _job)
 
 
+def create_workflow(body: dict[str, Any]) -> Exchange[records.WorkflowInfo]:
+    return Exchange("POST", "/workflows", lambda r: records.workflow_info(_json(r)), body=body)
+
+
+def get_workflow(workflow_id: str) -> Exchange[records.WorkflowInfo]:
+    path = f"/workflows/{segment(workflow_id)}"
+    return Exchange("GET", path, lambda r: records.workflow_info(_json(r)))
+
+
+def cancel_workflow(workflow_id: str) -> Exchange[records.WorkflowInfo]:
+    path = f"/workflows/{segment(workflow_id)}/cancel"
+    return Exchange("POST", path, lambda r: records.workflow_info(_json(r)))
+
+
 def retry(job_id: str) -> Exchange[Job]:
     return Exchange("POST", f"/jobs/{segment(job_id)}/retry", _job)
 

@@ -143,6 +143,12 @@ class TaskCall:
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     options: SubmitOptions = field(default_factory=SubmitOptions)
+    pass_result: bool = True  # in a workflow: take the steps before it's output first
+
+    def without_input(self) -> TaskCall:
+        """In a workflow, this step runs with its own arguments only: the output of the steps
+        before it is not passed to it."""
+        return dataclasses.replace(self, pass_result=False)
 
     def with_options(self, **options: Unpack[OptionFields]) -> TaskCall:
         """This call with these options set over its own (``idempotency_key`` belongs to the

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..jobs import Job, JobState
 from .errors import JobCanceled, JobFailed
+from .records import WorkflowInfo
 
 
 def outcome(job: Job) -> Any:
@@ -15,3 +16,14 @@ def outcome(job: Job) -> Any:
     if job.state is JobState.CANCELED:
         raise JobCanceled(job)
     raise JobFailed(job)
+
+
+def workflow_outcome(info: WorkflowInfo) -> Any:
+    """The result of the finished workflow ``info``; JobFailed for its failed job (or
+    JobCanceled for its first canceled one) if it has none."""
+    if info.state == "succeeded":
+        return info.result
+    failed = [job for job in info.jobs if job.state is JobState.FAILED]
+    if failed:
+        raise JobFailed(failed[0])
+    return outcome(next(job for job in info.jobs if job.state is JobState.CANCELED))

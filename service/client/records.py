@@ -112,3 +112,30 @@ def schedule_info(body: dict[str, Any]) -> ScheduleInfo:
         epoch_s(body["created_at"]) or 0.0, epoch_s(body.get("last_run_at")),
         epoch_s(body.get("next_run_at")), bool(body.get("paused", False)), body,
     )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowInfo:
+    """A workflow as ``GET /workflows/<id>`` shows it."""
+
+    id: str
+    state: str  # running, succeeded, failed or canceled
+    created_at: float
+    finished_at: float | None
+    result: Any  # once succeeded
+    jobs: list[Job]  # upstream first
+    edges: list[tuple[str, str]]  # (a job, one that waits for it)
+    raw: dict[str, Any]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state != "running"
+
+
+def workflow_info(body: dict[str, Any]) -> WorkflowInfo:
+    return WorkflowInfo(
+        body["id"], body["state"], epoch_s(body["created_at"]) or 0.0,
+        epoch_s(body.get("finished_at")), body.get("result"),
+        [job_from_json(job) for job in body["jobs"]],
+        [(edge["from"], edge["to"]) for edge in body["edges"]], body,
+    )  # fmt: skip

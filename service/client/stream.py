@@ -76,6 +76,22 @@ class StreamCursor:
         self.ended = True
 
 
+class WorkflowCursor(StreamCursor):
+    """Where a workflow's stream is: the service ends it once all of the workflow's jobs have
+    finished (or when it stops: whoever follows it asks the workflow's state then)."""
+
+    def __init__(self, workflow_id: str, after_id: int | None = None) -> None:
+        super().__init__(None, after_id)
+        self.workflow_id = workflow_id
+
+    @property
+    def path(self) -> str:
+        return f"/workflows/{segment(self.workflow_id)}/events"
+
+    def closed(self) -> None:
+        self.ended = True
+
+
 class Deadline:
     """How long a wait may still take; None: for ever."""
 

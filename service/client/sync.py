@@ -15,14 +15,15 @@ from typing_extensions import Unpack
 
 from ..jobs import Job
 from ..taskfn import TaskFunction
-from . import api, stream, transport
+from . import api, stream, transport, workflows
 from .errors import WaitTimeout
 from .events import Event
 from .options import OptionFields, SubmitOptions, TaskCall, submit_options
-from .outcome import outcome
-from .records import Logs, ScheduleInfo, TaskInfo
+from .outcome import outcome, workflow_outcome
+from .records import Logs, ScheduleInfo, TaskInfo, WorkflowInfo
 from .settings import ClientSettings
 from .watchdog import watchdog
+from .workflows import Step
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -89,6 +90,20 @@ class Client:
     def with_options(self, **options: Unpack[OptionFields]) -> Submitter:
         """Submit with these job options: ``client.with_options(priority=5, key="r-7")``."""
         return Submitter(self, submit_options(**options))
+
+    def chain(self, *steps: Step) -> WorkflowHandle:
+        """Run ``steps`` one after another, each given the output of the one before as its
+        first argument (a call's ``without_input()`` takes none); steps are ``call(...)``s,
+        ``chain(...)``s or ``group(...)``s. All its jobs are made in one transaction."""
+        return Submitter(self, SubmitOptions()).chain(*steps)
+
+    def group(self, *members: Step, then: Step | None = None) -> WorkflowHandle:
+        """Run ``members`` side by side, then ``then`` (if given) with the list of their
+        outputs, in order."""
+        return Submitter(self, SubmitOptions()).group(*members, then=then)
+
+    def workflow(self, workflow_id: str) -> WorkflowHandle:
+        return WorkflowHandle(self, workflow_id)
 
     # -- jobs -----------------------------------------------------------------------------------
 
@@ -270,6 +285,16 @@ class Submitter:
             for done in self._client._send(exchange)
         ]
 
+    def chain(self, *steps: Step) -> WorkflowHandle:
+        return self._workflow(workflows.chain(*steps))
+
+    def group(self, *members: Step, then: Step | None = None) -> WorkflowHandle:
+        return self._workflow(workflows.group(*members, then=then))
+
+    def _workflow(self, flow: workflows.Chain | workflows.Group) -> WorkflowHandle:
+        made = self._client._send(api.create_workflow(workflows.body(flow, self.options)))
+        return WorkflowHandle(self._client, made.id, made)
+
 
 class JobHandle(Generic[R]):
     """One job: its id, and ways to read, wait for, follow and stop it."""
@@ -323,6 +348,56 @@ class JobHandle(Generic[R]):
         (WaitTimeout if that has not come within ``timeout_s``)."""
         cursor = stream.StreamCursor(self.id, after_id)
         return self._client.follow(cursor, stream.Deadline(timeout_s))
+
+
+class WorkflowHandle:
+    """One workflow: its id, its jobs, and ways to read, wait for, follow and stop it."""
+
+    def __init__(self, client: Client, workflow_id: str, made: WorkflowInfo | None = None):
+        self._client = client
+        self.id = workflow_id
+        self.submitted = made  # the workflow as the create's answer had it
+
+    def __repr__(self) -> str:
+        return f"<WorkflowHandle {self.id}>"
+
+    @property
+    def jobs(self) -> list[JobHandle[Any]]:
+        """A handle on each of its jobs, upstream first."""
+        info = self.submitted or self.status()
+        return [JobHandle(self._client, job.id, job) for job in info.jobs]
+
+    def status(self) -> WorkflowInfo:
+        return self._client._send(api.get_workflow(self.id))
+
+    def wait(self, timeout_s: float | None = None) -> WorkflowInfo:
+        """The workflow once all its jobs have finished: its stream followed to its end, no
+        polling. WaitTimeout after ``timeout_s``."""
+        deadline = stream.Deadline(timeout_s)
+        cursor = stream.WorkflowCursor(self.id)
+        while True:
+            cursor.ended = False
+            for _ in self._client.follow(cursor, deadline):
+                pass
+            info = self.status()
+            if info.is_finished:
+                return info
+            if deadline.expired:
+                raise WaitTimeout(self.id, deadline.timeout_s or 0.0)
+
+    def result(self, timeout_s: float | None = None) -> Any:
+        """Its result once it has succeeded: a chain's last output, a group's list of
+        outputs, or its callback's. JobFailed or JobCanceled (for the job that failed, or the
+        first canceled) if it did not; WaitTimeout after ``timeout_s``."""
+        return workflow_outcome(self.wait(timeout_s))
+
+    def cancel(self) -> WorkflowInfo:
+        """Cancel every job of it that has not finished, running ones too."""
+        return self._client._send(api.cancel_workflow(self.id))
+
+    def events(self, *, timeout_s: float | None = None) -> Generator[Event, None, None]:
+        """Its jobs' events from the first, then live, until they have all finished."""
+        return self._client.follow(stream.WorkflowCursor(self.id), stream.Deadline(timeout_s))
 
 
 class Schedules:
