@@ -43,6 +43,7 @@ def job_json(job: Job) -> dict[str, Any]:
         ],
         "depends_on": list(job.depends_on),
         "on_dependency_failure": job.on_dependency_failure,
+        "workflow_id": job.workflow_id,
     }
 
 
@@ -88,6 +89,7 @@ def job_from_json(body: dict[str, Any]) -> Job:
         schedule_id=body.get("schedule_id"),  # absent from a service older than schedule ids
         depends_on=tuple(body.get("depends_on", ())),  # and than dependencies
         on_dependency_failure=body.get("on_dependency_failure", "cancel"),
+        workflow_id=body.get("workflow_id"),
     )
 
 

@@ -375,3 +375,48 @@ async def test_usable_from_the_keyboard(browser: Browser, site: str) -> None:
     await link.focus()
     await page.keyboard.press("Enter")
     await expect(page.locator(".result")).to_have_text("9")
+
+
+# -- workflows ------------------------------------------------------------------------------------
+
+
+async def test_a_workflow_is_drawn_as_a_graph_that_moves_live(
+    browser: Browser, site: str, tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+    body = {
+        "group": [{"task": T + "gate", "args": [str(go)]}, {"task": T + "add", "args": [1, 2]}],
+        "then": {"task": T + "echo"},
+    }
+    async with httpx.AsyncClient(base_url=site) as client:
+        made = (await client.post("/workflows", json=body)).json()
+    page = await open_page(browser, site + f"/#/workflows/{made['id']}")
+    nodes = page.locator(".workflow-graph .node")
+    await expect(nodes).to_have_count(3)
+    await expect(page.locator(".workflow-graph .edge")).to_have_count(2)
+    gate, added, callback = (job["id"] for job in made["jobs"])
+    box = page.locator(f'.workflow-graph .node[data-job-id="{callback}"]')
+    await expect(box).to_have_class(re.compile("state-waiting"))
+    await expect(page.locator(f'.node[data-job-id="{added}"]')).to_have_class(
+        re.compile("state-succeeded")
+    )
+    go.touch()
+    await expect(box).to_have_class(re.compile("state-succeeded"))
+    await expect(page.locator(".workflow-state .badge")).to_have_text("succeeded")
+    await expect(page.locator(".result")).to_contain_text("3")
+    # a box is the way to its job's page
+    await page.locator(f'.node[data-job-id="{gate}"]').click()
+    await expect(page).to_have_url(re.compile(f"#/jobs/{gate}"))
+    await expect(page.locator("dl.facts")).to_contain_text(made["id"][:8])
+
+
+async def test_cancel_on_the_workflow_page_stops_all_of_it(browser: Browser, site: str) -> None:
+    body = {"chain": [{"task": T + "sleep", "args": [30]}, {"task": T + "echo"}]}
+    async with httpx.AsyncClient(base_url=site) as client:
+        made = (await client.post("/workflows", json=body)).json()
+        await wait_state(client, made["jobs"][0]["id"], "running")
+    page = await open_page(browser, site + f"/#/workflows/{made['id']}")
+    await page.get_by_role("button", name="Cancel workflow").click()
+    await expect(page.locator(".workflow-state .badge")).to_have_text("canceled")
+    await expect(page.locator(".workflow-graph .node.state-canceled")).to_have_count(2)
+    await expect(page.get_by_role("button", name="Cancel workflow")).to_be_disabled()

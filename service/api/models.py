@@ -90,6 +90,7 @@ class Job(Model):
     on_dependency_failure: Literal["cancel", "run"] = Field(
         description="what it does when one of them fails or is canceled"
     )
+    workflow_id: str | None = Field(description="the workflow it is a step of; null if none")
 
 
 class Edge(Model):
@@ -136,6 +137,7 @@ class JobFields(Model):
     attempts: list[Attempt] | None = None
     depends_on: list[str] | None = None
     on_dependency_failure: Literal["cancel", "run"] | None = None
+    workflow_id: str | None = None
 
 
 class JobPage(Model):

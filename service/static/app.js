@@ -1,8 +1,9 @@
-// The dashboard: a hash router over five views, each built from the public REST + SSE API.
+// The dashboard: a hash router over six views, each built from the public REST + SSE API.
 //
 //   #/              overview
 //   #/jobs?...      the jobs list (state, task, queue, schedule, q)
 //   #/jobs/<id>     one job
+//   #/workflows/<id> one workflow, as a graph
 //   #/schedules     the schedules, and a form to make one
 //   #/submit?task=  the submit form
 //
@@ -15,6 +16,7 @@ import { jobsList } from "./views/jobs.js";
 import { overview } from "./views/overview.js";
 import { schedulesPage } from "./views/schedules.js";
 import { submitForm } from "./views/submit.js";
+import { workflowPage } from "./views/workflow.js";
 
 const main = document.getElementById("view");
 let leave = () => {};
@@ -54,6 +56,9 @@ async function route() {
     if (parts[0] === "jobs" && parts[1]) {
       document.title = "Job · Conveyor";
       leave = jobPage(main, decodeURIComponent(parts[1]), { readOnly });
+    } else if (parts[0] === "workflows" && parts[1]) {
+      document.title = "Workflow · Conveyor";
+      leave = workflowPage(main, decodeURIComponent(parts[1]), { readOnly });
     } else if (parts[0] === "jobs") {
       document.title = "Jobs · Conveyor";
       const known = await taskList();

@@ -69,6 +69,8 @@ export function jobPage(root, jobId, { readOnly = false } = {}) {
       fact("queue", job.options.queue),
       fact("priority", job.options.priority),
       fact("key", job.key),
+      fact("workflow", job.workflow_id ? h("a", { href: `#/workflows/${encodeURIComponent(job.workflow_id)}`, title: "the workflow this job is a step of" }, job.workflow_id.slice(0, 8)) : null),
+      fact("waits for", job.depends_on.length ? h("span", {}, job.depends_on.flatMap((id, i) => [i ? ", " : "", h("a", { href: `#/jobs/${encodeURIComponent(id)}` }, h("code", {}, id.slice(0, 8)))])) : null),
       fact("schedule", job.schedule_id ? h("a", { href: `#/jobs?schedule=${encodeURIComponent(job.schedule_id)}`, title: "the jobs this schedule made" }, job.schedule_id) : null),
       fact("created", when(job.created_at)),
       fact("scheduled for", when(job.scheduled_at)),
