@@ -24,3 +24,12 @@ def mark(token: str, delay_s: float = 0.0) -> str:
     time.sleep(delay_s)
     _note(f"end {token}")
     return token
+
+
+@task
+def step(previous: object, token: str) -> list[object]:
+    """A workflow's step: note the run as ``mark`` does; return what came before and
+    ``token``, so the harness sees each step got its input."""
+    _note(f"start {token}")
+    _note(f"end {token}")
+    return [previous, token]

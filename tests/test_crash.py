@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from bench.chaos import Options, print_report, run
+from bench.chaos_workflows import print_report as print_workflows_report
+from bench.chaos_workflows import run as run_workflows
 
 
 @pytest.mark.timeout(240)
@@ -23,3 +25,14 @@ async def test_nothing_acknowledged_is_lost_across_eight_crashes(tmp_path: Path)
     assert report.jobs_duplicated == 0
     # the crashes really cut work short: some jobs were requeued by a restart, and run again
     assert report.jobs_rerun_after_crash + report.requests_unanswered > 0
+
+
+@pytest.mark.timeout(240)
+async def test_fifty_workflows_each_end_once_across_kills(tmp_path: Path) -> None:
+    options = Options(run_for_s=(0.2, 0.6), seed=3)
+    report = await run_workflows(50, options, tmp_path)
+    print_workflows_report(report)  # shown when it fails
+    assert report.problems == []
+    assert report.kills >= 3
+    assert report.workflows_stored >= report.workflows_acknowledged > 40
+    assert report.releases >= report.workflows_stored  # each workflow let one go, at least
