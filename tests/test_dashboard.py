@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 from playwright.async_api import Browser, Locator, Page, expect
 
 from service.settings import Settings
@@ -30,13 +31,26 @@ T = TASKS + "."
 expect.set_options(timeout=10_000)  # a loaded 2-core CI machine; the 1 s promises set their own
 
 
-@pytest.fixture
+# One Chromium for the module (a launch is a second or more), each test's pages closed after it:
+# the tests, and the fixtures they use, run in the module's event loop, where it was launched.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Browser]:
     async with chromium() as launched:
         yield launched
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(autouse=True, loop_scope="module")
+async def pages_closed(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    yield
+    if "browser" in request.fixturenames:
+        for context in request.getfixturevalue("browser").contexts:
+            await context.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
 async def site(settings: Settings) -> AsyncIterator[str]:
     async with live_server(settings) as url:
         yield url

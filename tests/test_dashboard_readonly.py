@@ -8,19 +8,28 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+import pytest_asyncio
 from playwright.async_api import Browser, Page, Route, expect
 
 from service.settings import Settings
 
 from .conftest import live_server, submit_job, wait_state
-from .test_dashboard import T, browser, no_script_errors, open_page, row
+from .test_dashboard import (
+    T,
+    browser,
+    no_script_errors,
+    open_page,
+    pages_closed,
+    row,
+)
 
-__all__ = ["browser", "no_script_errors"]  # the fixtures, used here by name
+__all__ = ["browser", "no_script_errors", "pages_closed"]  # the fixtures, used here by name
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 READ, WRITE = "r3ad", "wr1te"
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def scoped_site(settings: Settings) -> AsyncIterator[str]:
     """A service with a read and a write token, a job running and a schedule made."""
     scoped = dataclasses.replace(settings, tokens={READ: "read", WRITE: "write"})

@@ -15,14 +15,23 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import pytest_asyncio
 from playwright.async_api import Browser, Locator, Page, Route, expect
 
 from service.settings import Settings
 
 from .conftest import TASKS, finished, live_server, submit_job, wait_state
-from .test_dashboard import browser, no_script_errors, open_page, row, site
+from .test_dashboard import (
+    browser,
+    no_script_errors,
+    open_page,
+    pages_closed,
+    row,
+    site,
+)
 
-__all__ = ["browser", "no_script_errors", "site"]  # the fixtures, used here by name
+__all__ = ["browser", "no_script_errors", "pages_closed", "site"]  # the fixtures, by name
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 DAY_AND_MINUTE = re.compile(r"^\d{1,2} [A-Z][a-z]{2} \d\d:\d\d$")  # "3 Dec 14:03"
 LONG_TASK = "quarterly_report_for_every_region"
@@ -303,7 +312,7 @@ async def test_a_job_over_its_memory_limit_says_which_limit(browser: Browser, si
 # -- schedules -------------------------------------------------------------------------------
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def cron_site(settings: Settings) -> AsyncIterator[str]:
     """A service with a schedule declared in code besides those made over the API."""
     with_cron = dataclasses.replace(settings, tasks=(TASKS, "tests.cron_tasks"))
