@@ -6,12 +6,16 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 from playwright.async_api import Browser, Locator, Page, expect
 
 from .conftest import TASKS, wait_until
-from .test_dashboard import browser, site
+from .test_dashboard import browser, pages_closed, site
 
-__all__ = ["browser", "site"]  # the fixtures (test_dashboard skips without Chromium), used by name
+# the fixtures (test_dashboard skips without Chromium), used by name; in the module's event
+# loop, where its browser runs
+__all__ = ["browser", "pages_closed", "site"]
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 class Watched:
