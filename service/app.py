@@ -197,6 +197,7 @@ async def _start(stack: AsyncExitStack, settings: Settings, tasks: dict[str, Tas
     scheduler = Scheduler(
         db, pool, tasks,
         max_interruptions=settings.max_interruptions, queue_limits=settings.queues,
+        queue_rates=settings.queue_rates,
         lease_s=settings.lease_s,
     )  # fmt: skip
     await stack.enter_async_context(scheduler)

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .rates import RATE_PATTERN, RATE_RULE, is_rate
+
 DEFAULT_QUEUE = "default"
 MAX_PRIORITY = 1_000_000
 MAX_RETRIES = 1000
@@ -28,7 +30,7 @@ QUEUE_NAME_PATTERN = r"^[A-Za-z0-9._:-]{1,100}$"
 QUEUE_NAME_RULE = "1 to 100 letters, digits and . _ : -"
 _QUEUE_NAME = re.compile(QUEUE_NAME_PATTERN)
 
-Kind = Literal["seconds", "whole", "queue", "error types"]
+Kind = Literal["seconds", "whole", "queue", "error types", "rate"]
 
 
 def is_queue_name(name: str) -> bool:
@@ -58,6 +60,8 @@ class Rule:
         """What the option must be, as a message says it."""
         if self.kind == "queue":
             return QUEUE_NAME_RULE
+        if self.kind == "rate":
+            return RATE_RULE
         if self.kind == "error types":
             return f"a list of at most {MAX_RETRY_ON} error type names"
         what = "a number of seconds" if self.kind == "seconds" else "a whole number"
@@ -71,6 +75,8 @@ class Rule:
         match self.kind:
             case "queue":
                 return is_queue_name(value)
+            case "rate":
+                return is_rate(value)
             case "error types":
                 return (
                     isinstance(value, list | tuple)
@@ -93,6 +99,8 @@ class Rule:
         """The bounds as pydantic's ``Field`` takes them (and JSON Schema shows them)."""
         if self.kind == "queue":  # shown, not checked: is_queue_name's message says more
             return {"json_schema_extra": {"pattern": QUEUE_NAME_PATTERN}}
+        if self.kind == "rate":
+            return {"json_schema_extra": {"pattern": RATE_PATTERN}}
         if self.kind == "error types":
             return {"max_length": MAX_RETRY_ON}
         bounds: dict[str, Any] = {}
@@ -124,6 +132,9 @@ RULES: dict[str, Rule] = {
     "memory_limit_mb": Rule(
         "whole", "what the job may allocate, in MB; over it: MemoryError", 1, MAX_MEMORY_LIMIT_MB
     ),
+    "rate_limit": Rule(
+        "rate", "the task's jobs start at most this often, evenly spaced (100/m: one each 0.6 s)"
+    ),
 }
 
 
@@ -143,6 +154,7 @@ class JobOptions:
     priority: int | None = None  # higher runs first; FIFO within a priority
     queue: str | None = None  # whose concurrency limit (CONVEYOR_QUEUES) the job counts against
     memory_limit_mb: int | None = None  # what the job may allocate; over it: MemoryError
+    rate_limit: str | None = None  # "100/m": its task's jobs start at most this often
 
     def merged(self, overrides: JobOptions) -> JobOptions:
         """These options with every value ``overrides`` sets put in their place."""

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .jobs import Job
 
 RATE_PATTERN = r"^[1-9][0-9]{0,8}/(s|m|h|d)$"
 RATE_RULE = "a count per second, minute, hour or day, e.g. 100/m"
@@ -35,6 +39,17 @@ def task_key(task: str) -> str:
 
 def queue_key(queue: str) -> str:
     return f"queue:{queue}"
+
+
+def rate_spacing(job: Job, queue_gaps_s: Mapping[str, float]) -> dict[str, float]:
+    """The rate limits ``job`` starts under (key → interval): its task's (as its options
+    say) and its queue's."""
+    spacing = {}
+    if job.options.rate_limit is not None:
+        spacing[task_key(job.task)] = interval_s(job.options.rate_limit)
+    if job.queue in queue_gaps_s:
+        spacing[queue_key(job.queue)] = queue_gaps_s[job.queue]
+    return spacing
 
 
 class Limits:

@@ -48,6 +48,7 @@ from .jobs import (
 from .logs import entries_from_worker
 from .options import DEFAULT_OPTIONS, DEFAULT_QUEUE, JobOptions
 from .pool import Outcome, ProcessPool, Worker
+from .rates import Limits, interval_s
 from .ready import Entry, ReadyQueue
 from .tasks import Task, lookup
 from .workflows import Node, Planned, plan
@@ -109,6 +110,7 @@ class Scheduler:
         *,
         max_interruptions: int,
         queue_limits: Mapping[str, int] | None = None,
+        queue_rates: Mapping[str, str] | None = None,
         clock: Clock = time.time,
         rand: Callable[[], float] = random.random,
         lease_s: float = 15.0,
@@ -126,7 +128,11 @@ class Scheduler:
         self._max_interruptions = max_interruptions
         self._clock = clock
         self._rand = rand  # the jitter of retry back-offs
-        self._ready = ReadyQueue(self._queue_limits, self._task_limits)
+        # a queue's rate limit, as the time between two starts of its jobs
+        self._queue_gaps_s = {q: interval_s(r) for q, r in (queue_rates or {}).items()}
+        self._ready = ReadyQueue(
+            self._queue_limits, self._task_limits, queue_gaps_s=self._queue_gaps_s, clock=clock
+        )
         self._scheduled = DueQueue(clock)
         self._canceling: set[str] = set()  # queued jobs being canceled: never start them
         self._runs: dict[str, _Run] = {}
@@ -160,6 +166,7 @@ class Scheduler:
         )
         if recovered:
             log.warning("recovered %d job(s) left running by a previous run", len(recovered))
+        self._ready.rates = Limits(await self._db.rate_limits())  # the spacing goes on
         for job_id, task, queue, priority in await self._db.queued():
             self._ready.put(job_id, task, queue, priority)
         for due_at, job_id in await self._db.scheduled():
@@ -462,6 +469,13 @@ class Scheduler:
             if job.state is JobState.SCHEDULED and job.scheduled_at is not None:
                 self._scheduled.add(job.scheduled_at, job.id)
 
+    async def held_by_rate(self) -> dict[str, int]:
+        """Due jobs per task that a rate limit holds back now (on a shared store, any
+        service's)."""
+        if self._shared is not None:
+            return await self._shared.held_by_rate(self._clock())
+        return self._ready.held_by_rate()
+
     def status(self) -> dict[str, Any]:
         """The jobs waiting for a worker (on a shared store: for any service's), and the jobs
         this service runs."""
@@ -497,6 +511,8 @@ class Scheduler:
                 return
             try:
                 entry = await self._ready.get()
+                if entry.rates:  # a restart keeps the spacing
+                    self._db.note_rates_soon(entry.rates).add_done_callback(_log_failure)
                 while not worker.alive:  # it died while idle, waiting for this job
                     worker = await self._pool.acquire()
             except PoolClosed:
@@ -537,7 +553,9 @@ class Scheduler:
         while True:
             shared.work.clear()
             claiming = asyncio.ensure_future(
-                shared.claim(self._clock(), self._queue_limits, self._task_limits)
+                shared.claim(
+                    self._clock(), self._queue_limits, self._task_limits, self._queue_gaps_s
+                )
             )
             try:
                 job = await asyncio.shield(claiming)
@@ -551,8 +569,11 @@ class Scheduler:
                 continue
             if job is not None:
                 return job
+            wait_s = CLAIM_RECHECK_S
+            if shared.rates_open_at is not None:  # a rate limit lets one go then
+                wait_s = min(wait_s, max(0.0, shared.rates_open_at - self._clock()))
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(CLAIM_RECHECK_S):
+                async with asyncio.timeout(wait_s):
                     await shared.work.wait()
 
     def _give_back_claimed(self, claiming: asyncio.Future[Job | None]) -> None:
@@ -801,7 +822,9 @@ class Scheduler:
             self._shared.work.set()
             return
         options = job.options
-        self._ready.put(job.id, job.task, options.queue or DEFAULT_QUEUE, options.priority or 0)
+        gap_s = None if options.rate_limit is None else interval_s(options.rate_limit)
+        queue = options.queue or DEFAULT_QUEUE
+        self._ready.put(job.id, job.task, queue, options.priority or 0, gap_s)
 
     def on_progress(self, job_id: str, progress: Progress) -> None:
         """Called by the pool, in order with the job's other messages."""

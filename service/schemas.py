@@ -76,6 +76,7 @@ class JobOptionFields(BaseModel):
     priority: int | None = _option("priority")
     queue: str | None = _option("queue")
     memory_limit_mb: int | None = _option("memory_limit_mb")
+    rate_limit: str | None = _option("rate_limit")
 
     @field_validator(*RULES)
     @classmethod
@@ -93,6 +94,7 @@ class JobOptionFields(BaseModel):
             retry_backoff_max_s=self.retry_backoff_max_s,
             retry_on=None if self.retry_on is None else tuple(self.retry_on),
             priority=self.priority, queue=self.queue, memory_limit_mb=self.memory_limit_mb,
+            rate_limit=self.rate_limit,
         )  # fmt: skip
 
 

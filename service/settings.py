@@ -6,12 +6,13 @@ import os
 import re
 import zoneinfo
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import SettingsError
 from .options import is_queue_name
 from .protocol import MAX_MESSAGE_BYTES
+from .rates import interval_s
 
 PREFIX = "CONVEYOR_"
 DEMO_TASKS = "service.demo"
@@ -82,17 +83,27 @@ def _token(text: str) -> str:
     return text
 
 
-def _queue_limits(text: str) -> dict[str, int]:
-    """``"default=4,reports=1"`` → ``{"default": 4, "reports": 1}``."""
+def _queues(text: str) -> tuple[dict[str, int], dict[str, str]]:
+    """``"default=4,reports=1@10/m,mail=@100/m"`` → each queue's concurrency limit
+    (``{"default": 4, "reports": 1}``) and rate limit (``{"reports": "10/m", "mail": "100/m"}``).
+    """
     limits: dict[str, int] = {}
+    rates: dict[str, str] = {}
+    named: set[str] = set()
     for part in text.split(","):
         if not part.strip():
             continue
-        name, equals, limit = part.partition("=")
-        if not equals or not is_queue_name(name.strip()) or name.strip() in limits:
+        name, equals, value = (p.strip() for p in part.partition("="))
+        if not equals or not is_queue_name(name) or name in named:
             raise ValueError
-        limits[name.strip()] = _positive_int(limit.strip())
-    return limits
+        named.add(name)
+        limit, at, rate = (p.strip() for p in value.partition("@"))
+        if limit or not at:
+            limits[name] = _positive_int(limit)
+        if at:
+            interval_s(rate)  # ValueError unless a rate
+            rates[name] = rate
+    return limits, rates
 
 
 _HOST_NAME = re.compile(r"\*|\.?[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[?[0-9a-f:]+\]?")
@@ -157,7 +168,10 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "max_interruptions": (_non_negative_int, "a whole number >= 0"),
     "max_body_bytes": (_positive_int, "a whole number of bytes >= 1"),
     "sse_keepalive_s": (_positive_float, "a number of seconds > 0"),
-    "queues": (_queue_limits, "queue=limit pairs, e.g. 'default=4,reports=1'"),
+    "queues": (
+        _queues,
+        "queue=limit pairs, each limit optionally with @rate, e.g. 'default=4,reports=1@10/m'",
+    ),
     "retention_s": (_non_negative_float, "a number of seconds >= 0 (0: keep for good)"),
     "shutdown_grace_s": (_non_negative_float, "a number of seconds >= 0"),
     "lease_s": (_positive_float, "a number of seconds > 0"),
@@ -197,6 +211,8 @@ class Settings:
     sse_keepalive_s: float = 15.0  # comment sent on idle event streams
     # most jobs of each named queue that run at once; other queues are bounded by the pool alone
     queues: Mapping[str, int] = field(default_factory=dict)
+    # and how often a job of each named queue may start ("10/m"; with CONVEYOR_QUEUES too)
+    queue_rates: Mapping[str, str] = field(default_factory=dict)
     retention_s: float = 7 * 24 * 3600.0  # finished jobs are pruned this long after; 0: never
     # SIGTERM → how long running jobs may go on before they are stopped and requeued; within
     # the 30 s a container platform waits before it kills
@@ -233,7 +249,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``CONVEYOR_*`` variables; raise SettingsError naming a bad one."""
         environ = os.environ if environ is None else environ
-        known = {f.name for f in fields(cls)}
+        known = set(_PARSERS)
         values: dict[str, Any] = {}
         for key in sorted(environ):
             if not key.startswith(PREFIX):
@@ -244,6 +260,8 @@ class Settings:
             parse, expected = _PARSERS[name]
             try:
                 values[name] = parse(environ[key])
+                if name == "queues":  # one setting, both of a queue's limits
+                    values["queues"], values["queue_rates"] = values["queues"]
             except ValueError:
                 raise SettingsError(key, f"expected {expected}, got {environ[key]!r}") from None
         return cls(**values)

@@ -164,6 +164,7 @@ def task(
     concurrency: int | None = None,
     cron: str | None = None,
     memory_limit_mb: int | None = None,
+    rate_limit: str | None = None,
 ) -> Callable[[Callable[P, T]], TaskFunction[P, T]]: ...
 def task(
     fn: Callable[..., Any] | None = None,
@@ -181,6 +182,7 @@ def task(
     concurrency: int | None = None,
     cron: str | None = None,
     memory_limit_mb: int | None = None,
+    rate_limit: str | None = None,
 ) -> Any:
     """Register a function as a task, named ``"<module>.<function>"`` unless ``name`` is given.
 
@@ -203,6 +205,8 @@ def task(
     many jobs of this task run at once. A job submitted with its own values uses those instead
     (``concurrency`` belongs to the task alone). ``memory_limit_mb`` caps what a job may allocate
     (the kernel refuses more: the job fails with ``MemoryError``); the cap is lifted when it ends.
+    ``rate_limit`` (``"100/m"``, per ``s``, ``m``, ``h`` or ``d``) starts this task's jobs at most
+    that often, evenly spaced, across restarts and services; the others wait ``queued``.
 
     ``cron`` (e.g. ``"*/5 * * * *"``, or six fields with seconds first) makes the service run the
     task, with no arguments, at every tick: one job per tick, listed in ``GET /schedules``.
@@ -212,7 +216,7 @@ def task(
         retry_backoff_s=retry_backoff_s, retry_backoff_max_s=retry_backoff_max_s,
         retry_on=None if retry_on is None else tuple(_type_name(t) for t in retry_on),
         priority=priority, queue=queue,
-        memory_limit_mb=memory_limit_mb,
+        memory_limit_mb=memory_limit_mb, rate_limit=rate_limit,
     )  # fmt: skip
     _check_options(options)
     if concurrency is not None and not (_is_whole(concurrency) and concurrency >= 1):

@@ -5,6 +5,7 @@ it on another, a ``kill -9`` loses nothing acknowledged, and a cron tick makes o
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,7 +18,15 @@ import pytest
 from playwright.async_api import expect
 
 from .browsers import HAVE_CHROMIUM, chromium
-from .conftest import ServiceProcess, finished, process_gone, submit_job, wait_state, wait_until
+from .conftest import (
+    TASKS,
+    ServiceProcess,
+    finished,
+    process_gone,
+    submit_job,
+    wait_state,
+    wait_until,
+)
 from .postgres import needs_postgres
 
 pytestmark = needs_postgres
@@ -214,3 +223,16 @@ async def test_each_service_counts_the_jobs_waiting_for_any_of_them(services: Se
             assert jobs["queued_by_queue"] == {"default": 1}
         for job_id in sleeps:
             assert (await on_b.post(f"/jobs/{job_id}/cancel")).status_code == 200
+
+
+async def test_a_rate_limit_holds_across_services(services: Services) -> None:
+    a, b = await services(2)
+    async with clients(a, b) as (on_a, on_b):
+        calls = [{"task": f"{TASKS}.rated", "args": [str(n)]} for n in range(6)]
+        made = (await on_a.post("/jobs/batch", json={"jobs": calls})).json()["jobs"]
+        done = [await finished(on_b, job["id"]) for job in made]
+    assert {job["state"] for job in done} == {"succeeded"}
+    starts = sorted(datetime.fromisoformat(job["started_at"]).timestamp() for job in done)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    # four workers on two services, one start each 0.1 s all the same (never two together)
+    assert starts[-1] - starts[0] >= 5 * 0.1 - 0.005 and min(gaps) >= 0.05

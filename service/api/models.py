@@ -57,6 +57,7 @@ class Options(Model):
     priority: int | None
     queue: str | None
     memory_limit_mb: int | None
+    rate_limit: str | None
 
 
 class Attempt(Model):
@@ -180,6 +181,9 @@ class Task(Model):
     concurrency: int | None
     cron: str | None
     params: list[TaskParam]
+    held_by_rate: int = Field(
+        description="its due jobs that its rate limit (or their queue's) holds back now"
+    )
 
 
 class Tasks(Model):

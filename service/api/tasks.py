@@ -15,6 +15,11 @@ tasks = Blueprint("tasks", __name__)
 @tasks.get("/tasks")
 @answers({200: models.Tasks})
 async def list_tasks() -> Response:
-    """List the tasks this service runs, with their parameters and options."""
-    known = runtime().scheduler.tasks
-    return json_response({"tasks": [known[name].describe() for name in sorted(known)]})
+    """List the tasks this service runs, with their parameters and options, and how many of
+    their jobs wait on a rate limit now (`held_by_rate`)."""
+    scheduler = runtime().scheduler
+    known, held = scheduler.tasks, await scheduler.held_by_rate()
+    return json_response({
+        "tasks": [{**known[name].describe(), "held_by_rate": held.get(name, 0)}
+                  for name in sorted(known)]
+    })  # fmt: skip

@@ -73,8 +73,9 @@ def job_option_flags(fn: F) -> F:
                 flag, multiple=True, callback=_by_rule(name), metavar="TYPE",
                 help="An error type worth a retry (repeat).",
             )  # fmt: skip
-        elif rule.kind == "queue":
-            option = click.option(flag, callback=_by_rule(name), metavar="NAME", help=help_text)
+        elif rule.kind in ("queue", "rate"):
+            metavar = "NAME" if rule.kind == "queue" else "RATE"
+            option = click.option(flag, callback=_by_rule(name), metavar=metavar, help=help_text)
         else:
             metavar, kind = _FLAG_TYPES[rule.kind]
             option = click.option(

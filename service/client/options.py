@@ -89,6 +89,7 @@ class OptionFields(TypedDict, total=False):
     retry_backoff_max_s: float
     retry_on: Iterable[str | type[BaseException]]
     memory_limit_mb: int
+    rate_limit: str  # "100/m": the task's jobs start at most this often
     key: str
     idempotency_key: str
     depends_on: Iterable[str | HasId]  # job ids, or the handles submit returned

@@ -200,6 +200,14 @@ class Store(Protocol):
         self, job_id: str, *, tail: int | None = None
     ) -> tuple[list[LogEntry], int]: ...
 
+    async def rate_limits(self) -> dict[str, float]:
+        """When the next job under each rate limit may start, as stored."""
+        ...
+
+    def note_rates_soon(self, next_at: Mapping[str, float]) -> asyncio.Future[None]:
+        """Store when the next jobs under these rate limits may start, in call order."""
+        ...
+
     async def workflow(self, workflow_id: str) -> tuple[float, dict[str, Any], list[Job]]:
         """(created_at, output template, its jobs in the order made); WorkflowNotFound."""
         ...
@@ -230,8 +238,14 @@ class SharedStore(Store, Protocol):
     # called with the id of a job another service was asked to cancel
     on_cancel_requested: Callable[[str], None] | None
 
+    rates_open_at: float | None  # after an empty claim: when a rate limit lets a job go
+
     async def claim(
-        self, at: float, queue_limits: Mapping[str, int], task_limits: Mapping[str, int]
+        self,
+        at: float,
+        queue_limits: Mapping[str, int],
+        task_limits: Mapping[str, int],
+        queue_gaps_s: Mapping[str, float] | None = None,
     ) -> Job | None:
         """Move the best claimable job to running, held by this service; None if none."""
         ...
@@ -252,6 +266,10 @@ class SharedStore(Store, Protocol):
 
     async def show_workers(self, workers: dict[str, Any]) -> None:
         """Let the others see this service's workers as they are now (between heartbeats)."""
+        ...
+
+    async def held_by_rate(self, at: float) -> dict[str, int]:
+        """Queued jobs per task that a rate limit holds back at ``at``."""
         ...
 
     async def instances(self) -> list[dict[str, Any]]: ...

@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Self, TypeVar
 
@@ -122,6 +122,10 @@ class StagedTransaction(abc.ABC):
     @abc.abstractmethod
     async def delete_logs(self, job_ids: Sequence[str]) -> None:
         """Forget these jobs' logs, also their ``log`` events."""
+
+    @abc.abstractmethod
+    async def store_rates(self, next_at: Mapping[str, float]) -> None:
+        """Store when the next job under each of these rate limits may start."""
 
     @abc.abstractmethod
     async def insert_workflow(
@@ -614,6 +618,15 @@ class GroupCommitStore(abc.ABC, Generic[Tx]):
             await batch.delete_requests(created_before)
 
         await self._transact(operation)
+
+    def note_rates_soon(self, next_at: Mapping[str, float]) -> asyncio.Future[None]:
+        """Queue a store of when the next jobs under these rate limits may start: a restart
+        keeps the spacing (the start that moved them is written in call order before it)."""
+
+        async def operation(batch: Tx) -> None:
+            await batch.store_rates(next_at)
+
+        return self._transact_soon(operation)
 
     async def check_writable(self) -> None:
         """StoreFailed unless a write reaches the database: one row, written through the

@@ -37,6 +37,7 @@ from ..cron import Schedule
 from ..errors import JobNotFound, StoreFailed, StoreUnavailable, WorkflowNotFound
 from ..jobs import Event, Job, JobState, transition
 from ..logs import LogEntry
+from ..rates import Limits, rate_spacing
 from ..settings import DEFAULT_MAX_LOG_LINES
 from ..stats import BUCKET_S, window_start
 from .base import MAX_PAGE_BYTES, IdempotencyClaim, fit_page
@@ -112,9 +113,27 @@ UPDATE_JOB = (
 SELECT_CLAIMABLE = (
     f"SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'queued' "
     "AND queue <> ALL(%(full_queues)s) AND task <> ALL(%(full_tasks)s) "
-    "AND id <> ALL(%(staged)s) "
+    "AND id <> ALL(%(staged)s) AND NOT EXISTS (SELECT 1 FROM rate_limits AS r "
+    "WHERE r.next_at > %(at)s AND r.key IN ('task:' || jobs.task, 'queue:' || jobs.queue)) "
     "ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED"
 )
+# a rate limit's row, made if new, then locked: two services that claim under it take turns
+MAKE_RATE_LIMIT = "INSERT INTO rate_limits (key, next_at) VALUES (%s, 0) ON CONFLICT DO NOTHING"
+LOCK_RATE_LIMITS = (
+    "SELECT key, next_at FROM rate_limits WHERE key = ANY(%s) ORDER BY key FOR UPDATE"
+)
+STORE_RATE_LIMIT = (
+    "INSERT INTO rate_limits (key, next_at) VALUES (%s, %s) "
+    "ON CONFLICT (key) DO UPDATE SET next_at = excluded.next_at"
+)
+SELECT_RATE_LIMITS = "SELECT key, next_at FROM rate_limits"
+SELECT_HELD_BY_RATE = (
+    "SELECT task, count(*) FROM jobs WHERE state = 'queued' AND EXISTS (SELECT 1 FROM "
+    "rate_limits AS r WHERE r.next_at > %(at)s AND r.key IN ('task:' || jobs.task, "
+    "'queue:' || jobs.queue)) GROUP BY task"
+)
+NEXT_RATE_OPEN = "SELECT min(next_at) FROM rate_limits WHERE next_at > %s"
+MAX_RATE_HELD_TRIES = 4  # jobs a claim passes over for their rate limits before it gives up
 # claims take turns while limits are set, so that two services never both take the last place
 LOCK_CLAIMS = "SELECT pg_advisory_xact_lock(hashtext('conveyor claims'))"
 COUNT_RUNNING = "SELECT queue, task, count(*) FROM jobs WHERE state = 'running' GROUP BY 1, 2"
@@ -286,6 +305,7 @@ class PostgresTransaction(StagedTransaction):
         self._conn = conn
         self._instance_id = instance_id
         self._awaited: dict[str, bool] = {}  # of the jobs read locked: whether any waits for it
+        self._held_tasks: set[str] = set()  # tasks a rate limit held in this claim
         self._logged: list[_Logged] = []
         self.committing = False  # COMMIT sent: a connection lost now leaves it unknown
 
@@ -397,12 +417,54 @@ class PostgresTransaction(StagedTransaction):
         await self._conn.execute(WRITE_READINESS, (at,))
 
     async def claimable(
-        self, queue_limits: Mapping[str, int], task_limits: Mapping[str, int]
+        self,
+        queue_limits: Mapping[str, int],
+        task_limits: Mapping[str, int],
+        at: float = 0.0,
+        queue_gaps_s: Mapping[str, float] | None = None,
     ) -> Job | None:
         """The queued job to start next here, locked: the highest priority, then the oldest,
-        of the queues and tasks under their limits across every service."""
+        of the queues and tasks under their limits across every service, and not held by a
+        rate limit (whose next start it moves on)."""
+        for _ in range(MAX_RATE_HELD_TRIES):
+            job = await self._best_claimable(queue_limits, task_limits, at)
+            if job is None:
+                return None
+            if await self._within_rates(job, at, queue_gaps_s or {}):
+                return job
+        return None  # held each time: the next claim looks again
+
+    async def _within_rates(self, job: Job, at: float, queue_gaps_s: Mapping[str, float]) -> bool:
+        """Whether ``job`` may start ``at`` under its rate limits (a service claiming under
+        one meanwhile went first: this waited for its commit); if so, move them on."""
+        spacing = rate_spacing(job, queue_gaps_s)
+        if not spacing:
+            return True
+        keys = sorted(spacing)
+        for key in keys:
+            await self._conn.execute(MAKE_RATE_LIMIT, (key,))
+        limits = Limits({row[0]: row[1] for row in await self._rows(LOCK_RATE_LIMITS, (keys,))})
+        if limits.open_at(keys) > at:
+            self._held_tasks.add(job.task)  # the next try passes over it
+            return False
+        for key, next_at in limits.started(spacing, at).items():
+            await self._conn.execute(STORE_RATE_LIMIT, (key, next_at))
+        return True
+
+    async def next_rate_open(self, at: float) -> float | None:
+        """The earliest time a rate limit lets a job go (None: none holds any)."""
+        rows = await self._rows(NEXT_RATE_OPEN, (at,))
+        return rows[0][0] if rows else None
+
+    async def store_rates(self, next_at: Mapping[str, float]) -> None:
+        for key, at in next_at.items():
+            await self._conn.execute(STORE_RATE_LIMIT, (key, at))
+
+    async def _best_claimable(
+        self, queue_limits: Mapping[str, int], task_limits: Mapping[str, int], at: float
+    ) -> Job | None:
         full_queues: list[str] = []
-        full_tasks: list[str] = []
+        full_tasks: list[str] = list(self._held_tasks)
         if queue_limits or task_limits:
             await self._conn.execute(LOCK_CLAIMS)
             by_queue: Counter[str] = Counter()
@@ -411,8 +473,11 @@ class PostgresTransaction(StagedTransaction):
                 by_queue[queue] += running
                 by_task[task] += running
             full_queues = [q for q, limit in queue_limits.items() if by_queue[q] >= limit]
-            full_tasks = [t for t, limit in task_limits.items() if by_task[t] >= limit]
-        params = {"full_queues": full_queues, "full_tasks": full_tasks, "staged": list(self.rows)}
+            full_tasks += [t for t, limit in task_limits.items() if by_task[t] >= limit]
+        params = {
+            "full_queues": full_queues, "full_tasks": full_tasks, "staged": list(self.rows),
+            "at": at,
+        }  # fmt: skip
         rows = await self._rows(SELECT_CLAIMABLE, params)
         if not rows:
             return None
@@ -525,6 +590,7 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
         self._behind = False  # word of events came while catching up: read again after
         self._beaten = False  # its row written once at least
         self.work = asyncio.Event()  # set when a job may have become claimable
+        self.rates_open_at: float | None = None  # after an empty claim: when a rate lets one go
         # called with a job id another service asked to cancel
         self.on_cancel_requested: Callable[[str], None] | None = None
 
@@ -678,14 +744,20 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
     # -- what services share: claims, leases, cancels ---------------------------------------
 
     async def claim(
-        self, at: float, queue_limits: Mapping[str, int], task_limits: Mapping[str, int]
+        self,
+        at: float,
+        queue_limits: Mapping[str, int],
+        task_limits: Mapping[str, int],
+        queue_gaps_s: Mapping[str, float] | None = None,
     ) -> Job | None:
         """Move the best claimable job to running, held by this service; None if there is
-        none. Committed on return: no other service can have it."""
+        none (``rates_open_at`` then says when a rate limit lets one go, if one holds any).
+        Committed on return: no other service can have it."""
 
         async def operation(batch: PostgresTransaction) -> Job | None:
-            job = await batch.claimable(queue_limits, task_limits)
+            job = await batch.claimable(queue_limits, task_limits, at, queue_gaps_s)
             if job is None:
+                self.rates_open_at = await batch.next_rate_open(at)
                 return None
             running = transition(job, JobState.RUNNING, at)
             batch.put(running)
@@ -739,6 +811,12 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
     async def show_workers(self, workers: dict[str, Any]) -> None:
         """Let the others see this service's workers as they are now (between heartbeats)."""
         await self._run_now(SHOW_WORKERS, (dumps(workers), self.instance_id))
+
+    async def held_by_rate(self, at: float) -> dict[str, int]:
+        return {row[0]: row[1] for row in await self._read(SELECT_HELD_BY_RATE, {"at": at})}
+
+    async def rate_limits(self) -> dict[str, float]:
+        return {row[0]: row[1] for row in await self._read(SELECT_RATE_LIMITS)}
 
     async def instances(self) -> list[dict[str, Any]]:
         """Every service on the database, with its workers and how long since it beat."""

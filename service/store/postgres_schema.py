@@ -138,6 +138,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN input TEXT;  -- JSON: what a workflow's step takes from before it
     ALTER TABLE jobs ADD COLUMN workflow_id TEXT;
     CREATE INDEX jobs_workflow ON jobs (workflow_id, seq) WHERE workflow_id IS NOT NULL;
+    -- when the next job under each rate limit ('task:<name>', 'queue:<name>') may start
+    CREATE TABLE rate_limits (
+        key TEXT PRIMARY KEY,
+        next_at DOUBLE PRECISION NOT NULL                 -- epoch seconds
+    );
     CREATE TABLE workflows (
         id TEXT PRIMARY KEY,
         created_at DOUBLE PRECISION NOT NULL,             -- epoch seconds

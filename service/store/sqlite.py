@@ -16,7 +16,7 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 import aiosqlite
@@ -87,6 +87,8 @@ SELECT_WORKFLOW_EVENTS_AFTER = (
 DELETE_EMPTY_WORKFLOWS = (
     "DELETE FROM workflows WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE workflow_id = workflows.id)"
 )
+STORE_RATE_LIMIT = "INSERT OR REPLACE INTO rate_limits (key, next_at) VALUES (?, ?)"
+SELECT_RATE_LIMITS = "SELECT key, next_at FROM rate_limits"
 DELETE_DEPENDENTS = "DELETE FROM dependencies WHERE depends_on = ?"
 SELECT_AWAITED = "SELECT DISTINCT depends_on FROM dependencies"
 INSERT_DEPENDENCY = "INSERT INTO dependencies (job_id, depends_on) VALUES (?, ?)"
@@ -288,6 +290,9 @@ class SqliteTransaction(StagedTransaction):
     async def delete_logs(self, job_ids: Sequence[str]) -> None:
         for sql in DELETE_LOGS:
             await (await self._open()).executemany(sql, [(job_id,) for job_id in job_ids])
+
+    async def store_rates(self, next_at: Mapping[str, float]) -> None:
+        await (await self._open()).executemany(STORE_RATE_LIMIT, list(next_at.items()))
 
     async def insert_workflow(
         self, workflow_id: str, created_at: float, output: dict[str, Any]
@@ -626,6 +631,10 @@ class SqliteStore(GroupCommitStore[SqliteTransaction]):
         else:
             rows = await conn.execute_fetchall(SELECT_JOB_EVENTS_AFTER, (job_id, after_id, limit))
         return [row_to_event(r) for r in rows]
+
+    async def rate_limits(self) -> dict[str, float]:
+        rows = await self._connection(self._reader).execute_fetchall(SELECT_RATE_LIMITS)
+        return {row[0]: row[1] for row in rows}
 
     async def workflow(self, workflow_id: str) -> tuple[float, dict[str, Any], list[Job]]:
         conn = self._connection(self._reader)
