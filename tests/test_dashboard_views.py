@@ -433,3 +433,18 @@ async def test_the_schedules_fit_a_phone_and_a_laptop(browser: Browser, cron_sit
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width
         await expect(page.locator("#schedule-cron")).to_be_visible()
         await page.close()
+
+
+async def test_the_submit_form_shows_a_task_s_rate_limit_and_sets_a_job_s(
+    browser: Browser, site: str
+) -> None:
+    page = await open_page(browser, site + f"/#/submit?task={TASKS}.rated")
+    await expect(page.locator(".rate-note")).to_contain_text("Rate limit: 10/s")
+    await page.locator("details.options summary").click()
+    await expect(page.locator("#option-rate_limit")).to_have_attribute("placeholder", "10/s")
+    await page.fill("#option-rate_limit", "2/s")
+    await page.click("button[type=submit]")
+    await expect(page).to_have_url(re.compile("#/jobs/"))
+    job_id = page.url.split("#/jobs/")[1]
+    async with httpx.AsyncClient(base_url=site) as client:
+        assert (await client.get(f"/jobs/{job_id}")).json()["options"]["rate_limit"] == "2/s"

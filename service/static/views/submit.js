@@ -12,6 +12,7 @@ const OPTIONS = [
   ["timeout_s", "Timeout (s)", { type: "number", step: "any", min: 0 }, "kill the job after this long"],
   ["max_retries", "Retries", { type: "number", step: 1, min: 0 }, "failures to retry"],
   ["key", "Unique key", { type: "text", autocomplete: "off" }, "at most one unfinished job per key"],
+  ["rate_limit", "Rate limit", { type: "text", autocomplete: "off", placeholder: "100/m" }, "this task's jobs start at most this often"],
 ];
 const NUMERIC_OPTIONS = new Set(["priority", "delay_s", "timeout_s", "max_retries"]);
 
@@ -46,6 +47,7 @@ export function submitForm(root, params, tasks, { readOnly = false } = {}) {
     tasks.map((t) => h("option", { value: t.name, selected: t.name === chosen }, t.name)),
   );
   const doc = h("p", { class: "doc" });
+  const rateNote = h("p", { class: "rate-note muted", hidden: true }); // the task's rate limit, and whom it holds
   const paramsBox = h("fieldset", { class: "params" });
   const optionsBox = h("details", { class: "options" });
   const formError = h("p", { class: "error", role: "alert" });
@@ -56,6 +58,7 @@ export function submitForm(root, params, tasks, { readOnly = false } = {}) {
     { class: "submit", novalidate: true, onsubmit: (e) => (e.preventDefault(), send()) },
     h("div", { class: "field" }, h("label", { for: "task" }, "Task"), taskSelect),
     doc,
+    rateNote,
     paramsBox,
     optionsBox,
     formError,
@@ -87,6 +90,9 @@ export function submitForm(root, params, tasks, { readOnly = false } = {}) {
     const task = tasks.find((t) => t.name === taskSelect.value);
     if (!task) return;
     doc.textContent = task.doc || "";
+    const rate = task.options && task.options.rate_limit;
+    rateNote.hidden = !rate && !task.held_by_rate;
+    rateNote.textContent = [rate ? `Rate limit: ${rate}, evenly spaced` : null, task.held_by_rate ? `${task.held_by_rate} job(s) waiting on it now` : null].filter(Boolean).join(" · ");
     const rows = [];
     for (const param of task.params) {
       const { kind, nullable, shape } = inputKind(param);
