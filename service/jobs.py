@@ -53,7 +53,8 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.SUCCEEDED: frozenset(),
     # queued again only on request (POST /jobs/<id>/retry): the same job, a new attempt
     JobState.FAILED: frozenset({JobState.QUEUED}),
-    JobState.CANCELED: frozenset({JobState.QUEUED}),
+    # to WAITING: a step of a workflow canceled for the step before it, which is run again
+    JobState.CANCELED: frozenset({JobState.QUEUED, JobState.WAITING}),
 }
 
 
@@ -190,6 +191,8 @@ def transition(job: Job, target: JobState, at: float, **changes: Any) -> Job:
         changes.setdefault("progress", None)
         if job.state in TERMINAL:  # a retry on request: a fresh start, its history kept
             changes.update(finished_at=None, result=None, error=None, retries=0)
+    elif target is JobState.WAITING:  # waits again: the step before it runs again
+        changes.update(finished_at=None, error=None)
     if job.state is JobState.RUNNING and target is not JobState.RUNNING:
         outcome = changes.pop("outcome", target.value)
         ended = Attempt(job.attempt, job.started_at, at, outcome, changes.get("error"))
@@ -287,6 +290,22 @@ def released(job: Job, failed: Job | None, remaining: int, at: float) -> Job:
     if job.scheduled_at is not None and job.scheduled_at > at:
         return transition(job, JobState.SCHEDULED, at, waiting_on=0)
     return transition(job, JobState.QUEUED, at, scheduled_at=None, waiting_on=0)
+
+
+def reopened(job: Job, rerun: str, waiting_on: int, at: float) -> Job | None:
+    """A job canceled because ``rerun`` (the job it waited for) failed, waiting again now that
+    ``rerun`` runs again (with ``waiting_on`` of its dependencies unfinished); None if it was
+    canceled for another reason, or is not canceled."""
+    error = job.error
+    canceled_for_it = (
+        job.state is JobState.CANCELED
+        and error is not None
+        and error.type == DEPENDENCY_FAILED
+        and error.message.startswith(f"job {rerun} ")
+    )
+    if not canceled_for_it:
+        return None
+    return transition(job, JobState.WAITING, at, waiting_on=waiting_on)
 
 
 def is_failure(job: Job) -> bool:

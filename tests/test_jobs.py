@@ -22,6 +22,7 @@ from service.jobs import (
     interrupt,
     isoformat,
     released,
+    reopened,
     state_event_data,
     transition,
 )
@@ -40,6 +41,7 @@ ALLOWED = {
     (W, SCH), (W, Q), (W, C),  # its dependencies let it go, or one failed
     (SCH, Q), (SCH, C), (Q, R), (Q, C), (R, S), (R, F), (R, C), (R, Q), (R, SCH),
     (F, Q), (C, Q),  # a retry on request
+    (C, W),  # a workflow's step canceled for the one before, which runs again
 }  # fmt: skip
 REFUSED = sorted(set(product(JobState, JobState)) - ALLOWED)
 
@@ -98,8 +100,9 @@ def test_refused_transitions(source: JobState, target: JobState) -> None:
 
 def test_every_pair_is_either_allowed_or_refused() -> None:
     assert len(ALLOWED) + len(REFUSED) == len(JobState) ** 2
-    # a finished job moves again only when a retry is asked for: back to the queue
-    assert all(s in ACTIVE or t is Q for s, t in ALLOWED)
+    # a finished job moves again only when a retry is asked for: back to the queue (or, a
+    # step canceled for the step before it, to waiting, when that one is retried)
+    assert all(s in ACTIVE or t is Q or (s, t) == (C, W) for s, t in ALLOWED)
     assert not any(s is S for s, _ in ALLOWED)  # success is for good
 
 
@@ -267,3 +270,14 @@ def test_a_later_start_is_kept_and_a_past_one_dropped() -> None:
     assert later.state is SCH and later.scheduled_at == 500.0
     past = released(_waiting(scheduled_at=150.0), None, 0, 200.0)
     assert past.state is Q and past.scheduled_at is None
+
+
+def test_a_step_canceled_for_the_one_before_waits_again_when_that_one_reruns() -> None:
+    error = JobError("DependencyFailed", "job a it depends on failed")
+    canceled = make_job(C, depends_on=("a",), error=error, finished_at=150.0)
+    again = reopened(canceled, "a", 1, 200.0)
+    assert again is not None and again.state is W and again.waiting_on == 1
+    assert again.error is None and again.finished_at is None
+    assert reopened(canceled, "b", 1, 200.0) is None  # canceled for another job
+    by_hand = make_job(C, depends_on=("a",))
+    assert reopened(by_hand, "a", 1, 200.0) is None  # canceled on request: it stays

@@ -5,6 +5,7 @@ all of it, refusals that name the step, and the workflow's own event stream."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -134,3 +135,32 @@ async def test_the_workflow_s_stream_has_its_jobs_events_and_ends_with_it(
     assert seen[-1][1] == "succeeded"
     after = await client.get(f"/workflows/{made['id']}/events?last_event_id={last_id}")
     assert after.status_code == 204  # over, and nothing after what was seen
+
+
+async def test_a_failed_step_run_again_carries_the_workflow_on(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    flaky = str(tmp_path / "flaky")
+    # fails once, then succeeds: first as the workflow's failure, then retried on request
+    made = await create(
+        client,
+        {"chain": [call("flaky", flaky, 1), call("add", 10), call("add", 100)]},
+    )
+    failed = await ended(client, made["id"])
+    assert [job["state"] for job in failed["jobs"]] == ["failed", "canceled", "canceled"]
+    first = failed["jobs"][0]["id"]
+    assert (await client.post(f"/jobs/{first}/retry")).status_code == 200
+    waiting = (await client.get(f"/workflows/{made['id']}")).json()
+    assert [job["state"] for job in waiting["jobs"][1:]] in (
+        ["waiting", "waiting"], ["queued", "waiting"], ["running", "waiting"],
+        ["succeeded", "waiting"], ["succeeded", "queued"], ["succeeded", "running"],
+        ["succeeded", "succeeded"],
+    )  # fmt: skip
+    done = await ended(client, made["id"])
+    assert done["state"] == "succeeded"
+    assert done["result"] == 2 + 10 + 100  # flaky returns its attempt count: 2
+    # a step with retries of its own carries it on by itself
+    policy = str(tmp_path / "policy")
+    made = await create(client, {"chain": [call("flaky_with_policy", policy, 1), call("add", 1)]})
+    done = await ended(client, made["id"])
+    assert done["state"] == "succeeded" and done["result"] == 3

@@ -39,6 +39,7 @@ from ..jobs import (
     JobState,
     is_failure,
     released,
+    reopened,
     state_event_data,
 )
 from ..logs import LogEntry
@@ -70,6 +71,7 @@ class StagedTransaction(abc.ABC):
         self.events: list[Event] = []
         self.next_event_id = next_id
         self._finished: list[str] = []  # jobs finished here whose dependents are to be seen to
+        self._rerun: list[str] = []  # workflow steps run again here: their followers wait again
         self.dependencies: list[tuple[str, str]] = []  # (job, an unfinished job it waits for)
 
     # -- what a backend reads and writes ----------------------------------------------------
@@ -202,6 +204,8 @@ class StagedTransaction(abc.ABC):
             self.inserted.add(job.id)
         if job.state in TERMINAL and (before is None or before.state not in TERMINAL):
             self._finished.append(job.id)
+        elif before is not None and before.state in TERMINAL and job.workflow_id is not None:
+            self._rerun.append(job.id)
         if kind == "state":
             self._event(job, kind, state_event_data(job, None if before is None else before.state))
         elif kind == "progress":
@@ -226,7 +230,10 @@ class StagedTransaction(abc.ABC):
 
     async def release_dependents(self) -> None:
         """Let the waiting jobs go whose dependencies the jobs finished in this transaction
-        were (and so on, for jobs canceled by it): in the same commit that records them."""
+        were (and so on, for jobs canceled by it): in the same commit that records them. And
+        the steps canceled for a step that runs again wait again."""
+        while self._rerun:
+            await self._reopen_followers(self.rows[self._rerun.pop(0)])
         while self._finished:
             finished = self.rows[self._finished.pop(0)]
             staged = [job_id for job_id, other in self.dependencies if other == finished.id]
@@ -244,6 +251,28 @@ class StagedTransaction(abc.ABC):
                     self.put(await self._with_input(changed))
             await self._forget_dependents(finished.id)
             self.dependencies = [d for d in self.dependencies if d[1] != finished.id]
+
+    async def _reopen_followers(self, rerun: Job) -> None:
+        """The steps of ``rerun``'s workflow canceled because it failed wait again (and theirs
+        in turn, through ``_rerun``): the workflow goes on once it succeeds."""
+        assert rerun.workflow_id is not None
+        for stored in await self._workflow_jobs(rerun.workflow_id):
+            if rerun.id not in stored.depends_on:
+                continue
+            job = await self.get(stored.id)  # locked, and as this transaction has it
+            if job is None:
+                continue
+            found = {other: await self.get(other) for other in sorted(job.depends_on)}
+            unfinished = [o for o, j in found.items() if j is not None and j.state not in TERMINAL]
+            again = reopened(job, rerun.id, len(unfinished), self._clock())
+            if again is None:
+                continue
+            self.put(again)  # noted in turn: the steps canceled for it wait again too
+            self.dependencies += [(job.id, other) for other in unfinished]
+
+    @abc.abstractmethod
+    async def _workflow_jobs(self, workflow_id: str) -> list[Job]:
+        """The stored jobs of a workflow."""
 
     async def _with_input(self, job: Job) -> Job:
         """A workflow's step let go: its input, from the results of the jobs before it, put

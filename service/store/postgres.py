@@ -323,6 +323,9 @@ class PostgresTransaction(StagedTransaction):
         self._awaited[job_id] = bool(rows[0][-1])
         return row_to_job(rows[0])
 
+    async def _workflow_jobs(self, workflow_id: str) -> list[Job]:
+        return [row_to_job(row) for row in await self._rows(SELECT_WORKFLOW_JOBS, (workflow_id,))]
+
     def _may_have_dependents(self, job_id: str) -> bool:
         return self._awaited.get(job_id, True)  # not read locked here: look
 

@@ -239,6 +239,9 @@ class SqliteTransaction(StagedTransaction):
     async def _stored_ids_in_state(self, state: JobState) -> list[str]:
         return [row[0] for row in await self.execute(SELECT_IDS_IN_STATE, (state.value,))]
 
+    async def _workflow_jobs(self, workflow_id: str) -> list[Job]:
+        return [row_to_job(row) for row in await self.execute(SELECT_WORKFLOW_JOBS, (workflow_id,))]
+
     def _may_have_dependents(self, job_id: str) -> bool:
         return job_id in self._awaited
 
