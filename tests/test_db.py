@@ -921,3 +921,25 @@ async def test_retention_removes_a_workflow_with_all_its_jobs_once_the_last_is_o
     assert await db.prune(2_000_000_000.0, 100) == 2
     with pytest.raises(WorkflowNotFound):
         await db.workflow("wf")
+
+
+async def test_a_failed_step_run_again_makes_the_steps_canceled_for_it_wait_again(
+    db: AnyStore,
+) -> None:
+    async def record(batch: Transaction) -> None:
+        await batch.insert_workflow("wf", 1_700_000_000.0, {"job": "job-3"})
+
+    jobs = [
+        new_job(1, workflow_id="wf"),
+        waiting(2, "job-1", workflow_id="wf"),
+        waiting(3, "job-2", workflow_id="wf"),
+    ]
+    await db.submit(jobs, guard=record)
+    await db.update("job-1", start)
+    await db.update("job-1", lambda j: transition(j, F, 1_700_000_200.0))
+    assert [(await db.get_job(f"job-{n}")).state for n in (2, 3)] == [C, C]
+    await db.update("job-1", lambda j: transition(j, Q, 1_700_000_300.0))  # retried
+    assert [(await db.get_job(f"job-{n}")).state for n in (2, 3)] == [JobState.WAITING] * 2
+    await db.update("job-1", start)
+    await db.update("job-1", succeed)
+    assert (await db.get_job("job-2")).state is Q  # and the workflow goes on from there
