@@ -14,7 +14,7 @@ from .errors import InvalidTransition
 from .options import DEFAULT_OPTIONS, DEFAULT_QUEUE, JobOptions
 
 DependencyFailure = Literal["cancel", "run"]
-DEPENDENCY_FAILED = "DependencyFailed"  # the error type of a job canceled for its dependency
+DEPENDENCY_FAILED = "dependency_failed"  # the error type of a job canceled for a dependency
 MAX_DEPENDENCIES = 1000  # jobs one job may depend on
 
 

@@ -844,7 +844,7 @@ async def test_a_failed_dependency_cancels_the_chain_behind_it(db: AnyStore, sto
     assert moved == {("job-1", "failed"), ("job-2", "canceled"), ("job-3", "canceled"),
                      ("job-4", "queued")}  # fmt: skip
     two = await db.get_job("job-2")
-    assert two.error is not None and two.error.type == "DependencyFailed"
+    assert two.error is not None and two.error.type == "dependency_failed"
     assert "job-1" in two.error.message
 
 

@@ -58,7 +58,7 @@ async def test_a_failed_dependency_cancels_the_waiting_job_naming_it(
     behind = await submit_job(client, "add", 3, 3, depends_on=[blocked])
     canceled = await finished(client, blocked)
     assert canceled["state"] == "canceled"
-    assert canceled["error"]["type"] == "DependencyFailed"
+    assert canceled["error"]["type"] == "dependency_failed"
     assert failing in canceled["error"]["message"]
     assert (await finished(client, behind))["state"] == "canceled"  # and what waits on it
     assert (await finished(client, anyway))["result"] == 4
@@ -90,7 +90,7 @@ async def test_canceling_a_waiting_job_cancels_what_waits_on_it(
     behind = await submit_job(client, "add", 2, 2, depends_on=[waiting])
     answer = await client.post(f"/jobs/{waiting}/cancel")
     assert answer.status_code == 200 and answer.json()["state"] == "canceled"
-    assert (await finished(client, behind))["error"]["type"] == "DependencyFailed"
+    assert (await finished(client, behind))["error"]["type"] == "dependency_failed"
     go.touch()
     assert (await finished(client, first))["state"] == "succeeded"
     assert (await client.get("/stats")).json()["by_state"]["waiting"] == 0

@@ -254,7 +254,7 @@ def test_a_waiting_job_waits_until_none_of_its_dependencies_is_left() -> None:
 def test_one_failed_dependency_cancels_it_at_once_naming_that_job() -> None:
     canceled = released(_waiting(), make_job(F, id="a"), 1, 200.0)
     assert canceled.state is C and canceled.finished_at == 200.0
-    assert canceled.error is not None and canceled.error.type == "DependencyFailed"
+    assert canceled.error is not None and canceled.error.type == "dependency_failed"
     assert "job a" in canceled.error.message and "failed" in canceled.error.message
 
 
@@ -273,7 +273,7 @@ def test_a_later_start_is_kept_and_a_past_one_dropped() -> None:
 
 
 def test_a_step_canceled_for_the_one_before_waits_again_when_that_one_reruns() -> None:
-    error = JobError("DependencyFailed", "job a it depends on failed")
+    error = JobError("dependency_failed", "job a it depends on failed")
     canceled = make_job(C, depends_on=("a",), error=error, finished_at=150.0)
     again = reopened(canceled, "a", 1, 200.0)
     assert again is not None and again.state is W and again.waiting_on == 1

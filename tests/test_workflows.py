@@ -75,7 +75,7 @@ async def test_a_failed_step_fails_the_workflow_and_cancels_what_follows(
     assert done["state"] == "failed" and done["result"] is None
     states = [job["state"] for job in done["jobs"]]
     assert states == ["failed", "canceled", "canceled"]
-    assert done["jobs"][1]["error"]["type"] == "DependencyFailed"
+    assert done["jobs"][1]["error"]["type"] == "dependency_failed"
 
 
 async def test_cancel_stops_every_job_of_it_running_ones_too(client: httpx.AsyncClient) -> None:
