@@ -167,8 +167,9 @@ class Scheduler:
         if recovered:
             log.warning("recovered %d job(s) left running by a previous run", len(recovered))
         self._ready.rates = Limits(await self._db.rate_limits())  # the spacing goes on
-        for job_id, task, queue, priority in await self._db.queued():
-            self._ready.put(job_id, task, queue, priority)
+        for job_id, task, queue, priority, rate in await self._db.queued():
+            gap_s = None if rate is None else interval_s(rate)
+            self._ready.put(job_id, task, queue, priority, gap_s)
         for due_at, job_id in await self._db.scheduled():
             self._scheduled.add(due_at, job_id)
         loop = asyncio.get_running_loop()
@@ -813,7 +814,8 @@ class Scheduler:
     async def _rerun(self, job_id: str) -> Job:
         retried = await self._db.update(job_id, functools.partial(_rerun, at=self._clock()))
         assert retried is not None
-        self._make_ready(retried)
+        if retried.state is JobState.QUEUED:  # not waiting again for its dependencies
+            self._make_ready(retried)
         return retried
 
     def _make_ready(self, job: Job) -> None:

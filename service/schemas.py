@@ -178,8 +178,9 @@ class WorkflowStep(TaskCall):
         "run with its own arguments only)",
     )
     delay_s: float | None = Field(
-        None, ge=0, le=MAX_DELAY_S, description="once let go, run no sooner than this after"
-    )
+        None, ge=0, le=MAX_DELAY_S,
+        description="run no sooner than this after the workflow is made (and the steps before)",
+    )  # fmt: skip
 
     def step(self, now: float) -> Step:
         run_at = None if self.delay_s is None else now + self.delay_s

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -943,3 +944,23 @@ async def test_a_failed_step_run_again_makes_the_steps_canceled_for_it_wait_agai
     await db.update("job-1", start)
     await db.update("job-1", succeed)
     assert (await db.get_job("job-2")).state is Q  # and the workflow goes on from there
+
+
+async def test_a_callback_waits_again_only_if_no_other_member_failed(db: AnyStore) -> None:
+    async def record(batch: Transaction) -> None:
+        await batch.insert_workflow("wf", 1_700_000_000.0, {"job": "job-3"})
+
+    a, b = start(new_job(1, workflow_id="wf")), start(new_job(2, workflow_id="wf"))
+    await db.submit([a, b, waiting(3, "job-1", "job-2", workflow_id="wf")], guard=record)
+    fail = functools.partial(transition, target=F, at=1_700_000_200.0)
+    await db.update("job-1", lambda j: fail(j))
+    assert (await db.get_job("job-3")).state is C  # job-2 still runs: its row stays
+    await db.update("job-1", lambda j: transition(j, Q, 1_700_000_300.0))  # retried
+    again = await db.get_job("job-3")
+    assert again.state is JobState.WAITING and again.waiting_on == 2
+    await db.update("job-2", lambda j: fail(j))  # the other member fails too
+    await db.update("job-1", lambda j: transition(j, R, 1_700_000_400.0))
+    await db.update("job-1", lambda j: fail(j))
+    assert (await db.get_job("job-3")).state is C
+    await db.update("job-1", lambda j: transition(j, Q, 1_700_000_500.0))  # retried again
+    assert (await db.get_job("job-3")).state is C  # job-2 failed: it stays canceled for it

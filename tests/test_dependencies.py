@@ -113,3 +113,16 @@ async def test_a_waiting_job_is_let_go_after_a_restart(
         assert (await client.get(f"/jobs/{after}")).json()["state"] == "waiting"
         go.touch()  # first runs again (interrupted), succeeds, and lets after go
         assert (await finished(client, after))["result"] == 10
+
+
+async def test_a_job_canceled_while_waiting_and_run_again_waits_again(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+    first = await submit_job(client, "gate", str(go))
+    waiting = await submit_job(client, "add", 1, 1, depends_on=[first])
+    assert (await client.post(f"/jobs/{waiting}/cancel")).json()["state"] == "canceled"
+    again = await client.post(f"/jobs/{waiting}/retry")
+    assert again.status_code == 200 and again.json()["state"] == "waiting"
+    go.touch()
+    assert (await finished(client, waiting))["result"] == 2

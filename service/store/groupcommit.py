@@ -41,6 +41,7 @@ from ..jobs import (
     released,
     reopened,
     state_event_data,
+    transition,
 )
 from ..logs import LogEntry
 from ..settings import DEFAULT_MAX_LOG_LINES
@@ -212,9 +213,10 @@ class StagedTransaction(abc.ABC):
             progress = None if job.progress is None else job.progress.as_dict()
             self._event(job, kind, {"job_id": job.id, "task": job.task, "progress": progress})
 
-    async def wait_for(self, job: Job, others: Sequence[str]) -> Job:
-        """A new job that depends on ``others`` (each stored, or staged in this transaction),
-        as it starts out: waiting for those unfinished, or, if none is, what they let it be.
+    async def wait_for(self, job: Job, others: Sequence[str], at: float | None = None) -> Job:
+        """A job (new, or run again before it ever ran) that depends on ``others`` (each
+        stored, or staged in this transaction), as it starts out: waiting for those
+        unfinished, or, if none is, what they let it be (at ``at``: its creation by default).
 
         Those are read locked, in one order: on a shared store, a job finishing meanwhile is
         either seen finished here, or finds this job's rows once it may go on."""
@@ -222,7 +224,8 @@ class StagedTransaction(abc.ABC):
         unfinished = [o for o, j in found.items() if j is not None and j.state not in TERMINAL]
         failed = next((j for j in found.values() if j is not None and is_failure(j)), None)
         waiting = dataclasses.replace(job, waiting_on=len(unfinished))
-        changed = released(waiting, failed, len(unfinished), job.created_at)
+        at = job.created_at if at is None else at
+        changed = released(waiting, failed, len(unfinished), at)
         if changed.state is JobState.WAITING:
             self.dependencies += [(job.id, other) for other in unfinished]
             return changed
@@ -236,6 +239,8 @@ class StagedTransaction(abc.ABC):
             await self._reopen_followers(self.rows[self._rerun.pop(0)])
         while self._finished:
             finished = self.rows[self._finished.pop(0)]
+            if finished.state not in TERMINAL:  # run again in this same transaction
+                continue
             staged = [job_id for job_id, other in self.dependencies if other == finished.id]
             if not staged and not self._may_have_dependents(finished.id):
                 continue
@@ -263,6 +268,8 @@ class StagedTransaction(abc.ABC):
             if job is None:
                 continue
             found = {other: await self.get(other) for other in sorted(job.depends_on)}
+            if any(j is not None and is_failure(j) for j in found.values()):
+                continue  # another of its dependencies failed too: it stays canceled for that
             unfinished = [o for o, j in found.items() if j is not None and j.state not in TERMINAL]
             again = reopened(job, rerun.id, len(unfinished), self._clock())
             if again is None:
@@ -563,6 +570,13 @@ class GroupCommitStore(abc.ABC, Generic[Tx]):
             if job is None:
                 raise JobNotFound(job_id)
             changed = change(job)
+            if (
+                changed is not None and changed.state is JobState.QUEUED
+                and job.state is JobState.CANCELED and job.depends_on and not job.attempt
+            ):  # fmt: skip
+                # run again before it ever ran: it waits for its dependencies as it did
+                again = transition(job, JobState.WAITING, self._clock())
+                changed = await batch.wait_for(again, job.depends_on, self._clock())
             if changed is not None and changed.key is not None and job.state not in ACTIVE:
                 holder = await batch.holder_of(changed.key)  # a finished job run again
                 if holder is not None and changed.state in ACTIVE:

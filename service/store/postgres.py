@@ -74,12 +74,7 @@ log = logging.getLogger("conveyor.db")
 READERS = 4  # connections of the read pool, beside the writer's
 
 SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s"
-# locked, with whether some job waits for it: exact while it is locked (a job that would wait
-# for it reads it locked first), so a job that finishes looks for its dependents only then
-LOCK_JOB = (
-    f"SELECT {JOB_COLUMNS}, EXISTS (SELECT 1 FROM dependencies WHERE depends_on = jobs.id) "
-    "FROM jobs WHERE id = %s FOR UPDATE"
-)
+LOCK_JOB = SELECT_JOB + " FOR UPDATE"
 INSERT_JOB = (
     "INSERT INTO jobs (id, task, args, kwargs, state, attempt, interruptions, progress, result, "
     "error, created_at, started_at, finished_at, options, scheduled_at, retries, attempts, key, "
@@ -97,7 +92,10 @@ DELETE_EMPTY_WORKFLOWS = (
     "DELETE FROM workflows WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE workflow_id = workflows.id)"
 )
 DELETE_DEPENDENTS = "DELETE FROM dependencies WHERE depends_on = %s"
-INSERT_DEPENDENCY = "INSERT INTO dependencies (job_id, depends_on) VALUES (%s, %s)"
+# a step waiting again may still have rows for the dependencies that had not finished
+INSERT_DEPENDENCY = (
+    "INSERT INTO dependencies (job_id, depends_on) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+)
 SELECT_DEPENDENTS = "SELECT job_id FROM dependencies WHERE depends_on = %s"
 # a job that starts running is this service's (instance_id); a running job keeps its service
 # whoever writes it (its progress, say); a job in any other state belongs to none
@@ -197,7 +195,10 @@ SELECT_JOB_EVENTS_AFTER = (
     "SELECT id, job_id, kind, at, data FROM events WHERE job_id = %s AND id > %s "
     "ORDER BY id LIMIT %s"
 )
-SELECT_QUEUED = "SELECT id, task, queue, priority FROM jobs WHERE state = 'queued' ORDER BY seq"
+SELECT_QUEUED = (
+    "SELECT id, task, queue, priority, options::jsonb ->> 'rate_limit' FROM jobs "
+    "WHERE state = 'queued' ORDER BY seq"
+)
 SELECT_SCHEDULED = "SELECT id, scheduled_at FROM jobs WHERE state = 'scheduled'"
 # the expired jobs no other service is pruning at the same time
 # a workflow's jobs go together, once the last of them has finished before the cutoff
@@ -304,7 +305,6 @@ class PostgresTransaction(StagedTransaction):
         super().__init__(1, clock)  # the commit numbers them from event_ids
         self._conn = conn
         self._instance_id = instance_id
-        self._awaited: dict[str, bool] = {}  # of the jobs read locked: whether any waits for it
         self._held_tasks: set[str] = set()  # tasks a rate limit held in this claim
         self._logged: list[_Logged] = []
         self.committing = False  # COMMIT sent: a connection lost now leaves it unknown
@@ -318,16 +318,16 @@ class PostgresTransaction(StagedTransaction):
 
     async def _read_job(self, job_id: str) -> Job | None:
         rows = await self._rows(LOCK_JOB, (job_id,))
-        if not rows:
-            return None
-        self._awaited[job_id] = bool(rows[0][-1])
-        return row_to_job(rows[0])
+        return row_to_job(rows[0]) if rows else None
 
     async def _workflow_jobs(self, workflow_id: str) -> list[Job]:
         return [row_to_job(row) for row in await self._rows(SELECT_WORKFLOW_JOBS, (workflow_id,))]
 
     def _may_have_dependents(self, job_id: str) -> bool:
-        return self._awaited.get(job_id, True)  # not read locked here: look
+        # always looked for, in a statement of its own once the job is locked: a submit that
+        # waited on that lock has committed its rows by then (a column read with the locking
+        # statement would come from the snapshot before it)
+        return True
 
     async def _forget_dependents(self, job_id: str) -> None:
         await self._conn.execute(DELETE_DEPENDENTS, (job_id,))
@@ -854,6 +854,13 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
             try:
                 outcomes = await run_operations(batch, pendings)
                 await batch.commit()
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+                with contextlib.suppress(Exception):
+                    await conn.rollback()
+                if tries_left:  # rolled back whole: nothing of it is stored, so it runs again
+                    log.warning("a write met another service's (%s); running it again", exc)
+                    continue
+                raise
             except psycopg.OperationalError as exc:
                 with contextlib.suppress(Exception):
                     await conn.rollback()
@@ -1002,9 +1009,10 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
     async def ids_in_state(self, state: JobState) -> list[str]:
         return [row[0] for row in await self._read(SELECT_IDS_IN_STATE, (state.value,))]
 
-    async def queued(self) -> list[tuple[str, str, str, int]]:
+    async def queued(self) -> list[tuple[str, str, str, int, str | None]]:
         """(id, task, queue, priority) of every queued job, in submission order."""
-        return [(row[0], row[1], row[2], row[3]) for row in await self._read(SELECT_QUEUED)]
+        rows = await self._read(SELECT_QUEUED)
+        return [(row[0], row[1], row[2], row[3], row[4]) for row in rows]
 
     async def scheduled(self) -> list[tuple[float, str]]:
         """(scheduled_at, id) of every scheduled job."""
@@ -1039,7 +1047,12 @@ async def _check_if_told(conn: psycopg.AsyncConnection[Any]) -> None:
     """The pool's check of an idle connection as it is handed out, without a trip to the
     server each time: a connection the server ended (a restart, a terminated backend) has
     its word, or its end, waiting on the socket; a sound idle one has nothing to read."""
-    if conn.closed or select.select([conn.fileno()], [], [], 0)[0]:
+    if conn.closed:
+        await AsyncConnectionPool.check_connection(conn)
+        return
+    readable = select.poll()  # not select(): it cannot take a descriptor above 1023
+    readable.register(conn.fileno(), select.POLLIN)
+    if readable.poll(0):
         await AsyncConnectionPool.check_connection(conn)
 
 

@@ -91,7 +91,8 @@ STORE_RATE_LIMIT = "INSERT OR REPLACE INTO rate_limits (key, next_at) VALUES (?,
 SELECT_RATE_LIMITS = "SELECT key, next_at FROM rate_limits"
 DELETE_DEPENDENTS = "DELETE FROM dependencies WHERE depends_on = ?"
 SELECT_AWAITED = "SELECT DISTINCT depends_on FROM dependencies"
-INSERT_DEPENDENCY = "INSERT INTO dependencies (job_id, depends_on) VALUES (?, ?)"
+# a step waiting again may still have rows for the dependencies that had not finished
+INSERT_DEPENDENCY = "INSERT OR IGNORE INTO dependencies (job_id, depends_on) VALUES (?, ?)"
 SELECT_DEPENDENTS = "SELECT job_id FROM dependencies WHERE depends_on = ?"
 UPDATE_JOB = (
     "UPDATE jobs SET args = ?, state = ?, attempt = ?, interruptions = ?, progress = ?, "
@@ -102,8 +103,8 @@ UPDATE_JOB = (
 QUEUE_OF_JOB = "coalesce(json_extract(options, '$.queue'), 'default')"
 # what the ready queue needs of each queued job, oldest first
 SELECT_QUEUED = (
-    f"SELECT id, task, {QUEUE_OF_JOB}, "
-    "coalesce(json_extract(options, '$.priority'), 0) FROM jobs WHERE state = 'queued' ORDER BY seq"
+    f"SELECT id, task, {QUEUE_OF_JOB}, coalesce(json_extract(options, '$.priority'), 0), "
+    "json_extract(options, '$.rate_limit') FROM jobs WHERE state = 'queued' ORDER BY seq"
 )
 SELECT_ACTIVE_WITH_KEY = (
     "SELECT id FROM jobs WHERE key = ? AND state IN ('waiting', 'scheduled', 'queued', 'running')"
@@ -674,10 +675,10 @@ class SqliteStore(GroupCommitStore[SqliteTransaction]):
         )
         return [row[0] for row in rows]
 
-    async def queued(self) -> list[tuple[str, str, str, int]]:
-        """(id, task, queue, priority) of every queued job, in submission order."""
+    async def queued(self) -> list[tuple[str, str, str, int, str | None]]:
+        """(id, task, queue, priority, rate limit) of every queued job, in submission order."""
         rows = await self._connection(self._reader).execute_fetchall(SELECT_QUEUED)
-        return [(row[0], row[1], row[2], row[3]) for row in rows]
+        return [(row[0], row[1], row[2], row[3], row[4]) for row in rows]
 
     async def scheduled(self) -> list[tuple[float, str]]:
         """(scheduled_at, id) of every scheduled job."""
