@@ -143,7 +143,9 @@ def check(database: Path, acknowledged: list[str], report: Report) -> None:
                 report.problems.append(f"job {job_id} took {taken!r}, not {expected!r}")
 
 
-async def run(workflows: int, options: Options, workdir: Path) -> Report:
+async def run(
+    workflows: int, options: Options, workdir: Path, pause_s: tuple[float, float] = (0.0, 0.05)
+) -> Report:
     rng = random.Random(options.seed)
     service = Service(workdir, options)
     service.env["CONVEYOR_MAX_INTERRUPTIONS"] = "1000"  # every job ends succeeded, however cut
@@ -155,7 +157,7 @@ async def run(workflows: int, options: Options, workdir: Path) -> Report:
         stop = asyncio.Event()
         kills = asyncio.create_task(killer(service, stop, options.run_for_s, rng))
         try:
-            acknowledged = await maker(service.url, workflows, (0.0, 0.05), rng)
+            acknowledged = await maker(service.url, workflows, pause_s, rng)
         finally:
             stop.set()
             report.kills = await kills

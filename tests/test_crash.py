@@ -29,10 +29,10 @@ async def test_nothing_acknowledged_is_lost_across_eight_crashes(tmp_path: Path)
 
 @pytest.mark.timeout(240)
 async def test_fifty_workflows_each_end_once_across_kills(tmp_path: Path) -> None:
-    options = Options(run_for_s=(0.2, 0.6), seed=3)
-    report = await run_workflows(50, options, tmp_path)
+    options = Options(run_for_s=(0.2, 0.5), seed=3)
+    report = await run_workflows(50, options, tmp_path, pause_s=(0.0, 0.02))
     print_workflows_report(report)  # shown when it fails
     assert report.problems == []
-    assert report.kills >= 3
+    assert report.kills >= 2
     assert report.workflows_stored >= report.workflows_acknowledged > 40
     assert report.releases >= report.workflows_stored  # each workflow let one go, at least

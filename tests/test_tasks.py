@@ -194,6 +194,7 @@ def test_describe_lists_the_parameters() -> None:
             "priority": None,
             "queue": None,
             "memory_limit_mb": None,
+            "rate_limit": None,
         },
         "concurrency": None,
         "cron": None,
