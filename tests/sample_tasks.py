@@ -446,3 +446,11 @@ def escape_group(pidfile: str) -> None:
 def rated(label: str = "") -> float:
     """Started at most ten times a second: returns when it ran."""
     return time.time()
+
+
+@task
+def flood(lines: int) -> int:
+    """Print ``lines`` lines of 4,000 characters: a lot of log events, fast."""
+    for _ in range(lines):
+        print("z" * 4000)
+    return lines

@@ -135,8 +135,9 @@ async def test_a_stream_whose_client_stopped_reading_is_dropped_and_frees_its_pl
             assert (await client.get("/events")).status_code == 503  # it holds the one place
 
             async def dropped() -> bool:
-                # events of 64 KB each, until the server's writes to it wait (never read)
-                await submit_job(client, "chatty", 65536)
+                # a megabyte or so of log events at a time, until the server's writes to it
+                # wait (never read)
+                await submit_job(client, "flood", 250)
                 return await _metric(client, "conveyor_sse_dropped_total") == 1
 
             await wait_until(dropped, timeout_s=60, what="the stalled stream dropped")
