@@ -85,8 +85,16 @@ async def test_a_stop_hook_that_hangs_is_cut_short(hook_dir: Path) -> None:
 
 async def test_stop_hooks_run_when_the_service_stops(settings: Settings, hook_dir: Path) -> None:
     with_hooks = dataclasses.replace(settings, tasks=(HOOKS,))
-    async with running_app(with_hooks):
+    async with running_app(with_hooks) as (_, client):
         await wait_until(lambda: len(recorded(hook_dir)) == 2, what="both workers started")
+
+        async def both_ready() -> bool:
+            # a worker stops by its hooks once the pool has heard it is ready (its start hook
+            # may have run a moment before): one still starting is killed
+            workers = (await (await client.get("/health")).get_json())["workers"]["workers"]
+            return len(workers) == 2 and all(worker["ready"] for worker in workers)
+
+        await wait_until(both_ready, what="both workers ready")
     starts = {line.split()[1] for line in recorded(hook_dir) if line.startswith("start")}
     stops = {line.split()[1] for line in recorded(hook_dir) if line.startswith("stop")}
     assert len(starts) == 2 and stops == starts
