@@ -32,6 +32,7 @@ ACTIVE: frozenset[JobState] = frozenset(
     {JobState.WAITING, JobState.SCHEDULED, JobState.QUEUED, JobState.RUNNING}
 )
 TERMINAL: frozenset[JobState] = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED})
+TERMINAL_VALUES: frozenset[str] = frozenset(state.value for state in TERMINAL)  # as events say
 
 # Every allowed move; anything else is a bug or a race lost, and raises InvalidTransition.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {

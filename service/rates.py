@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .jobs import Job
 
 RATE_PATTERN = r"^[1-9][0-9]{0,8}/(s|m|h|d)$"
 RATE_RULE = "a count per second, minute, hour or day, e.g. 100/m"
@@ -41,15 +37,20 @@ def queue_key(queue: str) -> str:
     return f"queue:{queue}"
 
 
-def rate_spacing(job: Job, queue_gaps_s: Mapping[str, float]) -> dict[str, float]:
-    """The rate limits ``job`` starts under (key → interval): its task's (as its options
-    say) and its queue's."""
-    spacing = {}
-    if job.options.rate_limit is not None:
-        spacing[task_key(job.task)] = interval_s(job.options.rate_limit)
-    if job.queue in queue_gaps_s:
-        spacing[queue_key(job.queue)] = queue_gaps_s[job.queue]
-    return spacing
+def spacing(
+    task: str, task_gap_s: float | None, queue: str, queue_gaps_s: Mapping[str, float]
+) -> dict[str, float]:
+    """The rate limits a job starts under (key → interval): its task's (``task_gap_s``, as
+    its options say) and its queue's."""
+    limits = {} if not task_gap_s else {task_key(task): task_gap_s}
+    if queue in queue_gaps_s:
+        limits[queue_key(queue)] = queue_gaps_s[queue]
+    return limits
+
+
+def gap_s(rate: str | None) -> float | None:
+    """``interval_s`` of a rate that may be unset."""
+    return None if rate is None else interval_s(rate)
 
 
 class Limits:

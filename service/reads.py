@@ -21,6 +21,7 @@ from .logs import LogEntry
 from .pool import ProcessPool
 from .scheduler import Scheduler
 from .streams import ends_stream, event_stream, workflow_event_stream
+from .workflows import Workflow
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +105,8 @@ class Reads:
     async def has_events_after(self, after_id: int, job_id: str) -> bool:
         return bool(await self._db.events_after(after_id, job_id=job_id, limit=1))
 
-    async def workflow(self, workflow_id: str) -> tuple[float, dict[str, Any], list[Job]]:
-        """(created_at, output template, its jobs upstream first); WorkflowNotFound."""
+    async def workflow(self, workflow_id: str) -> Workflow:
+        """The workflow, its jobs upstream first; WorkflowNotFound."""
         return await self._db.workflow(workflow_id)
 
     async def workflow_has_events_after(self, workflow_id: str, after_id: int) -> bool:

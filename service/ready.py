@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from .rates import Limits, queue_key, task_key
+from .rates import Limits, queue_key, spacing, task_key
 
 _Key = tuple[str, str]  # (queue, task)
 
@@ -98,10 +98,8 @@ class ReadyQueue:
         queue, task = best
         self._running_by_queue[queue] += 1
         self._running_by_task[task] += 1
-        spacing = {task_key(task): gap_s} if gap_s else {}
-        if queue in self._queue_gaps_s:
-            spacing[queue_key(queue)] = self._queue_gaps_s[queue]
-        return Entry(job_id, queue, task, self.rates.started(spacing, now) if spacing else {})
+        under = spacing(task, gap_s, queue, self._queue_gaps_s)
+        return Entry(job_id, queue, task, self.rates.started(under, now) if under else {})
 
     async def get(self) -> Entry:
         """Wait for a job that may start now, and take it (a rate's next start included)."""

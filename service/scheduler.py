@@ -34,6 +34,7 @@ from .errors import (
 )
 from .jobs import (
     TERMINAL,
+    TERMINAL_VALUES,
     Event,
     Job,
     JobError,
@@ -48,10 +49,10 @@ from .jobs import (
 from .logs import entries_from_worker
 from .options import DEFAULT_OPTIONS, DEFAULT_QUEUE, JobOptions
 from .pool import Outcome, ProcessPool, Worker
-from .rates import Limits, interval_s
+from .rates import Limits, gap_s, interval_s
 from .ready import Entry, ReadyQueue
 from .tasks import Task, lookup
-from .workflows import Node, Planned, plan
+from .workflows import Node, Planned, Workflow, plan
 
 log = logging.getLogger("conveyor.scheduler")
 
@@ -168,8 +169,7 @@ class Scheduler:
             log.warning("recovered %d job(s) left running by a previous run", len(recovered))
         self._ready.rates = Limits(await self._db.rate_limits())  # the spacing goes on
         for job_id, task, queue, priority, rate in await self._db.queued():
-            gap_s = None if rate is None else interval_s(rate)
-            self._ready.put(job_id, task, queue, priority, gap_s)
+            self._ready.put(job_id, task, queue, priority, gap_s(rate))
         for due_at, job_id in await self._db.scheduled():
             self._scheduled.add(due_at, job_id)
         loop = asyncio.get_running_loop()
@@ -301,9 +301,9 @@ class Scheduler:
             workflow_id=None if planned is None else planned.workflow_id,
         )  # fmt: skip
 
-    async def submit_workflow(self, flow: Node) -> tuple[str, list[Job]]:
+    async def submit_workflow(self, flow: Node) -> Workflow:
         """Create a workflow's jobs (see ``workflows``) in one transaction: all of them or,
-        StepRejected naming the step, none; return its id and its jobs, upstream first."""
+        StepRejected naming the step, none; return it, its jobs upstream first."""
         self._refuse_while_draining()
         workflow_id = str(uuid.uuid4())
         laid_out = plan(flow, workflow_id, lambda: str(uuid.uuid4()))
@@ -319,19 +319,18 @@ class Scheduler:
             await batch.insert_workflow(workflow_id, created_at, laid_out.output)
 
         submitted = await self._enqueue(jobs, None, record)
-        return workflow_id, [s.job for s in submitted]
+        return Workflow(workflow_id, created_at, laid_out.output, [s.job for s in submitted])
 
-    async def cancel_workflow(self, workflow_id: str) -> list[Job]:
+    async def cancel_workflow(self, workflow_id: str) -> Workflow:
         """Cancel every unfinished job of the workflow (running ones killed as usual, those
-        waiting first, so none is let go meanwhile); its jobs as they are then."""
-        _, _, jobs = await self._db.workflow(workflow_id)
-        unfinished = [job for job in jobs if not job.is_terminal]
+        waiting first, so none is let go meanwhile); the workflow as it is then."""
+        workflow = await self._db.workflow(workflow_id)
+        unfinished = [job for job in workflow.jobs if not job.is_terminal]
         order = sorted(unfinished, key=lambda job: job.state is JobState.RUNNING)
         for job in order:
             with contextlib.suppress(InvalidTransition, JobNotFound):
                 await self.cancel(job.id)
-        _, _, jobs = await self._db.workflow(workflow_id)
-        return jobs
+        return await self._db.workflow(workflow_id)
 
     async def _enqueue(
         self,
@@ -455,7 +454,7 @@ class Scheduler:
                 self._own(self._learn_due(event.job_id))
             elif state == JobState.QUEUED.value and released and not shared:
                 self._own(self._learn_queued(event.job_id))
-            elif shared and state in _TERMINAL_VALUES and event.job_id in self._ended:
+            elif shared and state in TERMINAL_VALUES and event.job_id in self._ended:
                 self._ended[event.job_id].set()
 
     async def _learn_queued(self, job_id: str) -> None:
@@ -824,9 +823,8 @@ class Scheduler:
             self._shared.work.set()
             return
         options = job.options
-        gap_s = None if options.rate_limit is None else interval_s(options.rate_limit)
         queue = options.queue or DEFAULT_QUEUE
-        self._ready.put(job.id, job.task, queue, options.priority or 0, gap_s)
+        self._ready.put(job.id, job.task, queue, options.priority or 0, gap_s(options.rate_limit))
 
     def on_progress(self, job_id: str, progress: Progress) -> None:
         """Called by the pool, in order with the job's other messages."""
@@ -915,9 +913,6 @@ def _ending(state: JobState, at: float, **changes: Any) -> Callable[[Job], Job |
         return transition(job, state, at, **changes)
 
     return change
-
-
-_TERMINAL_VALUES = frozenset(state.value for state in TERMINAL)
 
 
 def _fenced(change: Callable[[Job], Job | None], run: Job) -> Callable[[Job], Job | None]:

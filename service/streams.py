@@ -15,7 +15,7 @@ from typing import Any
 from .db import Store
 from .errors import TooManyStreams
 from .events import KEEPALIVE, RETRY, WRITE_BATCH, Broker, encode_event, position
-from .jobs import TERMINAL, Event
+from .jobs import TERMINAL, TERMINAL_VALUES, Event
 
 # events read from the store at once by a stream catching up: many streams may catch up
 # together (after a restart, or cut loose in a burst), each holding a page
@@ -225,8 +225,7 @@ async def workflow_event_stream(
         subscription = broker.subscribe()  # every job's, filtered to the workflow's own
         try:
             # after subscribing: a change from here on is both read and heard
-            _, _, jobs = await db.workflow(workflow_id)
-            states = {job.id: job.state.value for job in jobs}
+            states = {job.id: job.state.value for job in (await db.workflow(workflow_id)).jobs}
             while page := await db.workflow_events_after(workflow_id, sent, limit=REPLAY_PAGE):
                 # what the replay tells of counts too: the live events it overlaps are skipped
                 out, sent = _workflow_batch([(e, encode_event(e)) for e in page], sent, states)
@@ -268,7 +267,4 @@ def _workflow_batch(
 
 
 def _all_finished(states: dict[str, str]) -> bool:
-    return all(state in _TERMINAL_VALUES for state in states.values())
-
-
-_TERMINAL_VALUES = frozenset(state.value for state in TERMINAL)
+    return all(state in TERMINAL_VALUES for state in states.values())

@@ -11,7 +11,7 @@ from typing import Any
 
 from .jobs import Attempt, Job, JobError, JobState, Progress, isoformat
 from .options import JobOptions
-from .workflows import resolve, workflow_state
+from .workflows import Workflow, resolve, workflow_state
 
 
 def job_json(job: Job) -> dict[str, Any]:
@@ -47,20 +47,19 @@ def job_json(job: Job) -> dict[str, Any]:
     }
 
 
-def workflow_json(
-    workflow_id: str, created_at: float, output: dict[str, Any], jobs: list[Job]
-) -> dict[str, Any]:
+def workflow_json(workflow: Workflow) -> dict[str, Any]:
     """A workflow as the API shows it: its state, its jobs (upstream first), the edges
     between them (from a job to one that waits for it), and its result once it succeeded."""
+    jobs = workflow.jobs
     state = workflow_state(jobs)
     results = {job.id: job.result for job in jobs}
     finished = [job.finished_at for job in jobs if job.finished_at is not None]
     return {
-        "id": workflow_id,
+        "id": workflow.id,
         "state": state,
-        "created_at": isoformat(created_at),
+        "created_at": isoformat(workflow.created_at),
         "finished_at": isoformat(max(finished)) if state != "running" and finished else None,
-        "result": resolve(output, results) if state == "succeeded" else None,
+        "result": resolve(workflow.output, results) if state == "succeeded" else None,
         "jobs": [job_json(job) for job in jobs],
         "edges": [{"from": other, "to": job.id} for job in jobs for other in job.depends_on],
     }

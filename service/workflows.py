@@ -56,6 +56,16 @@ class Planned:
 
 
 @dataclass(frozen=True, slots=True)
+class Workflow:
+    """A workflow as stored: its output template and its jobs, upstream first."""
+
+    id: str
+    created_at: float  # epoch seconds
+    output: Template
+    jobs: list[Job]
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     jobs: list[Planned]  # upstream first: each job after every job it waits for
     output: Template  # the workflow's result, from its jobs' results

@@ -913,8 +913,8 @@ async def test_retention_removes_a_workflow_with_all_its_jobs_once_the_last_is_o
     await db.update("job-2", start)
     await db.update("job-2", lambda j: transition(j, S, 1_900_000_000.0, result=1))
     assert await db.prune(1_800_000_000.0, 100) == 0  # job-2 ended after the cutoff
-    created_at, output, jobs = await db.workflow("wf")
-    assert (created_at, output, ids(jobs)) == (
+    stored = await db.workflow("wf")
+    assert (stored.created_at, stored.output, ids(stored.jobs)) == (
         1_700_000_000.0,
         {"job": "job-2"},
         ["job-1", "job-2"],

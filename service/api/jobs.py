@@ -11,14 +11,13 @@ from quart import Blueprint, Response, request
 from quart_schema import document_headers, document_request
 
 from ..db import IdempotencyClaim
-from ..errors import RateLimited
 from ..jobs import Job
 from ..schemas import IdempotencyHeaders, JobsQuery, LogsQuery, SubmitJob, SubmitJobs, WaitQuery
 from ..wire import job_json
 from . import models
 from .models import answers
 from .responses import InvalidRequest, json_body, json_response, query
-from .runtime import runtime
+from .runtime import runtime, within_submit_rate
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY_CHARS = 255
@@ -124,17 +123,6 @@ async def _waited(job: Job, query: WaitQuery) -> Job:
         return job
     rt = runtime()
     return await rt.reads.finished(job, min(query.wait_s, rt.settings.max_wait_s))
-
-
-def within_submit_rate(jobs: int) -> None:
-    """RateLimited if the client (its token, or its address) submits faster than allowed."""
-    rate = runtime().submit_rate
-    if rate is None:
-        return
-    client = request.headers.get("Authorization") or f"address {request.remote_addr}"
-    wait_s = rate.take(client, jobs)
-    if wait_s is not None:
-        raise RateLimited(rate.jobs_per_s, wait_s)
 
 
 def _idempotency_claim(body: Any, now: float) -> IdempotencyClaim | None:

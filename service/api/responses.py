@@ -21,6 +21,8 @@ from quart_schema import document_querystring
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException, RequestTimeout
 
+from ..schemas import StreamQuery, parse_id
+
 Q = TypeVar("Q", bound=pydantic.BaseModel)
 
 
@@ -296,3 +298,15 @@ def refuse_undeclared(view: Callable[..., Any] | None) -> None:
         return
     if request.args:
         raise UnknownParameters(list(request.args), [])
+
+
+def last_event_id(query: StreamQuery) -> int | None:
+    """Where a stream resumes: the Last-Event-ID header, or ?last_event_id= (an EventSource
+    opened anew cannot set the header); None if neither is given."""
+    text = request.headers.get("Last-Event-ID") or query.last_event_id
+    if not text:
+        return None
+    value = parse_id(text)
+    if value is None:
+        raise InvalidRequest(f"Last-Event-ID must be an event id (a whole number), got {text!r}")
+    return value

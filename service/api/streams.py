@@ -3,12 +3,12 @@ tokens an ``EventSource`` opens them with."""
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response
 
-from ..schemas import StreamQuery, parse_id
+from ..schemas import StreamQuery
 from . import auth, models
 from .models import answers
-from .responses import InvalidRequest, json_response, query, sse_response
+from .responses import json_response, last_event_id, query, sse_response
 from .runtime import runtime, stream_tokens
 
 streams = Blueprint("streams", __name__)
@@ -62,13 +62,3 @@ async def stream_token() -> Response:
     scope = auth.request_scope(runtime().settings) or auth.READ  # past the check: valid
     body = {"token": tokens.issue(scope), "expires_in_s": tokens.ttl_s, "scope": scope}
     return json_response(body)
-
-
-def last_event_id(query: StreamQuery) -> int | None:
-    text = request.headers.get("Last-Event-ID") or query.last_event_id
-    if not text:
-        return None
-    value = parse_id(text)
-    if value is None:
-        raise InvalidRequest(f"Last-Event-ID must be an event id (a whole number), got {text!r}")
-    return value

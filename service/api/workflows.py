@@ -11,11 +11,16 @@ from ..jobs import Job
 from ..schemas import Flow, StreamQuery, count_steps
 from ..wire import workflow_json
 from . import auth, models
-from .jobs import within_submit_rate
 from .models import answers
-from .responses import InvalidRequest, json_body, json_response, query, sse_response
-from .runtime import runtime
-from .streams import last_event_id
+from .responses import (
+    InvalidRequest,
+    json_body,
+    json_response,
+    last_event_id,
+    query,
+    sse_response,
+)
+from .runtime import runtime, within_submit_rate
 
 MAX_WORKFLOW_JOBS = 10_000
 
@@ -35,28 +40,22 @@ async def create_workflow() -> Response:
         raise InvalidRequest(f"a workflow makes at most {MAX_WORKFLOW_JOBS} jobs, not {jobs}")
     within_submit_rate(jobs)
     rt = runtime()
-    workflow_id, made = await rt.scheduler.submit_workflow(node)
-    created_at, output, _ = await rt.reads.workflow(workflow_id)
-    body = workflow_json(workflow_id, created_at, output, made)
-    return json_response(body, 202, {"Location": f"/workflows/{workflow_id}"})
+    made = await rt.scheduler.submit_workflow(node)
+    return json_response(workflow_json(made), 202, {"Location": f"/workflows/{made.id}"})
 
 
 @workflows.get("/workflows/<workflow_id>")
 @answers({200: models.Workflow}, 404)
 async def get_workflow(workflow_id: str) -> Response:
     """Read a workflow: its state, its jobs and the edges between them, and its result."""
-    created_at, output, jobs = await runtime().reads.workflow(workflow_id)
-    return json_response(workflow_json(workflow_id, created_at, output, jobs))
+    return json_response(workflow_json(await runtime().reads.workflow(workflow_id)))
 
 
 @workflows.post("/workflows/<workflow_id>/cancel")
 @answers({200: models.Workflow}, 404, 503)
 async def cancel_workflow(workflow_id: str) -> Response:
     """Cancel every job of the workflow that has not finished (running ones are killed)."""
-    rt = runtime()
-    jobs = await rt.scheduler.cancel_workflow(workflow_id)
-    created_at, output, _ = await rt.reads.workflow(workflow_id)
-    return json_response(workflow_json(workflow_id, created_at, output, jobs))
+    return json_response(workflow_json(await runtime().scheduler.cancel_workflow(workflow_id)))
 
 
 @workflows.get("/workflows/<workflow_id>/events")
@@ -69,7 +68,7 @@ async def workflow_events(workflow_id: str, query: StreamQuery) -> Response:
     rt = runtime()
     reads = rt.reads
     after_id = min(last_event_id(query) or 0, reads.last_event_id)
-    _, _, jobs = await reads.workflow(workflow_id)
+    jobs = (await reads.workflow(workflow_id)).jobs
     if _finished(jobs) and not await reads.workflow_has_events_after(workflow_id, after_id):
         return Response("", 204)
     keepalive_s = rt.settings.sse_keepalive_s

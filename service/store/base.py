@@ -16,6 +16,7 @@ from ..cron import Schedule
 from ..jobs import Event, Job, JobState
 from ..logs import LogEntry
 from ..stats import JobStats
+from ..workflows import Workflow
 
 T = TypeVar("T")
 
@@ -208,8 +209,8 @@ class Store(Protocol):
         """Store when the next jobs under these rate limits may start, in call order."""
         ...
 
-    async def workflow(self, workflow_id: str) -> tuple[float, dict[str, Any], list[Job]]:
-        """(created_at, output template, its jobs in the order made); WorkflowNotFound."""
+    async def workflow(self, workflow_id: str) -> Workflow:
+        """The workflow with its jobs in the order made; WorkflowNotFound if none."""
         ...
 
     async def workflow_events_after(

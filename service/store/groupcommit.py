@@ -173,7 +173,9 @@ class StagedTransaction(abc.ABC):
     # -- what operations use ----------------------------------------------------------------
 
     async def get(self, job_id: str) -> Job | None:
-        job = self.rows.get(job_id)
+        # read once a transaction: a job read here stays as read (locked, where others could
+        # change it) unless this transaction changes it
+        job = self.rows.get(job_id) or self.loaded.get(job_id)
         if job is None:
             job = await self._read_job(job_id)
         if job is not None:
@@ -642,6 +644,8 @@ class GroupCommitStore(abc.ABC, Generic[Tx]):
                 ids = [row[0] for row in gone]
                 await batch.delete_logs(ids)
                 await batch.delete_jobs(ids)
+                for job_id in ids:  # gone: a later read in this transaction finds none
+                    batch.loaded.pop(job_id, None)
                 removed = Counter((row[1], row[2]) for row in gone)
                 # one event says what went, so a client keeping counts from events follows
                 batch.note("pruned", {"removed": [

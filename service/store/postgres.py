@@ -37,9 +37,10 @@ from ..cron import Schedule
 from ..errors import JobNotFound, StoreFailed, StoreUnavailable, WorkflowNotFound
 from ..jobs import Event, Job, JobState, transition
 from ..logs import LogEntry
-from ..rates import Limits, rate_spacing
+from ..rates import Limits, gap_s, spacing
 from ..settings import DEFAULT_MAX_LOG_LINES
 from ..stats import BUCKET_S, window_start
+from ..workflows import Workflow
 from .base import MAX_PAGE_BYTES, IdempotencyClaim, fit_page
 from .groupcommit import (
     NO_JOB,
@@ -440,17 +441,17 @@ class PostgresTransaction(StagedTransaction):
     async def _within_rates(self, job: Job, at: float, queue_gaps_s: Mapping[str, float]) -> bool:
         """Whether ``job`` may start ``at`` under its rate limits (a service claiming under
         one meanwhile went first: this waited for its commit); if so, move them on."""
-        spacing = rate_spacing(job, queue_gaps_s)
-        if not spacing:
+        under = spacing(job.task, gap_s(job.options.rate_limit), job.queue, queue_gaps_s)
+        if not under:
             return True
-        keys = sorted(spacing)
+        keys = sorted(under)
         for key in keys:
             await self._conn.execute(MAKE_RATE_LIMIT, (key,))
         limits = Limits({row[0]: row[1] for row in await self._rows(LOCK_RATE_LIMITS, (keys,))})
         if limits.open_at(keys) > at:
             self._held_tasks.add(job.task)  # the next try passes over it
             return False
-        for key, next_at in limits.started(spacing, at).items():
+        for key, next_at in limits.started(under, at).items():
             await self._conn.execute(STORE_RATE_LIMIT, (key, next_at))
         return True
 
@@ -983,12 +984,13 @@ class PostgresStore(GroupCommitStore[PostgresTransaction]):
             rows = await self._read(SELECT_JOB_EVENTS_AFTER, (job_id, after_id, limit))
         return [row_to_event(r) for r in rows]
 
-    async def workflow(self, workflow_id: str) -> tuple[float, dict[str, Any], list[Job]]:
+    async def workflow(self, workflow_id: str) -> Workflow:
         found = await self._read(SELECT_WORKFLOW, (workflow_id,))
         if not found:
             raise WorkflowNotFound(workflow_id)
         rows = await self._read(SELECT_WORKFLOW_JOBS, (workflow_id,))
-        return found[0][0], orjson.loads(found[0][1]), [row_to_job(row) for row in rows]
+        jobs = [row_to_job(row) for row in rows]
+        return Workflow(workflow_id, found[0][0], orjson.loads(found[0][1]), jobs)
 
     async def workflow_events_after(
         self, workflow_id: str, after_id: int, *, limit: int = 500

@@ -34,6 +34,7 @@ from ..logs import LogEntry
 from ..settings import DEFAULT_MAX_LOG_LINES
 from ..stats import BUCKET_S, window_start
 from ..storefiles import StartJournal, lock_database
+from ..workflows import Workflow
 from .base import MAX_PAGE_BYTES, IdempotencyClaim, fit_page
 from .groupcommit import (
     NO_JOB,
@@ -640,13 +641,14 @@ class SqliteStore(GroupCommitStore[SqliteTransaction]):
         rows = await self._connection(self._reader).execute_fetchall(SELECT_RATE_LIMITS)
         return {row[0]: row[1] for row in rows}
 
-    async def workflow(self, workflow_id: str) -> tuple[float, dict[str, Any], list[Job]]:
+    async def workflow(self, workflow_id: str) -> Workflow:
         conn = self._connection(self._reader)
         found = list(await conn.execute_fetchall(SELECT_WORKFLOW, (workflow_id,)))
         if not found:
             raise WorkflowNotFound(workflow_id)
         rows = await conn.execute_fetchall(SELECT_WORKFLOW_JOBS, (workflow_id,))
-        return found[0][0], orjson.loads(found[0][1]), [row_to_job(row) for row in rows]
+        jobs = [row_to_job(row) for row in rows]
+        return Workflow(workflow_id, found[0][0], orjson.loads(found[0][1]), jobs)
 
     async def workflow_events_after(
         self, workflow_id: str, after_id: int, *, limit: int = 500
